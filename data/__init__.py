@@ -1,0 +1,1 @@
+"""Datasets shared by pretraining and evaluation."""
