@@ -1,0 +1,56 @@
+"""The ``unimix`` command: one entry point, one subcommand per job.
+
+Each subcommand lives with the library code it wraps and is imported only when called, so
+``unimix --help`` stays fast. Every subcommand's ``main(argv) -> int`` parses its own arguments;
+configuration and input errors print one ``error: ...`` line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# name -> (module, function, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "pretrain": ("unimix.ssl.cli", "main", "DINO pretraining (run it under `accelerate launch`)"),
+    "knn": ("unimix.eval.cli", "main_knn", "k-NN top-1/top-5 of frozen features (FAISS)"),
+    "linear": ("unimix.eval.cli", "main_linear", "linear probe on frozen features"),
+    "export": ("unimix.eval.cli", "main_export", "export a frozen feature extractor"),
+    "backbones": ("unimix.backbones.cli", "main_table", "list backbone presets: params, GFLOPs"),
+    "affinity": ("unimix.backbones.cli", "main_affinity", "plot each stage's affinity as a PNG"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = ["usage: unimix <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, _, text) in SUBCOMMANDS.items()]
+    lines += ["", "Run `unimix <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``unimix <command> ...``; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if args[0] == "--version":
+        from unimix import __version__
+
+        print(f"unimix {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = SUBCOMMANDS[name]
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

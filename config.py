@@ -1,0 +1,346 @@
+"""Typed configuration: dataclass schemas filled from named presets, YAML files and dotted overrides.
+
+A schema is a (nested) dataclass. A config is built in three layers, later ones winning:
+the schema's defaults, a preset or YAML file, then command-line overrides such as
+``optim.lr=1e-3`` or ``data.crop_sizes=[32,16]``. Everything is validated before any work starts:
+an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` whose message
+is one line naming the dotted key, what was expected and what was given.
+
+Ranges and choices are declared on the schema's fields::
+
+    lr: float = field(default=5e-4, metadata={"gt": 0})
+    precision: Literal["no", "bf16", "fp16"] = "no"
+
+Written here rather than taken from OmegaConf because OmegaConf's structured configs neither
+check ranges nor coerce YAML 1.1's ``1e-3`` (a string to PyYAML) into a float field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = ["ConfigError", "load_config", "parse_overrides", "save_config", "to_dict"]
+
+T = TypeVar("T")
+
+_RANGE_CHECKS = {
+    "gt": (lambda v, b: v > b, "> {}"),
+    "ge": (lambda v, b: v >= b, ">= {}"),
+    "lt": (lambda v, b: v < b, "< {}"),
+    "le": (lambda v, b: v <= b, "<= {}"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line naming the key at fault."""
+
+
+def load_config(
+    schema: type[T],
+    source: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    presets: Mapping[str, str | os.PathLike | Mapping[str, Any]] | None = None,
+) -> T:
+    """Build and validate a ``schema`` instance.
+
+    Args:
+        schema: dataclass type describing the config.
+        source: ``None`` (defaults only), a preset name (key of ``presets``) or a YAML file path.
+        overrides: dotted ``key=value`` strings; values are parsed as YAML (``lr=1e-3``,
+            ``sizes=[32,16]``, ``name=null``).
+        presets: named presets, each a YAML path or a mapping.
+
+    Raises:
+        ConfigError: unknown preset/file, bad YAML, unknown key, wrong type, value out of range.
+    """
+    values: dict[str, Any] = {}
+    origin = "defaults"
+    if source is not None:
+        values, origin = _read_source(source, presets or {})
+    overridden = set()
+    for key, value in parse_overrides(overrides):
+        _set_dotted(values, key, value)
+        overridden.add(key)
+    return _build(schema, values, prefix="", origin=origin, overridden=frozenset(overridden))
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """Parse ``["a.b=1", ...]`` into ``[("a.b", 1), ...]`` (values parsed as YAML)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-3"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw  # not YAML (e.g. a path with ':'); the schema's type decides
+        parsed.append((key, value))
+    return parsed
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a config dataclass (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return plain(cfg)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML; ``load_config(type(cfg), path)`` reads it back."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading sources
+
+
+def _read_source(
+    source: str | os.PathLike, presets: Mapping[str, str | os.PathLike | Mapping[str, Any]]
+) -> tuple[dict[str, Any], str]:
+    name = os.fspath(source)
+    if name in presets:
+        preset = presets[name]
+        if isinstance(preset, Mapping):
+            return _deep_copy(preset), f"preset {name!r}"
+        return _read_yaml(Path(preset)), f"preset {name!r} ({preset})"
+    path = Path(name)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        return _read_yaml(path), str(path)
+    choices = ", ".join(sorted(presets)) or "none"
+    raise ConfigError(f"config {name!r}: not a preset (choices: {choices}) nor a YAML file")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot read ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: expected a mapping at top level, got {type(data).__name__}"
+        )
+    return data
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    node = values
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(
+                f"override {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Building and validating
+
+
+def _build(
+    schema: type[T], values: Any, prefix: str, origin: str, overridden: frozenset[str] = frozenset()
+) -> T:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a section (mapping), got {_show(values)} ({origin})")
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    hints = typing.get_type_hints(schema)
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown config key '{prefix}{key}' ({origin}){hint} "
+            f"valid keys{' under ' + where if prefix else ''}: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = prefix + name
+        here = "command line" if key in overridden else origin
+        kwargs[name] = _check(hints[name], value, key, here, overridden)
+        _check_range(fields[name], kwargs[name], key, here)
+    try:
+        return schema(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err} ({origin})") from None
+
+
+def _check(
+    tp: Any, value: Any, key: str, origin: str, overridden: frozenset[str] = frozenset()
+) -> Any:
+    """Return ``value`` coerced to ``tp`` or raise a ConfigError naming ``key``."""
+    origin_tp = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        return _build(tp, value, prefix=key + ".", origin=origin, overridden=overridden)
+    if origin_tp in (typing.Union, types.UnionType):
+        is_null = value is None or (
+            isinstance(value, str) and value.lower() in {"null", "none", "~"}
+        )
+        if is_null and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(arg, value, key, origin)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0] if len(errors) == 1 else _type_error(key, _type_name(tp), value, origin)
+    if origin_tp is typing.Literal:
+        if value in args:
+            return value
+        choices = ", ".join(repr(a) for a in args)
+        raise ConfigError(
+            f"config key '{key}': expected one of {choices}, got {_show(value)} ({origin})"
+        )
+    if origin_tp in (list, tuple, Sequence) or tp in (list, tuple):
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise _type_error(key, _type_name(tp), value, origin)
+        if origin_tp is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(
+                    f"config key '{key}': expected {len(args)} values, got {len(value)} ({origin})"
+                )
+            return tuple(
+                _check(a, v, f"{key}[{i}]", origin)
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
+        item_tp = args[0] if args else Any
+        items = [_check(item_tp, v, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+        return tuple(items) if origin_tp is tuple or tp is tuple else items
+    if origin_tp in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(key, "mapping", value, origin)
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "on", "off"}:
+            return value.lower() in {"true", "yes", "on"}
+        raise _type_error(key, "bool", value, origin)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise _type_error(key, "int", value, origin)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _type_error(key, "float", value, origin)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise _type_error(key, "str", value, origin)
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise _type_error(key, "path", value, origin)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _type_error(key, _type_name(tp), value, origin)
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str, origin: str) -> None:
+    meta = f.metadata
+    if value is None:
+        return
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if "choices" in meta and item not in meta["choices"]:
+            choices = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(
+                f"config key '{key}': expected one of {choices}, got {_show(item)} ({origin})"
+            )
+        for name, (ok, _) in _RANGE_CHECKS.items():
+            if name in meta and isinstance(item, int | float) and not ok(item, meta[name]):
+                bounds = " and ".join(
+                    t.format(meta[n]) for n, (_, t) in _RANGE_CHECKS.items() if n in meta
+                )
+                raise ConfigError(
+                    f"config key '{key}': expected a value {bounds}, got {_show(item)} ({origin})"
+                )
+
+
+def _type_error(key: str, expected: str, value: Any, origin: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': expected {expected}, got {_show(value)} ({origin})")
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
