@@ -1,1 +1,39 @@
-"""Datasets shared by pretraining and evaluation."""
+"""Datasets shared by pretraining and evaluation.
+
+Entry point: :func:`build_dataset` — ``"synthetic"`` (embedded demo data), ``"cifar10"``,
+``"cifar100"``, ``"stl10"`` (torchvision, download off by default) or a folder (ImageFolder tree
+or flat unlabeled images). Every dataset yields ``(PIL RGB image or transform(image), label)``
+and exposes ``classes``, ``targets`` and ``get_uint8(i)`` (``[H, W, 3]`` uint8 pixels).
+"""
+
+from .arrays import ArrayImageDataset
+from .build import DATASET_NAMES, build_dataset
+from .decode import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    UnreadableImageWarning,
+    load_rgb,
+    to_rgb,
+)
+from .image_folder import ImageFolderDataset, list_image_files
+from .synthetic import SHAPES, SyntheticShapes, render_shapes
+from .torchvision_sets import TORCHVISION_SPLITS, default_data_root, load_torchvision_dataset
+
+__all__ = [
+    "DATASET_NAMES",
+    "IMAGE_EXTENSIONS",
+    "SHAPES",
+    "TORCHVISION_SPLITS",
+    "ArrayImageDataset",
+    "ImageFolderDataset",
+    "SyntheticShapes",
+    "UnreadableImageError",
+    "UnreadableImageWarning",
+    "build_dataset",
+    "default_data_root",
+    "list_image_files",
+    "load_rgb",
+    "load_torchvision_dataset",
+    "render_shapes",
+    "to_rgb",
+]

@@ -1,0 +1,317 @@
+"""Images in a folder: an ImageFolder tree (``root/<class>/<image>``) or a flat unlabeled folder.
+
+Listing uses ``os.walk`` (``scandir`` underneath, no per-file ``stat``): 50,000 CIFAR JPEGs list
+in well under a second. Files are decoded lazily in ``__getitem__``; a file that cannot be decoded
+is warned about once (naming it), remembered in a bitmap shared with DataLoader workers, and
+replaced by the next readable image, so one bad file never stops a run. ``strict=True`` raises
+instead. ``cache=True`` decodes everything once at construction (in threads) and keeps the
+uint8 pixels in RAM — worth it for many epochs over small images (CIFAR-10 train: 150 MB).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .decode import IMAGE_EXTENSIONS, UnreadableImageError, UnreadableImageWarning, load_rgb
+
+__all__ = ["ImageFolderDataset", "list_image_files"]
+
+_log = logging.getLogger(__name__)
+_MAX_NAMED_IN_SUMMARY = 5
+
+
+def _is_image_name(name: str) -> bool:
+    # Hidden files are skipped on purpose: macOS "._x.jpg" resource forks are not images.
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_image_files(directory: str | os.PathLike[str]) -> list[str]:
+    """All image files under ``directory`` (recursively, symlinks followed), sorted.
+
+    Hidden files and folders (name starting with ``.``) are ignored; so are files whose suffix
+    is not in :data:`~unimix.data.decode.IMAGE_EXTENSIONS` (case-insensitive).
+    """
+    found: list[str] = []
+    for folder, subfolders, names in os.walk(directory, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found.extend(os.path.join(folder, n) for n in sorted(names) if _is_image_name(n))
+    return found
+
+
+def _scan_top_level(root: str) -> tuple[list[str], list[str]]:
+    """(sorted visible subfolder names, sorted image file names) directly inside ``root``."""
+    folders, images = [], []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # follows symlinks, like ImageFolder
+                folders.append(entry.name)
+            elif _is_image_name(entry.name):
+                images.append(entry.name)
+    return sorted(folders), sorted(images)
+
+
+def _summarize_skipped(root: str, files: Sequence[str], bad: torch.Tensor, total: int) -> str:
+    skipped = [files[i] for i in torch.nonzero(bad).flatten().tolist()]
+    named = ", ".join(skipped[:_MAX_NAMED_IN_SUMMARY])
+    more = (
+        f" and {len(skipped) - _MAX_NAMED_IN_SUMMARY} more"
+        if len(skipped) > _MAX_NAMED_IN_SUMMARY
+        else ""
+    )
+    return (
+        f"{len(skipped)} of {total} images under {root} could not be decoded and were skipped "
+        f"(each replaced by the next readable image): {named}{more}"
+    )
+
+
+def _report_at_end(
+    root: str, files: list[str], bad: torch.Tensor, reported: list[int], owner_pid: int
+) -> None:
+    """Finalizer: one summary warning when the dataset dies or the program exits."""
+    count = int(bad.sum())
+    if os.getpid() == owner_pid and count > reported[0]:
+        reported[0] = count
+        warnings.warn(
+            _summarize_skipped(root, files, bad, len(files)), UnreadableImageWarning, stacklevel=1
+        )
+
+
+class ImageFolderDataset(Dataset):
+    """Images from a folder, as ``(image, label)`` pairs.
+
+    Layouts (``labeled=None`` detects which):
+
+    - **ImageFolder tree** ``root/<class>/<image>`` (images may sit in nested subfolders of a
+      class folder): classes are the sorted class-folder names and label ``i`` is
+      ``classes[i]``, exactly like ``torchvision.datasets.ImageFolder``.
+    - **Flat folder** of images: unlabeled, every label is ``-1`` and ``classes`` is empty.
+    - ``labeled=False`` takes every image under ``root`` recursively, unlabeled.
+
+    Args:
+        root: folder to read.
+        labeled: ``True`` requires class folders, ``False`` ignores them, ``None`` detects.
+        transform: applied to the PIL RGB image; ``None`` returns the PIL image.
+        strict: raise :class:`UnreadableImageError` on the first undecodable file instead of
+            warning and substituting the next readable image.
+        cache: decode every image once now and keep uint8 pixels in RAM; undecodable files are
+            dropped (warned about) at construction. Meant for small images.
+        cache_threads: decoder threads for ``cache=True`` (default: CPU count, at most 8).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist, holds no images, or a class folder is empty.
+        NotADirectoryError: ``root`` is a file.
+        ValueError: ``root`` mixes top-level images with class folders and ``labeled`` is None.
+
+    Items: ``(transform(image) or PIL RGB image, label: int)``. Attributes: ``root``,
+    ``files`` (paths), ``classes`` (``list[str]``), ``targets`` (``list[int]``),
+    ``num_skipped`` and ``skipped_files`` (undecodable files met so far, in any worker).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        labeled: bool | None = None,
+        transform: Callable[[Image.Image], Any] | None = None,
+        strict: bool = False,
+        cache: bool = False,
+        cache_threads: int | None = None,
+    ) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.transform = transform
+        self.strict = strict
+        self.files, self.targets, self.classes = self._index(self.root, labeled)
+        self._pixels: np.ndarray | list[np.ndarray] | None = None
+        if cache:
+            self._fill_cache(cache_threads)
+        # One byte per file, in shared memory so DataLoader workers' discoveries reach the main
+        # process (torch pickles shared tensors by handle, for fork and spawn workers alike).
+        self._bad = torch.zeros(len(self.files), dtype=torch.uint8).share_memory_()
+        self._reported = [0]
+        self._finalizer = weakref.finalize(
+            self, _report_at_end, self.root, self.files, self._bad, self._reported, os.getpid()
+        )
+
+    # ----------------------------------------------------------------------------- listing
+    @staticmethod
+    def _index(root: str, labeled: bool | None) -> tuple[list[str], list[int], list[str]]:
+        if not os.path.exists(root):
+            raise FileNotFoundError(f"dataset folder not found: {root}")
+        if not os.path.isdir(root):
+            raise NotADirectoryError(f"dataset path is a file, expected a folder: {root}")
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        if labeled is False:
+            files = list_image_files(root)
+            if not files:
+                raise FileNotFoundError(f"no images ({extensions}) found under {root}")
+            return files, [-1] * len(files), []
+
+        folders, top_images = _scan_top_level(root)
+        if labeled is None and not folders:
+            if not top_images:
+                raise FileNotFoundError(f"no images ({extensions}) found in {root}")
+            return [os.path.join(root, n) for n in top_images], [-1] * len(top_images), []
+        if not folders:
+            raise FileNotFoundError(f"no class folders (root/<class>/<image>) found in {root}")
+        if labeled is None and top_images:
+            raise ValueError(
+                f"{root} has both class folders ({len(folders)}) and {len(top_images)} images "
+                f"directly inside it (e.g. {top_images[0]}): move those images into class "
+                "folders, or pass labeled=False to use every image without labels"
+            )
+        files: list[str] = []
+        targets: list[int] = []
+        for label, name in enumerate(folders):
+            class_files = list_image_files(os.path.join(root, name))
+            if not class_files:
+                raise FileNotFoundError(
+                    f"class folder {os.path.join(root, name)} contains no images ({extensions})"
+                )
+            files.extend(class_files)
+            targets.extend([label] * len(class_files))
+        return files, targets, folders
+
+    # ------------------------------------------------------------------------------ cache
+    def _fill_cache(self, threads: int | None) -> None:
+        n = len(self.files)
+        threads = max(1, min(threads or min(os.cpu_count() or 1, 8), n))
+        bounds = np.linspace(0, n, threads + 1).astype(int)
+
+        def decode_range(start: int, stop: int) -> list[np.ndarray | UnreadableImageError]:
+            out: list[np.ndarray | UnreadableImageError] = []
+            for path in self.files[start:stop]:
+                try:
+                    out.append(np.asarray(load_rgb(path)))
+                except UnreadableImageError as error:
+                    if self.strict:
+                        raise
+                    out.append(error)
+            return out
+
+        _log.info("decoding %d images under %s into memory", n, self.root)
+        with ThreadPoolExecutor(threads) as pool:  # PIL releases the GIL while decoding
+            parts = list(pool.map(decode_range, bounds[:-1], bounds[1:]))
+        decoded = [item for part in parts for item in part]
+        failed = [i for i, item in enumerate(decoded) if isinstance(item, UnreadableImageError)]
+        for i in failed:
+            warnings.warn(f"skipping {decoded[i]}", UnreadableImageWarning, stacklevel=3)
+        if failed:
+            bad = set(failed)
+            warnings.warn(
+                f"{len(failed)} of {n} images under {self.root} could not be decoded and were "
+                "left out of the dataset",
+                UnreadableImageWarning,
+                stacklevel=3,
+            )
+            keep = [i for i in range(n) if i not in bad]
+            if not keep:
+                raise UnreadableImageError(f"none of the {n} images under {self.root} decodes")
+            self.files = [self.files[i] for i in keep]
+            self.targets = [self.targets[i] for i in keep]
+            decoded = [decoded[i] for i in keep]
+        arrays: list[np.ndarray] = decoded  # type: ignore[assignment]  (errors removed above)
+        if len({a.shape for a in arrays}) == 1:
+            self._pixels = np.stack(arrays)  # one block: no per-image objects to copy-on-write
+        else:
+            self._pixels = arrays
+
+    # ---------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _check_index(self, index: int) -> int:
+        n = len(self.files)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} images")
+        return index % n
+
+    def _decode_first_readable(self, index: int) -> tuple[Image.Image, int]:
+        """Decode ``index`` or, if it is unreadable, the next readable index (cyclically)."""
+        n = len(self.files)
+        for step in range(n):
+            j = (index + step) % n
+            if self._bad[j]:
+                continue
+            try:
+                return load_rgb(self.files[j]), j
+            except UnreadableImageError as error:
+                if self.strict:
+                    raise UnreadableImageError(
+                        f"{error} (strict=True; use strict=False to skip unreadable files)"
+                    ) from error
+                self._bad[j] = 1
+                warnings.warn(
+                    f"skipping {error}; using the next readable image instead",
+                    UnreadableImageWarning,
+                    stacklevel=3,
+                )
+        raise UnreadableImageError(f"none of the {n} images under {self.root} can be decoded")
+
+    def get_uint8(self, index: int) -> np.ndarray:
+        """Pixels of item ``index`` as a ``[H, W, 3]`` uint8 array (substitution as in ``[]``)."""
+        index = self._check_index(index)
+        if self._pixels is not None:
+            return self._pixels[index]
+        return np.asarray(self._decode_first_readable(index)[0])
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        index = self._check_index(index)
+        if self._pixels is not None:
+            image, served = Image.fromarray(self._pixels[index]), index
+        else:
+            image, served = self._decode_first_readable(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[served]
+
+    # ---------------------------------------------------------------------- bad-file report
+    @property
+    def num_skipped(self) -> int:
+        """Number of distinct files found undecodable so far (by this process or its workers)."""
+        return int(self._bad.sum())
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """Paths of the files found undecodable so far, in dataset order."""
+        return [self.files[i] for i in torch.nonzero(self._bad).flatten().tolist()]
+
+    def report_skipped(self) -> int:
+        """Warn once with a summary of newly skipped files (call at the end of an epoch).
+
+        Returns the total number skipped. Whatever is still unreported when the dataset is
+        garbage-collected or the program exits is reported then, so a run always ends with
+        the count.
+        """
+        count = self.num_skipped
+        if count > self._reported[0]:
+            self._reported[0] = count
+            warnings.warn(
+                _summarize_skipped(self.root, self.files, self._bad, len(self.files)),
+                UnreadableImageWarning,
+                stacklevel=2,
+            )
+        return count
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The finalizer is not picklable and belongs to the creating process only.
+        state = self.__dict__.copy()
+        state["_finalizer"] = None
+        return state
+
+    def __repr__(self) -> str:
+        kind = f"{len(self.classes)} classes" if self.classes else "unlabeled"
+        cached = ", cached" if self._pixels is not None else ""
+        return f"{type(self).__name__}({self.root!r}, {len(self)} images, {kind}{cached})"
