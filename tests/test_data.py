@@ -1,0 +1,333 @@
+"""unimix.data: folders, decoding of every image mode, bad files, synthetic data, torchvision sets."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from unimix.data import (
+    ImageFolderDataset,
+    SyntheticShapes,
+    UnreadableImageError,
+    UnreadableImageWarning,
+    build_dataset,
+    load_rgb,
+)
+from unimix.data.synthetic import _draw, _sample_factors
+
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+# --------------------------------------------------------------------------- real data
+@pytest.mark.data
+def test_cifar10_test_folder_matches_imagefolder_order(cifar10_root: Path) -> None:
+    dataset = build_dataset(cifar10_root, "test")
+    assert len(dataset) == 10_000
+    assert dataset.classes == CIFAR10_CLASSES
+    assert np.bincount(dataset.targets).tolist() == [1000] * 10
+    # Independent reference: torchvision's ImageFolder on the same tree.
+    reference = torchvision.datasets.ImageFolder(str(cifar10_root / "test"))
+    assert dataset.classes == reference.classes
+    assert dataset.files == [path for path, _ in reference.samples]
+    assert dataset.targets == reference.targets
+    image, label = dataset[9_999]
+    assert (image.mode, image.size, label) == ("RGB", (32, 32), 9)
+    with Image.open(reference.samples[9_999][0]) as raw:
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(raw.convert("RGB")))
+
+
+# ---------------------------------------------------------------------- image modes
+def _write(path: Path, image: Image.Image, **save_args: object) -> Path:
+    image.save(path, **save_args)
+    return path
+
+
+def test_every_image_mode_becomes_rgb_with_the_right_colours(tmp_path: Path) -> None:
+    palette = [0, 0, 0, 10, 200, 30] + [0] * (256 * 3 - 6)
+    paletted = Image.new("P", (2, 1))
+    paletted.putpalette(palette)
+    paletted.putpixel((1, 0), 1)  # pixel 0 → index 0 (black), pixel 1 → index 1
+    rgba = Image.new("RGBA", (3, 1))
+    rgba.putdata([(255, 0, 0, 0), (0, 0, 255, 255), (0, 0, 0, 128)])
+    la = Image.new("LA", (2, 1))
+    la.putdata([(100, 0), (100, 255)])
+    cases = {
+        # file: (expected RGB pixels row, left to right)
+        _write(tmp_path / "gray.png", Image.new("L", (1, 1), 77)): [(77, 77, 77)],
+        _write(tmp_path / "bilevel.png", Image.new("1", (1, 1), 1)): [(255, 255, 255)],
+        _write(tmp_path / "palette.png", paletted): [(0, 0, 0), (10, 200, 30)],
+        # index 0 transparent → composited over white
+        _write(tmp_path / "palette_t.png", paletted, transparency=0): [
+            (255, 255, 255),
+            (10, 200, 30),
+        ],
+        # transparent red → white; opaque blue stays; black at alpha 128/255 over white → 127
+        _write(tmp_path / "rgba.png", rgba): [(255, 255, 255), (0, 0, 255), (127, 127, 127)],
+        _write(tmp_path / "la.png", la): [(255, 255, 255), (100, 100, 100)],
+        # naive CMYK: R = 255 - C etc. (PIL's formula without colour management)
+        _write(tmp_path / "cmyk.tif", Image.new("CMYK", (1, 1), (255, 0, 0, 0))): [(0, 255, 255)],
+        # 16-bit: 65535 → 255 (PIL's own convert would clip 257 and 32896 to 255 as well)
+        _write(
+            tmp_path / "gray16.png",
+            Image.fromarray(np.array([[0, 257, 32896, 65535]], dtype=np.uint16)),
+        ): [(v, v, v) for v in (0, 1, 128, 255)],
+        _write(
+            tmp_path / "gray32.tif",
+            Image.fromarray(np.array([[0, 257, 32896, 65535]], dtype=np.int32)),
+        ): [(v, v, v) for v in (0, 1, 128, 255)],
+        _write(
+            tmp_path / "float.tif",
+            Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)),
+        ): [(v, v, v) for v in (0, 128, 255)],
+    }
+    modes = {path.name: Image.open(path).mode for path in cases}
+    assert modes["gray16.png"].startswith("I;16") and modes["cmyk.tif"] == "CMYK", modes
+    for path, expected in cases.items():
+        image = load_rgb(path)
+        assert image.mode == "RGB", path.name
+        assert [tuple(p) for p in np.asarray(image)[0].tolist()] == expected, path.name
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    image = Image.new("RGB", (4, 2), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_rgb(tmp_path / "rotated.jpg").size == (2, 4)
+
+
+# ------------------------------------------------------------------------- bad files
+def _plant_bad_files(root: Path) -> tuple[Path, Path]:
+    """Add a non-image and a truncated JPEG to an ImageFolder tree; return their paths."""
+    corrupt = root / "cat" / "cat_9_corrupt.jpg"
+    corrupt.write_bytes(b"this is not an image" * 10)
+    truncated = root / "dog" / "dog_9_truncated.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(truncated)
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    return corrupt, truncated
+
+
+def test_bad_files_are_skipped_with_a_warning_naming_them(tiny_image_folder) -> None:
+    root = tiny_image_folder(("cat", "dog"), 2)
+    corrupt, truncated = _plant_bad_files(root)
+    dataset = build_dataset(root)
+    files = dataset.files
+    assert len(dataset) == 6
+    with pytest.warns(UnreadableImageWarning) as record:
+        items = [dataset[i] for i in range(len(dataset))]
+    messages = [str(w.message) for w in record]
+    assert any(str(corrupt) in m for m in messages), messages
+    assert any(str(truncated) in m for m in messages), messages
+    assert dataset.num_skipped == 2
+    assert dataset.skipped_files == [str(corrupt), str(truncated)]
+    # Each bad item is replaced by the next readable one (cyclically), label included.
+    for i, (image, label) in enumerate(items):
+        served = i if files[i] not in dataset.skipped_files else (i + 1) % len(files)
+        assert label == dataset.targets[served]
+        expected = np.asarray(Image.open(files[served]).convert("RGB"))
+        np.testing.assert_array_equal(np.asarray(image), expected)
+    with warnings.catch_warnings():  # known bad files are not re-decoded nor re-warned
+        warnings.simplefilter("error")
+        dataset[files.index(str(corrupt))]
+    with pytest.warns(UnreadableImageWarning, match=r"2 of 6 images .* were skipped"):
+        assert dataset.report_skipped() == 2
+
+
+def test_strict_raises_naming_the_file(tiny_image_folder) -> None:
+    root = tiny_image_folder(("cat", "dog"), 1)
+    corrupt, truncated = _plant_bad_files(root)
+    dataset = build_dataset(root, strict=True)
+    with pytest.raises(UnreadableImageError, match=re.escape(str(corrupt))):
+        dataset[dataset.files.index(str(corrupt))]
+    with pytest.raises(UnreadableImageError, match=re.escape(str(truncated))):
+        dataset[dataset.files.index(str(truncated))]
+    with pytest.raises(UnreadableImageError, match=re.escape(str(corrupt))):
+        build_dataset(root, strict=True, cache=True)
+
+
+def test_skips_in_dataloader_workers_reach_the_main_process(tiny_image_folder) -> None:
+    root = tiny_image_folder(("cat", "dog"), 3)
+    _plant_bad_files(root)
+    dataset = build_dataset(root, transform=lambda im: torch.from_numpy(np.asarray(im).copy()))
+    loader = DataLoader(dataset, batch_size=2, num_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        labels = torch.cat([y for _, y in loader])
+    assert len(labels) == 8
+    assert dataset.num_skipped == 2
+    with pytest.warns(UnreadableImageWarning, match="2 of 8 images"):
+        dataset.report_skipped()
+
+
+def test_cache_drops_bad_files_and_serves_the_same_pixels(tiny_image_folder) -> None:
+    root = tiny_image_folder(("cat", "dog"), 2)
+    corrupt, truncated = _plant_bad_files(root)
+    lazy = build_dataset(root)
+    with pytest.warns(UnreadableImageWarning) as record:
+        cached = build_dataset(root, cache=True)
+    messages = "\n".join(str(w.message) for w in record)
+    assert str(corrupt) in messages and str(truncated) in messages
+    assert "2 of 6 images" in messages
+    assert len(cached) == 4 and str(corrupt) not in cached.files
+    for i, path in enumerate(cached.files):
+        j = lazy.files.index(path)
+        np.testing.assert_array_equal(cached.get_uint8(i), lazy.get_uint8(j))
+        assert cached[i][1] == lazy.targets[j]
+
+
+def test_dataset_pickles_for_spawned_workers(tiny_image_folder) -> None:
+    dataset = build_dataset(tiny_image_folder())
+    clone = pickle.loads(pickle.dumps(dataset))
+    np.testing.assert_array_equal(clone.get_uint8(3), dataset.get_uint8(3))
+
+
+# --------------------------------------------------------------------- folder layouts
+def test_tree_labels_match_torchvision_imagefolder(tiny_image_folder) -> None:
+    root = tiny_image_folder(("zebra", "ant", "moth"), 2, suffix=".JPG")
+    dataset = build_dataset(root, transform=torchvision.transforms.functional.pil_to_tensor)
+    reference = torchvision.datasets.ImageFolder(str(root))
+    assert dataset.classes == reference.classes == ["ant", "moth", "zebra"]
+    assert dataset.targets == reference.targets
+    assert dataset.files == [p for p, _ in reference.samples]
+    image, label = dataset[5]
+    assert image.shape == (3, 8, 8) and image.dtype == torch.uint8 and label == 2
+
+
+def test_flat_folder_is_unlabeled(tiny_image_folder) -> None:
+    root = tiny_image_folder(None, 4)
+    (root / "notes.txt").write_text("not an image")
+    (root / "._img_0.png").write_bytes(b"macOS resource fork")
+    dataset = build_dataset(root)
+    assert len(dataset) == 4 and dataset.classes == [] and dataset.targets == [-1] * 4
+    assert dataset[0][1] == -1
+
+
+def test_split_subfolder_is_used_when_present(tiny_image_folder, tmp_path: Path) -> None:
+    tiny_image_folder(("a", "b"), 2, name="splits/train")
+    tiny_image_folder(("a", "b"), 1, name="splits/test")
+    assert len(build_dataset(tmp_path / "splits", "train")) == 4
+    assert len(build_dataset(tmp_path / "splits", "test")) == 2
+    no_splits = tiny_image_folder(("a", "b"), 3)
+    assert len(build_dataset(no_splits, "test")) == 6  # no test/ → the folder itself
+
+
+def test_unlabeled_mode_takes_images_recursively(tiny_image_folder) -> None:
+    root = tiny_image_folder(("a", "b"), 2)
+    dataset = build_dataset(root, labeled=False)
+    assert len(dataset) == 4 and set(dataset.targets) == {-1}
+
+
+def test_empty_and_malformed_folders_give_errors_naming_the_path(
+    tiny_image_folder, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=f"no images .* in {re.escape(str(empty))}$"):
+        build_dataset(empty)
+    root = tiny_image_folder(("cat", "dog"), 1)
+    (root / "fish").mkdir()
+    (root / "fish" / "readme.txt").write_text("no pictures here")
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"class folder {root / 'fish'} contains no images")
+    ):
+        build_dataset(root)
+    mixed = tiny_image_folder(("cat",), 1)
+    Image.new("RGB", (4, 4)).save(mixed / "stray.png")
+    with pytest.raises(ValueError, match=re.escape(f"{mixed} has both class folders")):
+        build_dataset(mixed)
+    with pytest.raises(NotADirectoryError, match="stray.png"):
+        ImageFolderDataset(mixed / "stray.png")
+    with pytest.raises(FileNotFoundError, match="no such folder .*missing"):
+        build_dataset(tmp_path / "missing")
+    with pytest.raises(ValueError, match="unexpected option 'seed'"):
+        build_dataset(root, seed=3)
+
+
+# ------------------------------------------------------------------------ synthetic
+def test_synthetic_is_deterministic_and_splits_differ() -> None:
+    a = SyntheticShapes("train", 600, image_size=24, seed=1)
+    b = SyntheticShapes("train", 600, image_size=24, seed=1)
+    np.testing.assert_array_equal(a.data, b.data)
+    assert a.data.shape == (600, 24, 24, 3) and a.data.dtype == np.uint8
+    assert not np.array_equal(a.data, SyntheticShapes("train", 600, image_size=24, seed=2).data)
+    assert not np.array_equal(a.data, SyntheticShapes("test", 600, image_size=24, seed=1).data)
+    # Image i does not depend on how many images are requested (blocks are seeded separately).
+    np.testing.assert_array_equal(
+        SyntheticShapes("train", 37, image_size=24, seed=1).data, a.data[:37]
+    )
+    assert a.targets == [i % 10 for i in range(600)] and a.classes[0] == "circle"
+    image, label = a[13]
+    assert image.mode == "RGB" and image.size == (24, 24) and label == 3
+
+
+def test_synthetic_shapes_have_their_geometric_area() -> None:
+    """A white circle / square on black, no nuisances: pixel area ≈ the analytic area."""
+    size, radius = 64, 20.0
+    factors = _sample_factors(np.random.default_rng(0), 2, size)
+    factors.update(
+        radius=np.full(2, radius),
+        cx=np.full(2, 32.0),
+        cy=np.full(2, 32.0),
+        rotation=np.zeros(2),
+        background_a=np.zeros((2, 3)),
+        background_b=np.zeros((2, 3)),
+        foreground=np.ones((2, 3)),
+        noise_sigma=np.zeros(2),
+    )
+    images = _draw(np.array([0, 1]), factors, size, np.zeros((2, size, size, 3), np.float32))
+    area = images[..., 0].astype(np.float64).sum(axis=(1, 2)) / 255.0
+    circle, square = np.pi * radius**2, (2 * 0.82 * radius) ** 2
+    np.testing.assert_allclose(area, [circle, square], rtol=0.01)
+
+
+def test_synthetic_raw_pixels_are_a_weak_baseline() -> None:
+    """Nuisances must dominate raw pixels: cosine k-NN (k=20) on them stays far from 100%."""
+    train, test = SyntheticShapes("train", 2000), SyntheticShapes("test", 500)
+
+    def features(d: SyntheticShapes) -> torch.Tensor:
+        x = torch.from_numpy(d.data).float().flatten(1)
+        return torch.nn.functional.normalize(x - x.mean(1, keepdim=True), dim=1)
+
+    similarity = features(test) @ features(train).T
+    neighbours = similarity.topk(20, dim=1).indices
+    votes = torch.tensor(train.targets)[neighbours]
+    predictions = torch.mode(votes, dim=1).values
+    accuracy = (predictions == torch.tensor(test.targets)).float().mean().item()
+    assert 0.1 < accuracy < 0.6, accuracy
+
+
+# --------------------------------------------------------------------- torchvision
+def test_missing_torchvision_dataset_says_how_to_download(tmp_path: Path) -> None:
+    for name in ("cifar10", "cifar100", "stl10"):
+        with pytest.raises(FileNotFoundError, match=r"--download .*data\.download=true") as info:
+            build_dataset(name, "test", root=tmp_path)
+        assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="no split 'val'"):
+        build_dataset("cifar10", "val", root=tmp_path)
+
+
+def test_options_set_to_none_count_as_not_given() -> None:
+    dataset = build_dataset("SYNTHETIC", "test", num_samples=20, image_size=16, seed=None)
+    assert len(dataset) == 20 and dataset.get_uint8(0).shape == (16, 16, 3)
