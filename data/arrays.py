@@ -51,11 +51,11 @@ class ArrayImageDataset(Dataset):
         return len(self.data)
 
     def get_uint8(self, index: int) -> np.ndarray:
-        """Pixels of item ``index``: ``[H, W, 3]`` uint8, C-contiguous."""
-        return np.ascontiguousarray(self.data[index])
+        """Pixels of item ``index``: a new ``[H, W, 3]`` uint8 array (C-contiguous)."""
+        return np.array(self.data[index], order="C")
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image: Any = Image.fromarray(self.get_uint8(index))
+        image: Any = Image.fromarray(np.ascontiguousarray(self.data[index]))
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]

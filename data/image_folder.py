@@ -224,9 +224,10 @@ class ImageFolderDataset(Dataset):
             decoded = [decoded[i] for i in keep]
         arrays: list[np.ndarray] = decoded  # type: ignore[assignment]  (errors removed above)
         if len({a.shape for a in arrays}) == 1:
-            self._pixels = np.stack(arrays)  # one block: no per-image objects to copy-on-write
-        else:
-            self._pixels = arrays
+            arrays = [np.stack(arrays)]  # one block: no per-image objects to copy-on-write
+        for block in arrays:
+            block.flags.writeable = False  # items are views of the cache: keep it intact
+        self._pixels = arrays[0] if len(arrays) == 1 and arrays[0].ndim == 4 else arrays
 
     # ---------------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -261,10 +262,10 @@ class ImageFolderDataset(Dataset):
         raise UnreadableImageError(f"none of the {n} images under {self.root} can be decoded")
 
     def get_uint8(self, index: int) -> np.ndarray:
-        """Pixels of item ``index`` as a ``[H, W, 3]`` uint8 array (substitution as in ``[]``)."""
+        """Pixels of item ``index``: a new ``[H, W, 3]`` uint8 array (substitution as in ``[]``)."""
         index = self._check_index(index)
         if self._pixels is not None:
-            return self._pixels[index]
+            return np.array(self._pixels[index])
         return np.asarray(self._decode_first_readable(index)[0])
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
