@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -153,6 +155,27 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(tiny_image_folder) -> 
         dataset[files.index(str(corrupt))]
     with pytest.warns(UnreadableImageWarning, match=r"2 of 6 images .* were skipped"):
         assert dataset.report_skipped() == 2
+    with warnings.catch_warnings():  # nothing new to report
+        warnings.simplefilter("error")
+        assert dataset.report_skipped() == 2
+
+
+def test_a_run_ends_with_the_count_of_skipped_files(tiny_image_folder) -> None:
+    """Without an explicit report_skipped(), the summary is printed when the program exits."""
+    root = tiny_image_folder(("cat", "dog"), 2)
+    corrupt, _ = _plant_bad_files(root)
+    script = (
+        "import warnings, unimix.data as d\n"
+        "warnings.simplefilter('ignore', d.UnreadableImageWarning)\n"
+        f"ds = d.build_dataset({str(root)!r})\n"
+        f"ds[ds.files.index({str(corrupt)!r})]\n"
+        "warnings.resetwarnings()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 of 6 images" in result.stderr and str(corrupt) in result.stderr, result.stderr
 
 
 def test_strict_raises_naming_the_file(tiny_image_folder) -> None:
