@@ -1,0 +1,244 @@
+"""The DINO pretraining config: a nested dataclass schema, its named recipes and how to load it.
+
+Every field has the facebookresearch/dino default (BRIEF §3) unless a comment says otherwise; the
+recipes in ``ssl/recipes/*.yaml`` override what a setting needs. Durations that the reference
+counts in epochs (warm-ups, the frozen last layer) stay in epochs here and may be fractional;
+the schedules turn them into optimizer steps.
+
+Load a config with :func:`load_pretrain_config` (recipe name or YAML path + dotted overrides).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from unimix.config import ConfigError, load_config
+
+__all__ = [
+    "RECIPES",
+    "AugmentConfig",
+    "CheckpointConfig",
+    "DataConfig",
+    "DinoConfig",
+    "EvalConfig",
+    "HeadConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "load_pretrain_config",
+]
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+#: Named recipes: name -> YAML file in ``ssl/recipes``.
+RECIPES: dict[str, Path] = {p.stem: p for p in sorted(RECIPE_DIR.glob("*.yaml"))}
+
+_POSITIVE = {"gt": 0}
+_NON_NEGATIVE = {"ge": 0}
+_PROBABILITY = {"ge": 0, "le": 1}
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how many go through one optimizer step."""
+
+    #: ``synthetic``, ``cifar10``, ``cifar100``, ``stl10`` or a folder (see unimix.data).
+    dataset: str = "synthetic"
+    split: str = "train"
+    #: torchvision datasets: their root folder (None: unimix.data's default).
+    root: str | None = None
+    download: bool = False
+    #: synthetic only: number of images and their side.
+    num_samples: int | None = field(default=None, metadata={"ge": 1})
+    image_size: int | None = field(default=None, metadata={"ge": 8})
+    #: Global batch: source images per optimizer step over all processes and accumulation steps.
+    batch_size: int = field(default=1024, metadata={"ge": 1})
+    #: DataLoader worker processes per training process (0: augment in the training process).
+    num_workers: int = field(default=2, metadata={"ge": 0})
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AugmentConfig:
+    """DINO multi-crop: two global views and ``num_local`` local views per source image."""
+
+    global_size: int = field(default=224, metadata={"ge": 4})
+    local_size: int = field(default=96, metadata={"ge": 4})
+    num_local: int = field(default=8, metadata={"ge": 0})
+    global_scale: tuple[float, float] = field(default=(0.4, 1.0), metadata={"gt": 0, "le": 1})
+    local_scale: tuple[float, float] = field(default=(0.05, 0.4), metadata={"gt": 0, "le": 1})
+    flip_p: float = field(default=0.5, metadata=_PROBABILITY)
+    jitter_p: float = field(default=0.8, metadata=_PROBABILITY)
+    brightness: float = field(default=0.4, metadata=_NON_NEGATIVE)
+    contrast: float = field(default=0.4, metadata=_NON_NEGATIVE)
+    saturation: float = field(default=0.2, metadata=_NON_NEGATIVE)
+    hue: float = field(default=0.1, metadata={"ge": 0, "le": 0.5})
+    grayscale_p: float = field(default=0.2, metadata=_PROBABILITY)
+    #: Blur probability for (global view 1, global view 2, local views).
+    blur_p: tuple[float, float, float] = field(default=(1.0, 0.1, 0.5), metadata=_PROBABILITY)
+    #: Blur standard deviation range in pixels (the reference's PIL radius 0.1-2.0).
+    blur_sigma: tuple[float, float] = field(default=(0.1, 2.0), metadata={"gt": 0})
+    #: Solarization probability of global view 2 (view 1 is never solarized).
+    solarize_p: float = field(default=0.2, metadata=_PROBABILITY)
+
+    def __post_init__(self) -> None:
+        for name in ("global_scale", "local_scale", "blur_sigma"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ConfigError(
+                    f"config key 'augment.{name}': expected low <= high, got {low}, {high}"
+                )
+
+
+@dataclass
+class HeadConfig:
+    """DINO projection head: MLP → bottleneck → L2 norm → weight-normalised ``out_dim`` layer."""
+
+    out_dim: int = field(default=65536, metadata={"ge": 2})
+    hidden_dim: int = field(default=2048, metadata={"ge": 1})
+    bottleneck_dim: int = field(default=256, metadata={"ge": 1})
+    num_layers: int = field(default=3, metadata={"ge": 1})
+    use_bn: bool = False
+    #: Fix the last layer's weight-norm gain to 1 (stabilises training; the reference default).
+    norm_last_layer: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Backbone (a unimix preset or any timm model name) and head."""
+
+    backbone: str = "vit_small_patch16_224"
+    #: Passed to create_backbone / timm.create_model (e.g. drop_path_rate, img_size).
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    #: BatchNorm → SyncBatchNorm when distributed on GPUs (torch has no CPU SyncBatchNorm).
+    sync_batchnorm: bool = True
+
+
+@dataclass
+class DinoConfig:
+    """Self-distillation: temperatures, centring, teacher momentum, frozen last layer."""
+
+    student_temp: float = field(default=0.1, metadata=_POSITIVE)
+    teacher_temp: float = field(default=0.04, metadata=_POSITIVE)
+    #: Teacher temperature rises linearly from this to ``teacher_temp`` over the warm-up.
+    warmup_teacher_temp: float = field(default=0.04, metadata=_POSITIVE)
+    warmup_teacher_temp_epochs: float = field(default=0.0, metadata=_NON_NEGATIVE)
+    center_momentum: float = field(default=0.9, metadata={"ge": 0, "lt": 1})
+    #: Teacher EMA momentum: cosine from this to ``momentum_teacher_end`` over all steps.
+    momentum_teacher: float = field(default=0.996, metadata=_PROBABILITY)
+    momentum_teacher_end: float = field(default=1.0, metadata=_PROBABILITY)
+    #: The head's last layer gets no update for this many epochs.
+    freeze_last_layer_epochs: float = field(default=1.0, metadata=_NON_NEGATIVE)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear-warm-up + cosine lr and cosine weight decay, per optimizer step."""
+
+    #: Peak lr = base_lr · batch_size / 256 (the linear scaling rule).
+    base_lr: float = field(default=5e-4, metadata=_POSITIVE)
+    min_lr: float = field(default=1e-6, metadata=_NON_NEGATIVE)
+    warmup_epochs: float = field(default=10.0, metadata=_NON_NEGATIVE)
+    weight_decay: float = field(default=0.04, metadata=_NON_NEGATIVE)
+    weight_decay_end: float = field(default=0.4, metadata=_NON_NEGATIVE)
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"ge": 0, "lt": 1})
+    #: Max global gradient norm (0: no clipping).
+    clip_grad: float = field(default=3.0, metadata=_NON_NEGATIVE)
+    #: Split each optimizer step's batch into this many forward/backward passes.
+    grad_accum_steps: int = field(default=1, metadata={"ge": 1})
+
+
+@dataclass
+class CheckpointConfig:
+    """When to save and how many checkpoints to keep."""
+
+    #: Save every N optimizer steps (0: only at the end); also at the end of the run.
+    every_steps: int = field(default=1000, metadata=_NON_NEGATIVE)
+    keep_last: int = field(default=3, metadata={"ge": 1})
+
+
+@dataclass
+class LoggingConfig:
+    """Metrics cadence and outputs."""
+
+    every_steps: int = field(default=10, metadata={"ge": 1})
+    progress_bar: bool = True
+    tensorboard: bool = True
+    #: Warn after this many consecutive logged steps whose teacher outputs look collapsed.
+    collapse_patience: int = field(default=20, metadata={"ge": 1})
+
+
+@dataclass
+class EvalConfig:
+    """k-NN top-1 on a labeled dataset: online every N epochs and/or once at the end."""
+
+    #: Labeled dataset for the k-NN (None: data.dataset); bank = train_split, queries = test_split.
+    dataset: str | None = None
+    root: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    #: synthetic only: images per split for the bank and the queries.
+    num_train: int | None = field(default=None, metadata={"ge": 1})
+    num_test: int | None = field(default=None, metadata={"ge": 1})
+    knn_every_epochs: int = field(default=0, metadata=_NON_NEGATIVE)
+    #: At the end, k-NN of the trained teacher next to the same backbone untrained.
+    knn_at_end: bool = False
+    k: int = field(default=20, metadata={"ge": 1})
+    temperature: float = field(default=0.07, metadata=_POSITIVE)
+    batch_size: int = field(default=256, metadata={"ge": 1})
+
+
+@dataclass
+class PretrainConfig:
+    """Everything one DINO pretraining run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    epochs: float = field(default=100.0, metadata=_POSITIVE)
+    #: Stop after this many optimizer steps (None: ``epochs`` decides). Schedules still span
+    #: ``epochs``, so a capped run is the beginning of the full one.
+    max_steps: int | None = field(default=None, metadata={"ge": 1})
+    seed: int = field(default=0, metadata=_NON_NEGATIVE)
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    #: torch intra-op threads per process (0: torch's default).
+    threads: int = field(default=0, metadata=_NON_NEGATIVE)
+    output_dir: str = "runs/dino"
+
+
+def load_pretrain_config(
+    source: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+) -> PretrainConfig:
+    """Load a recipe name (see :data:`RECIPES`) or YAML path, then apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: one line naming the key, the expected type/range and the value given.
+    """
+    cfg = load_config(PretrainConfig, source, overrides, presets=RECIPES)
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: PretrainConfig) -> None:
+    """Cross-field checks the per-field ranges cannot express."""
+    if cfg.optim.min_lr > cfg.optim.base_lr * cfg.data.batch_size / 256:
+        raise ConfigError(
+            f"config key 'optim.min_lr': {cfg.optim.min_lr} exceeds the peak lr "
+            f"base_lr·batch_size/256 = {cfg.optim.base_lr * cfg.data.batch_size / 256:g}"
+        )
+    if cfg.data.batch_size % cfg.optim.grad_accum_steps:
+        raise ConfigError(
+            f"config key 'optim.grad_accum_steps': {cfg.optim.grad_accum_steps} does not divide "
+            f"data.batch_size={cfg.data.batch_size}"
+        )

@@ -1,0 +1,147 @@
+"""Training monitor: progress bar, JSONL metrics, TensorBoard and the collapse warning.
+
+Only the main process writes or prints; other processes get a monitor that does nothing.
+``metrics.jsonl`` is always written (one JSON object per logged step); TensorBoard event
+files go to ``<output_dir>/tensorboard`` when ``tensorboard`` is importable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+__all__ = ["CollapseDetector", "Monitor"]
+
+logger = logging.getLogger("unimix.ssl")
+
+
+class CollapseDetector:
+    """Flags teacher outputs that carry no information about the input.
+
+    DINO collapses in one of two ways: every sample gets the uniform distribution (per-sample
+    entropy → log K) or the same one-hot distribution (entropy of the batch mean → 0). In both
+    cases the entropy of the batch-mean distribution minus the mean per-sample entropy (an
+    estimate of the mutual information between image and prototype) goes to 0. A warning is
+    raised after ``patience`` consecutive checks with that gap below ``threshold``·log K.
+    """
+
+    def __init__(self, out_dim: int, patience: int, threshold: float = 0.01) -> None:
+        self.limit = threshold * math.log(out_dim)
+        self.patience = patience
+        self.count = 0
+        self.warned = False
+
+    def check(self, per_sample: float, of_mean: float) -> str | None:
+        """A warning message when collapse has lasted ``patience`` checks, else None."""
+        self.count = self.count + 1 if of_mean - per_sample < self.limit else 0
+        if self.count >= self.patience and not self.warned:
+            self.warned = True
+            kind = "uniform outputs" if of_mean > 0.5 * self.limit / 0.01 else "one prototype wins"
+            return (
+                f"teacher outputs look collapsed ({kind}: entropy {per_sample:.3f} per sample vs "
+                f"{of_mean:.3f} of the batch mean, for {self.count} logged steps); consider a "
+                "lower dino.teacher_temp, a higher dino.momentum_teacher or a smaller head.out_dim"
+            )
+        return None
+
+
+class Monitor:
+    """Progress bar + metrics sinks for one run (no-op on non-main processes)."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        total_steps: int,
+        start_step: int,
+        *,
+        enabled: bool,
+        progress_bar: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.bar = None
+        self.writer = None
+        self.metrics_file = None
+        if not enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path = output_dir / "metrics.jsonl"
+        _truncate_after(path, start_step)  # a resumed run rewrites what followed its checkpoint
+        self.metrics_file = open(path, "a")  # noqa: SIM115 (closed in close())
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step)
+            except ImportError:
+                logger.info("tensorboard not installed: metrics go to metrics.jsonl only")
+        if progress_bar:
+            self.bar = tqdm(
+                total=total_steps, initial=start_step, desc="dino", unit="step", dynamic_ncols=True
+            )
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            (self.bar.write if self.bar is not None else print)(message)
+
+    def warn(self, message: str) -> None:
+        if self.enabled:
+            logger.warning(message)
+            if self.bar is not None:
+                self.bar.write(f"warning: {message}")
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write one metrics record (must contain ``step``)."""
+        if not self.enabled:
+            return
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, record["step"])
+        if self.bar is not None and "loss" in record:
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                lr=f"{record['lr']:.2e}",
+                m=f"{record['momentum']:.4f}",
+                img_s=f"{record.get('img_per_s', 0):.0f}",
+                refresh=False,
+            )
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if record.get("step", -1) < step or record.get("event") == "start":
+            kept.append(line)
+    path.write_text("".join(k + "\n" for k in kept))
+
+
+def now() -> float:
+    return time.perf_counter()
