@@ -1,0 +1,7 @@
+"""Plot each stage's affinity row for one query pixel: ``python scripts/affinity.py --help``."""
+
+import sys
+
+from unimix.backbones.affinity_plot import main_affinity
+
+sys.exit(main_affinity())
