@@ -48,8 +48,11 @@ class DINOLoss(nn.Module):
         """Loss for ``student`` ``[V, B, K]`` and ``teacher`` ``[T, B, K]`` (T ≤ V; teacher view i
         and student view i are the same crop). Returns a scalar; float32 whatever the inputs."""
         n_teacher, n_student = teacher.shape[0], student.shape[0]
-        probs = F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1)  # [T, B, K]
-        log_q = F.log_softmax(student.float() / self.student_temp, dim=-1)  # [V, B, K]
+        teacher, student = _at_least_fp32(teacher), _at_least_fp32(student)
+        probs = F.softmax(
+            (teacher - self.center.to(teacher.dtype)) / teacher_temp, dim=-1
+        )  # [T, B, K]
+        log_q = F.log_softmax(student / self.student_temp, dim=-1)  # [V, B, K]
         # cross[i, v] = mean_b −Σ_k P_i · log Q_v, every pair in one contraction.
         cross = -torch.einsum("ibk,vbk->iv", probs, log_q) / teacher.shape[1]
         same_view = torch.eye(n_teacher, n_student, dtype=torch.bool, device=cross.device)
@@ -59,7 +62,7 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def accumulate_center(self, teacher: torch.Tensor) -> None:
         """Add this micro-batch's teacher outputs ``[T, B, K]`` to the pending centre update."""
-        batch_sum = teacher.float().sum(dim=(0, 1))
+        batch_sum = _at_least_fp32(teacher).sum(dim=(0, 1)).to(self.center.dtype)
         self._pending_sum = (
             batch_sum if self._pending_sum is None else self._pending_sum + batch_sum
         )
@@ -76,6 +79,10 @@ class DINOLoss(nn.Module):
         batch_center = (total[:-1] / total[-1]).unsqueeze(0)
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
         self._pending_sum, self._pending_count = None, 0
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 @torch.no_grad()

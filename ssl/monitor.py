@@ -138,7 +138,7 @@ def _truncate_after(path: Path, step: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-        if record.get("step", -1) < step or record.get("event") == "start":
+        if record.get("step", -1) <= step:
             kept.append(line)
     path.write_text("".join(k + "\n" for k in kept))
 

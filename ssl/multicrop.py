@@ -41,7 +41,7 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 # RRC attempts (scale, ratio) × 10, crop position (2), flip, jitter gate, 4 jitter factors,
 # jitter order (4 keys), grayscale, blur gate, blur sigma, solarize.
 _DRAWS_PER_VIEW = 2 * _RRC_ATTEMPTS + 2 + 1 + 1 + 4 + 4 + 1 + 1 + 1 + 1
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL and torchvision
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # luma weights exactly as torchvision
 _HSV_OFFSETS = torch.tensor([5.0, 3.0, 1.0])
 
 

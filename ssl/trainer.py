@@ -134,6 +134,15 @@ def _maybe_sync_batchnorm(model: nn.Module, accelerator: Accelerator, enabled: b
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
+def _has_accelerator() -> bool:
+    # On a machine without GPU, Accelerator() under a multi-process launcher (accelerate launch
+    # --multi_gpu, torchrun) reports one process although every rank joined a gloo group;
+    # cpu=True makes it the MULTI_CPU setup it really is.
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
 def _configure_logging(is_main: bool) -> None:
     if logger.handlers:
         return
@@ -160,7 +169,7 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     start_time = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(mixed_precision=cfg.precision)
+    accelerator = Accelerator(mixed_precision=cfg.precision, cpu=not _has_accelerator())
     is_main = accelerator.is_main_process
     _configure_logging(is_main)
     device = accelerator.device
