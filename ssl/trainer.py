@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,22 +38,17 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import PretrainConfig
-from .head import DINOHead
 from .loader import BatchPlan, MultiCropBatches, make_loader
 from .loss import DINOLoss, teacher_entropies
 from .model import DINOModel, create_dino_backbone
 from .monitor import CollapseDetector, Monitor
 from .multicrop import MultiCropAugment
 from .schedules import Schedules
-from .teacher import TeacherEMA, make_teacher
+from .step import DINOStep, NonFiniteLossError, disable_stochastic_layers
 
 __all__ = ["NonFiniteLossError", "PretrainResult", "build_train_dataset", "pretrain"]
 
 logger = logging.getLogger("unimix.ssl")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the message names the step. Checkpoints already written are kept."""
 
 
 @dataclass
@@ -82,56 +76,6 @@ def build_train_dataset(cfg: PretrainConfig) -> torch.utils.data.Dataset:
     elif d.root is not None:
         options["root"] = d.root
     return build_dataset(d.dataset, d.split, download=d.download, **options)
-
-
-def build_student(cfg: PretrainConfig) -> tuple[DINOModel, nn.Module]:
-    """(student, backbone) with fresh weights; the backbone is created first from the seed."""
-    backbone = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
-    h = cfg.model.head
-    head = DINOHead(
-        backbone.num_features,
-        h.out_dim,
-        h.hidden_dim,
-        h.bottleneck_dim,
-        h.num_layers,
-        h.use_bn,
-        h.norm_last_layer,
-    )
-    return DINOModel(backbone, head), backbone
-
-
-def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices/kernels only, none on biases and norm parameters."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [
-        {"params": decay, "decays": True},
-        {"params": no_decay, "decays": False, "weight_decay": 0.0},
-    ]
-
-
-def _disable_stochastic_layers(teacher: nn.Module) -> None:
-    """The teacher stays in train mode (BatchNorm uses batch statistics, as the reference) but
-    never drops: it is a deep copy of the student, whose dropout / drop-path it would inherit."""
-    for m in teacher.modules():
-        if (
-            isinstance(m, nn.Dropout | nn.Dropout1d | nn.Dropout2d)
-            or type(m).__name__ == "DropPath"
-        ):
-            m.eval()
-
-
-def _maybe_sync_batchnorm(model: nn.Module, accelerator: Accelerator, enabled: bool) -> nn.Module:
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if not (enabled and has_bn and accelerator.num_processes > 1):
-        return model
-    if accelerator.device.type == "cpu":
-        logger.warning("BatchNorm statistics stay per process: torch has no SyncBatchNorm on CPU")
-        return model
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def _has_accelerator() -> bool:
@@ -191,19 +135,9 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
         else min(cfg.max_steps, schedules.total_steps)
     )
 
-    set_seed(cfg.seed)
-    student, _ = build_student(cfg)
-    student = _maybe_sync_batchnorm(student, accelerator, cfg.model.sync_batchnorm)
-    teacher = make_teacher(student).to(device)
-    _disable_stochastic_layers(teacher)
-    optimizer = torch.optim.AdamW(_param_groups(student), lr=0.0, betas=cfg.optim.betas)
-    loss_fn = DINOLoss(cfg.model.head.out_dim, cfg.dino.student_temp, cfg.dino.center_momentum).to(
-        device
-    )
-    student, optimizer = accelerator.prepare(student, optimizer)
+    step_fn = DINOStep(cfg, accelerator)
+    student, teacher, loss_fn = step_fn.student, step_fn.teacher, step_fn.loss_fn
     unwrapped = accelerator.unwrap_model(student)
-    ema = TeacherEMA(teacher, student)
-    last_layer_params = list(unwrapped.head.last_layer.parameters())
 
     # Model weights are ours to save (clean keys, process-count independent); Accelerate keeps
     # the optimizer, the grad scaler and every process's RNG states.
@@ -246,9 +180,6 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     last_saved: int | None = None
     window_start, window_images = time.perf_counter(), 0
     run_start = time.perf_counter()
-    student.train()
-    teacher.train()
-    _disable_stochastic_layers(teacher)
 
     def save(step_done: int, epoch: int) -> None:
         nonlocal last_saved
@@ -260,45 +191,16 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     try:
         for step in range(start_step, end_step):
             values = schedules.at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = values.lr
-                if group["decays"]:
-                    group["weight_decay"] = values.weight_decay
-            step_loss = torch.zeros((), device=device)
-            for micro in range(accum):
-                batch = next(batch_iter)
-                crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
-                b = plan.local_batch
-                sync = accelerator.no_sync(student) if micro < accum - 1 else _null_context()
-                with sync:
-                    with torch.no_grad(), accelerator.autocast():
-                        teacher_out = teacher(crops[:1], b)  # [2, b, K]: global views only
-                    student_out = student(crops, b)  # [V, b, K]
-                    loss = loss_fn(student_out, teacher_out, values.teacher_temp)
-                    accelerator.backward(loss / accum)
-                loss_fn.accumulate_center(teacher_out)
-                step_loss += loss.detach() / accum
-            global_loss = float(accelerator.reduce(step_loss, reduction="mean"))
-            if not math.isfinite(global_loss):
-                saved = (
+            micro_batches = (next(batch_iter)["crops"] for _ in range(accum))
+            try:
+                global_loss, teacher_out = step_fn(micro_batches, values, plan.local_batch, step)
+            except NonFiniteLossError as err:
+                kept = (
                     f"; the last good checkpoint is {result.checkpoint}"
                     if result.checkpoint
                     else ""
                 )
-                raise NonFiniteLossError(
-                    f"loss is {global_loss} at step {step + 1} (lr {values.lr:.3g}, precision "
-                    f"{cfg.precision}){saved}; try a lower optim.base_lr, optim.clip_grad or precision=bf16/no"
-                )
-            if values.freeze_last_layer:
-                for p in last_layer_params:
-                    p.grad = None
-            if cfg.optim.clip_grad > 0:
-                accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn.apply_center_update()
-            ema.update(values.momentum)
-
+                raise NonFiniteLossError(f"{err}{kept}") from None
             step_done = step + 1
             epoch = step_done // plan.steps_per_epoch
             result.losses.append(global_loss)
@@ -367,14 +269,6 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -534,7 +428,7 @@ def _online_knn(cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerato
             logger.warning("online k-NN skipped: unimix.eval is not available")
         else:
             top1 = _knn_top1(cfg, teacher.backbone, train, test, accelerator.device)
-            _disable_stochastic_layers(teacher)
+            disable_stochastic_layers(teacher)  # _knn_top1 put the backbone back in train mode
     accelerator.wait_for_everyone()
     return top1
 

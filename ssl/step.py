@@ -1,0 +1,178 @@
+"""One DINO optimizer step — the unit :func:`~unimix.ssl.trainer.pretrain` loops over and
+``scripts/bench_train.py`` times.
+
+For each micro-batch: the teacher scores the two global crops (no grad), the student scores
+every crop (one backbone pass per resolution, one head pass), the loss is backpropagated. Then:
+last-layer gradients dropped while it is frozen, global-norm clipping, AdamW with this step's
+lr and weight decay (none on biases and norm parameters), the centre moves once over the global
+batch, the teacher moves towards the student.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+
+from .config import PretrainConfig
+from .head import DINOHead
+from .loss import DINOLoss
+from .model import DINOModel, create_dino_backbone
+from .schedules import StepValues
+from .teacher import TeacherEMA, make_teacher
+
+__all__ = ["DINOStep", "NonFiniteLossError", "build_student"]
+
+logger = logging.getLogger("unimix.ssl")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step. No update was applied."""
+
+
+def build_student(cfg: PretrainConfig) -> tuple[DINOModel, nn.Module]:
+    """(student, backbone) with fresh weights; the backbone is created first from the seed."""
+    backbone = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
+    h = cfg.model.head
+    head = DINOHead(
+        backbone.num_features,
+        h.out_dim,
+        h.hidden_dim,
+        h.bottleneck_dim,
+        h.num_layers,
+        h.use_bn,
+        h.norm_last_layer,
+    )
+    return DINOModel(backbone, head), backbone
+
+
+def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices/kernels only, none on biases and norm parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [
+        {"params": decay, "decays": True},
+        {"params": no_decay, "decays": False, "weight_decay": 0.0},
+    ]
+
+
+def disable_stochastic_layers(teacher: nn.Module) -> None:
+    """The teacher stays in train mode (BatchNorm uses batch statistics, as the reference) but
+    never drops: it is a deep copy of the student, whose dropout / drop-path it would inherit."""
+    for m in teacher.modules():
+        if (
+            isinstance(m, nn.Dropout | nn.Dropout1d | nn.Dropout2d)
+            or type(m).__name__ == "DropPath"
+        ):
+            m.eval()
+
+
+def _maybe_sync_batchnorm(model: nn.Module, accelerator: Accelerator, enabled: bool) -> nn.Module:
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if not (enabled and has_bn and accelerator.num_processes > 1):
+        return model
+    if accelerator.device.type == "cpu":
+        logger.warning("BatchNorm statistics stay per process: torch has no SyncBatchNorm on CPU")
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+class DINOStep:
+    """Student, EMA teacher, loss and optimizer, prepared by ``accelerator``; call once per step.
+
+    The student's weights come from ``cfg.seed`` (its backbone is the first thing built after
+    seeding); the teacher is a deep copy of it.
+    """
+
+    def __init__(self, cfg: PretrainConfig, accelerator: Accelerator) -> None:
+        self.cfg = cfg
+        self.accelerator = accelerator
+        device = accelerator.device
+        set_seed(cfg.seed)
+        student, _ = build_student(cfg)
+        student = _maybe_sync_batchnorm(student, accelerator, cfg.model.sync_batchnorm)
+        self.teacher = make_teacher(student).to(device)
+        optimizer = torch.optim.AdamW(_param_groups(student), lr=0.0, betas=cfg.optim.betas)
+        h, d = cfg.model.head, cfg.dino
+        self.loss_fn = DINOLoss(h.out_dim, d.student_temp, d.center_momentum).to(device)
+        self.student, self.optimizer = accelerator.prepare(student, optimizer)
+        self.ema = TeacherEMA(self.teacher, self.student)
+        self.last_layer_params = list(
+            accelerator.unwrap_model(self.student).head.last_layer.parameters()
+        )
+        self.train()
+
+    def train(self) -> None:
+        """Student and teacher in train mode; the teacher's dropout / drop-path stay off."""
+        self.student.train()
+        self.teacher.train()
+        disable_stochastic_layers(self.teacher)
+
+    def __call__(
+        self,
+        micro_batches: Iterable[Sequence[torch.Tensor]],
+        values: StepValues,
+        batch: int,
+        step: int = 0,
+    ) -> tuple[float, torch.Tensor]:
+        """Run one optimizer step.
+
+        Args:
+            micro_batches: ``grad_accum_steps`` lists of crops, one tensor per resolution,
+                ``[V_r·batch, 3, S_r, S_r]`` view-major, globals first.
+            values: this step's schedule values.
+            batch: source images per micro-batch on this process.
+            step: 0-based step number (for the error message).
+
+        Returns:
+            (loss of the global batch, averaged over processes; last teacher output ``[2, batch, K]``).
+
+        Raises:
+            NonFiniteLossError: before any update when the loss is NaN/inf.
+        """
+        acc, cfg = self.accelerator, self.cfg
+        accum = cfg.optim.grad_accum_steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = values.lr
+            if group["decays"]:
+                group["weight_decay"] = values.weight_decay
+        step_loss = torch.zeros((), device=acc.device)
+        teacher_out = torch.empty(0)
+        for micro, crops in enumerate(micro_batches):
+            crops = [c.to(acc.device, non_blocking=True) for c in crops]
+            last = micro == accum - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.student):
+                with torch.no_grad(), acc.autocast():
+                    teacher_out = self.teacher(crops[:1], batch)  # [2, b, K]: global views only
+                student_out = self.student(crops, batch)  # [V, b, K]
+                loss = self.loss_fn(student_out, teacher_out, values.teacher_temp)
+                acc.backward(loss / accum)
+            self.loss_fn.accumulate_center(teacher_out)
+            step_loss += loss.detach() / accum
+        global_loss = float(acc.reduce(step_loss, reduction="mean"))
+        if not math.isfinite(global_loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"loss is {global_loss} at step {step + 1} (lr {values.lr:.3g}, precision "
+                f"{cfg.precision}); try a lower optim.base_lr or optim.clip_grad, or precision=bf16/no"
+            )
+        if values.freeze_last_layer:
+            for p in self.last_layer_params:
+                p.grad = None
+        if cfg.optim.clip_grad > 0:
+            acc.clip_grad_norm_(self.student.parameters(), cfg.optim.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_fn.apply_center_update()
+        self.ema.update(values.momentum)
+        return global_loss, teacher_out
