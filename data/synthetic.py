@@ -148,16 +148,20 @@ def _bilinear_weights(size: int, points: int) -> np.ndarray:
 def _sample_factors(rng: np.random.Generator, n: int, size: int) -> dict[str, np.ndarray]:
     """Per-image nuisance factors for ``n`` images (drawn in a fixed order: part of the
     determinism contract)."""
-    radius = rng.uniform(0.2, 0.36, n) * size  # the shape's unit length in pixels
+    radius = rng.uniform(0.25, 0.4, n) * size  # the shape's unit length in pixels
     margin = 0.75 * radius
     light_background = rng.random(n) < 0.5
+    background = _random_colours(rng, light_background)
+    # The texture's second colour goes half-way to another random colour: visible in raw
+    # pixels, yet fainter than the shape's edge, so it is not the most salient cue in a view.
+    texture_colour = background + 0.5 * (_random_colours(rng, light_background) - background)
     return {
         "radius": radius,
         "cx": margin + rng.uniform(0.0, 1.0, n) * (size - 2 * margin),
         "cy": margin + rng.uniform(0.0, 1.0, n) * (size - 2 * margin),
         "rotation": rng.uniform(0.0, 2 * np.pi, n),
-        "background_a": _random_colours(rng, light_background),
-        "background_b": _random_colours(rng, light_background),
+        "background_a": background,
+        "background_b": texture_colour,
         "foreground": _random_colours(rng, ~light_background),
         "noise_sigma": rng.uniform(0.0, 0.06, n),
         "texture_kind": rng.integers(0, 4, n),
