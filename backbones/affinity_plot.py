@@ -208,8 +208,10 @@ def render_affinity_grid(
         if per_head:
             heads = min(MAX_HEAD_ROWS, max(p.row.shape[0] for p in panels))
             lines += [(model_name, None, h) for h in range(heads)]
-    height = 2.8 * len(lines) + 0.9  # + room for the title and the colour bar
-    fig, axes = plt.subplots(len(lines), n_cols, figsize=(2.6 * n_cols, height), squeeze=False)
+    height = 2.9 * len(lines) + 1.0  # + room for the title and the colour bar
+    fig, axes = plt.subplots(
+        len(lines), n_cols, figsize=(2.7 * n_cols, height), squeeze=False, layout="constrained"
+    )
     extent = (0, W, H, 0)  # pixel edges, so grids of every stage line up with the image
     panels_by_model = dict(rows)
     for r, (model_name, _, head) in enumerate(lines):
@@ -263,12 +265,12 @@ def render_affinity_grid(
         "Affinity row of the query (cyan) at each stage: where the mixer gathers context",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.75 / height, 1, 1 - 0.35 / height))
-    bar_ax = fig.add_axes((0.35, 0.4 / height, 0.3, 0.12 / height))
     bar = fig.colorbar(
         plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)),
-        cax=bar_ax,
-        orientation="horizontal",
+        ax=axes,
+        location="bottom",
+        shrink=0.3,
+        aspect=40,
     )
     bar.set_label("share of the panel's largest weight", fontsize=8)
     bar.ax.tick_params(labelsize=7)
