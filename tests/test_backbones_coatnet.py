@@ -142,7 +142,6 @@ def test_coatnet_0_relative_bias_at_many_sizes_in_one_instance() -> None:
             assert model(torch.randn(1, 3, size, size)).shape == (1, 768)
 
 
-@pytest.mark.slow
 def test_coatnet_0_forward_backward_224() -> None:
     model = coatnet.coatnet_0(num_classes=10)
     out = model(torch.randn(1, 3, 224, 224))
