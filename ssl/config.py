@@ -210,6 +210,9 @@ class PretrainConfig:
     #: Stop after this many optimizer steps (None: ``epochs`` decides). Schedules still span
     #: ``epochs``, so a capped run is the beginning of the full one.
     max_steps: int | None = field(default=None, metadata={"ge": 1})
+    #: Stop (with a checkpoint) once training has run this many wall-clock minutes (None: no
+    #: limit). Schedules still span ``epochs``: set ``epochs`` to what the budget can reach.
+    max_minutes: float | None = field(default=None, metadata={"gt": 0})
     seed: int = field(default=0, metadata=_NON_NEGATIVE)
     precision: Literal["no", "bf16", "fp16"] = "no"
     #: torch intra-op threads per process (0: torch's default).

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -223,6 +223,7 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
                     "teacher_entropy": h_sample,
                     "teacher_mean_entropy": h_mean,
                     "img_per_s": window_images / max(elapsed, 1e-9),
+                    "elapsed_s": time.perf_counter() - run_start,
                     "world_size": world,
                 }
                 monitor.log(record)
@@ -243,6 +244,13 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
                 if top1 is not None:
                     monitor.log({"step": step_done, "knn_top1": top1})
                     monitor.info(f"step {step_done}: teacher k-NN top-1 {top1:.2f}%")
+            if cfg.max_minutes is not None and _budget_spent(
+                cfg.max_minutes, run_start, accelerator
+            ):
+                monitor.info(
+                    f"stopping at step {step_done}: max_minutes={cfg.max_minutes:g} reached"
+                )
+                break
         run_time = time.perf_counter() - run_start
         steps_run = result.steps - start_step
         result.images_per_s = steps_run * cfg.data.batch_size / max(run_time, 1e-9)
@@ -269,6 +277,17 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _budget_spent(max_minutes: float, run_start: float, accelerator: Accelerator) -> bool:
+    """Whether the wall-clock budget is used up; the main process's clock decides for all, so
+    every process stops at the same step."""
+    spent = torch.tensor(
+        float(time.perf_counter() - run_start >= 60 * max_minutes), device=accelerator.device
+    )
+    if accelerator.num_processes > 1:
+        spent = broadcast(spent, from_process=0)
+    return bool(spent.item())
 
 
 # ------------------------------------------------------------------------------ checkpoints

@@ -195,3 +195,14 @@ def test_config_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str
         assert err.count("\n") == 1 and err.startswith("error: ") and key in err, err
     assert main(["-c", "no_such_recipe"]) == 2
     assert "no_such_recipe" in capsys.readouterr().err
+
+
+def test_max_minutes_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
+    # A budget that is spent after the first step: the run stops there and still saves it.
+    out = tmp_path / "run"
+    config = _write_config(tmp_path, max_minutes=1e-6, output_dir=str(out))
+    proc = _run([sys.executable, SCRIPT, "-c", str(config)])
+    assert "max_minutes" in proc.stderr + proc.stdout
+    steps = [m["step"] for m in _metrics(out) if "loss" in m]
+    assert steps == [1], steps
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_00000001"]
