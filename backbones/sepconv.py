@@ -16,7 +16,7 @@ import torch
 from timm.models.metaformer import StarReLU
 from torch import nn
 
-from .dwconv import DepthwiseConv
+from .mbconv import depthwise_affinity
 from .mixer_base import MixerTrace, TokenMixer
 
 __all__ = ["SepConv"]
@@ -46,7 +46,13 @@ class SepConv(TokenMixer):
         self.dim, self.mid = dim, mid
         self.pwconv1 = nn.Conv2d(dim, mid, 1, bias=False)
         self.act = act_layer()
-        self.dwconv = DepthwiseConv(mid, kernel_size)
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"SepConv kernel_size: expected an odd int >= 1, got {kernel_size!r}")
+        self.kernel_size = kernel_size
+        # a plain conv, not a nested TokenMixer: one mixer per block for hooks and pictures
+        self.dwconv = nn.Conv2d(
+            mid, mid, kernel_size, padding=kernel_size // 2, groups=mid, bias=False
+        )
         self.pwconv2 = nn.Conv2d(mid, dim, 1, bias=False)
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,12 +66,15 @@ class SepConv(TokenMixer):
     def trace(self, x: torch.Tensor) -> MixerTrace:
         """The depthwise step: ``affinity`` ``[B, mid, N, N]``, ``values`` the activated expanded
         channels ``[B, mid, N, 1]``, ``aggregated`` the depthwise output; ``output = forward(x)``."""
-        inner = self.dwconv.trace(self._values(x))
+        values = self._values(x)
+        mixed = self.dwconv(values)
+        B, C, H, W = values.shape
+        A = depthwise_affinity(self.dwconv.weight, H, W, padding=self.kernel_size // 2)
         return MixerTrace(
-            affinity=inner.affinity,
-            values=inner.values,
-            aggregated=inner.aggregated,
-            output=self.pwconv2(inner.output),
+            affinity=A.unsqueeze(0).expand(B, -1, -1, -1),
+            values=values.flatten(2).unsqueeze(-1),
+            aggregated=mixed.flatten(2).unsqueeze(-1),
+            output=self.pwconv2(mixed),
             note=(
                 "affinity = depthwise conv on the expanded, activated channels; "
                 "the 1x1 convs before and after are the V and W projections"
@@ -73,4 +82,4 @@ class SepConv(TokenMixer):
         )
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, mid={self.mid}"
+        return f"dim={self.dim}, mid={self.mid}, kernel_size={self.kernel_size}"

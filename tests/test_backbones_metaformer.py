@@ -124,13 +124,13 @@ def test_sepconv_affinity_is_its_depthwise_band_and_matches_timm() -> None:
     torch.manual_seed(2)
     mixer = SepConv(4).eval()
     x = torch.randn(2, 4, 5, 5)
-    expected = _toeplitz(mixer.dwconv.conv.weight.detach(), 5, 5)
+    expected = _toeplitz(mixer.dwconv.weight.detach(), 5, 5)
     trace = mixer.trace(x)
     assert trace.affinity.shape == (2, 8, 25, 25) and "projection" in trace.note
     torch.testing.assert_close(trace.affinity, expected.expand(2, -1, -1, -1))
     ref = timm_mf.SepConv(4).eval()
     ref.pwconv1.weight.data.copy_(mixer.pwconv1.weight)
-    ref.dwconv.weight.data.copy_(mixer.dwconv.conv.weight)
+    ref.dwconv.weight.data.copy_(mixer.dwconv.weight)
     ref.pwconv2.weight.data.copy_(mixer.pwconv2.weight)
     ref.act1.load_state_dict(mixer.act.state_dict())
     torch.testing.assert_close(mixer(x), ref(x), atol=1e-5, rtol=0)
@@ -200,7 +200,6 @@ def _copy_into_timm(ours: torch.nn.Module, ref: torch.nn.Module) -> None:
     for key, value in ours.state_dict().items():
         k = key.replace(".mixer.", ".token_mixer.").replace(".gamma", ".scale")
         k = k.replace("token_mixer.act.", "token_mixer.act1.")
-        k = k.replace("token_mixer.dwconv.conv.", "token_mixer.dwconv.")
         mapped[k] = value.reshape(target[k].shape)
     ref.load_state_dict(mapped, strict=True)
 
