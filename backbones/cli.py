@@ -67,10 +67,13 @@ def preset_stats(name: str, flops: bool = True) -> dict[str, Any]:
     torch.manual_seed(0)
     model = timm.create_model(PREFIX + name, num_classes=1000)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    headless = timm.create_model(PREFIX + name, num_classes=0)
+    headless_m = sum(p.numel() for p in headless.parameters()) / 1e6
     row: dict[str, Any] = {
         "preset": name,
         "family": preset.family,
         "params_m": round(params_m, 6),
+        "headless_params_m": round(headless_m, 6),
         "anchor_params_m": preset.anchor_params_m,
         "params_diff_pct": None,
         "image_size": preset.image_size,
@@ -100,6 +103,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         "preset",
         "family",
         "params M",
+        "headless M",
         "anchor M",
         "diff %",
         "px",
@@ -113,6 +117,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             r["preset"],
             r["family"],
             _fmt(r["params_m"], ".2f"),
+            _fmt(r["headless_params_m"], ".2f"),
             _fmt(r["anchor_params_m"]),
             _fmt(r["params_diff_pct"], "+.2f"),
             str(r["image_size"]),
@@ -124,7 +129,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         for r in rows
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-    numeric = {2, 3, 4, 5, 6, 7, 8}
+    numeric = {2, 3, 4, 5, 6, 7, 8, 9}
 
     def render(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -136,7 +141,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     out += [render(line) for line in lines]
     out += [
         "",
-        "params: 1000-class head. GMACs = FLOPs/2 from torch FlopCounterMode, one image at `px`",
+        "params: 1000-class head ('headless M': num_classes=0, what DINO trains). GMACs = FLOPs/2 from torch FlopCounterMode, one image at `px`",
         "(conv, linear, matmul, fused attention; element-wise ops and ACmix's hand-written window",
         "attention not counted). timm-measured anchors leave CPU fused attention out: compare them",
         "with 'GMACs excl. SDPA'.",
@@ -173,7 +178,14 @@ def main_table(argv: Sequence[str] | None = None) -> int:
                     f"--names: unknown preset {unknown[0] if unknown else args.names!r}; "
                     f"available: {', '.join(list_backbones())}"
                 )
-        rows = [preset_stats(name, flops=not args.no_flops) for name in names]
+        # one thread: these single-image passes are overhead-bound, and on a busy machine every
+        # OpenMP barrier waits for a descheduled thread (measured 7x slower with 2 threads)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            rows = [preset_stats(name, flops=not args.no_flops) for name in names]
+        finally:
+            torch.set_num_threads(threads)
         if args.json:
             path = Path(args.json)
             if not path.parent.is_dir():

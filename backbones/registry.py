@@ -23,7 +23,7 @@ from timm.models import is_model, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from . import acmix_resnet, coatnet, container
+from . import acmix_resnet, coatnet, container, metaformer
 
 __all__ = [
     "PREFIX",
@@ -93,6 +93,33 @@ def deit_nano(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 # -- the preset table -------------------------------------------------------------------------------
 
 _PRESET_LIST: list[Preset] = [
+    Preset(
+        "poolformer_s12",
+        metaformer.poolformer_s12,
+        "pooling",
+        anchor_params_m=11.92,
+        anchor_gmacs=1.81,
+        anchor_source="timm poolformer_s12",
+    ),
+    Preset(
+        "convformer_s18",
+        metaformer.convformer_s18,
+        "sepconv",
+        anchor_params_m=26.77,
+        anchor_source="timm convformer_s18",
+    ),
+    Preset(
+        "caformer_s18",
+        metaformer.caformer_s18,
+        "sepconv+attention",
+        anchor_params_m=26.34,
+        anchor_gmacs=3.88,
+        anchor_source="timm caformer_s18",
+    ),
+    Preset("poolformer_nano", metaformer.poolformer_nano, "pooling", 32),
+    Preset("convformer_nano", metaformer.convformer_nano, "sepconv", 32),
+    Preset("caformer_nano", metaformer.caformer_nano, "sepconv+attention", 32),
+    Preset("attention_nano", metaformer.attention_nano, "attention", 32),
     Preset(
         "container_light",
         container.container_light,
