@@ -309,3 +309,33 @@ def test_preset_accepts_cfg_overrides_and_rejects_pretrained() -> None:
     assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 256, 4, 4)
     with pytest.raises(ValueError, match="no pretrained weights"):
         mf.poolformer_nano(pretrained=True)
+
+
+@pytest.mark.parametrize(
+    "mixers",
+    [("mbconv", "dwconv", "acmix", "container"), ("pooling", "sepconv", "attention", "container")],
+)
+def test_any_mixer_family_fits_the_skeleton(mixers: tuple[str, ...]) -> None:
+    torch.manual_seed(7)
+    cfg = mf.MetaFormerCfg(
+        dims=(32, 32, 64, 64), depths=(1, 1, 1, 1), mixers=mixers, stem="cifar", stem_stride=2
+    )
+    model = mf.MetaFormer(cfg, num_classes=0).eval()
+    for size in (32, 16):
+        model.zero_grad()
+        feats = model(torch.randn(2, 3, size, size))
+        assert feats.shape == (2, 64)
+        feats.square().mean().backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # every block's mixer explains itself at the map size it sees (16-px input: 8/4/2/1)
+    x = model.stem(torch.randn(1, 3, 16, 16))
+    for stage in model.stages:
+        x = stage.downsample(x)
+        block = stage.blocks[0]
+        inp = block.norm1(x)
+        trace = block.mixer.trace(inp)
+        torch.testing.assert_close(trace.output, block.mixer(inp), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            trace.affinity @ trace.values, trace.aggregated, atol=1e-5, rtol=0
+        )
+        x = stage.blocks(x)
