@@ -81,19 +81,27 @@ def test_nano_forward_backward_at_dino_crop_sizes(name: str) -> None:
         for pname, p in model.named_parameters():
             assert p.grad is None or torch.isfinite(p.grad).all(), (size, pname)
     with torch.no_grad():
+        model.eval()
+        for size in (64, 96):  # the same instance at larger crops
+            assert model(torch.randn(1, 3, size, size)).shape == (1, model.num_features), size
         fmap = model.forward_features(torch.randn(1, 3, 32, 32))
         assert model.forward_head(fmap, pre_logits=True).shape == (1, model.num_features)
 
 
 @pytest.mark.parametrize("name", FULL)
-def test_full_preset_forward_at_224_and_96(name: str) -> None:
+def test_full_preset_forward_backward_at_224_and_forward_at_96(name: str) -> None:
     torch.manual_seed(0)
-    model = timm.create_model(f"unimix_{name}", num_classes=0).eval()
+    model = timm.create_model(f"unimix_{name}", num_classes=0).train()
+    x = torch.randn(1, 3, 224, 224, requires_grad=True)
+    feats = model(x)
+    assert feats.shape == (1, model.num_features)
+    feats.square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for pname, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
     with torch.no_grad():
-        for size in (224, 96):
-            feats = model(torch.randn(1, 3, size, size))
-            assert feats.shape == (1, model.num_features), size
-            assert torch.isfinite(feats).all()
+        feats = model.eval()(torch.randn(1, 3, 96, 96))
+    assert feats.shape == (1, model.num_features) and torch.isfinite(feats).all()
 
 
 @pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.anchor_params_m])
