@@ -176,7 +176,7 @@ def _group_word(panel: StageAffinity) -> str:
 
 
 # Mixers whose groups are channels, not heads (the rest are labelled by head count).
-_PER_CHANNEL_MIXERS = {"MBConv", "Pooling", "DWConv", "SepConv", "DepthwiseConv"}
+_PER_CHANNEL_MIXERS = {"MBConv", "Pooling", "DWConv", "SepConv", "DepthwiseConv", "ContainerMixer"}
 
 
 def render_affinity_grid(
