@@ -1,0 +1,195 @@
+"""``unimix knn`` / ``linear`` / ``export`` (and ``scripts/knn.py`` etc.): thin wrappers.
+
+Each ``main(argv)`` returns an exit code: 0 done, 2 bad arguments or files (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["load_model", "main_knn"]
+
+
+# ------------------------------------------------------------------------------ shared
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "checkpoint",
+        help="run output dir (newest checkpoint), checkpoint dir, *.safetensors with backbone.json, "
+        "or an exported extractor",
+    )
+    p.add_argument("--which", choices=("teacher", "student"), default="teacher")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="synthetic | cifar10 | cifar100 | stl10 | folder")
+    p.add_argument("--root", help="root= for torchvision datasets")
+    p.add_argument("--download", action="store_true", help="let torchvision download the data")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--image-size", type=int, help="eval resolution (default: the checkpoint's)")
+    p.add_argument("--limit-train", type=int, help="random subset of the train split")
+    p.add_argument("--limit-test", type=int, help="random subset of the test split")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--cache-dir", help="store/reuse extracted features here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def load_model(path: str, which: str = "teacher") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A checkpoint's backbone (``load_backbone``) or an exported extractor (``load_extractor``)."""
+    from .features import load_backbone
+
+    p = Path(path)
+    if p.is_dir() or (p.suffix == ".safetensors" and p.with_name("backbone.json").is_file()):
+        return load_backbone(p, which)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such checkpoint or exported extractor")
+    from .export import load_extractor
+
+    model = load_extractor(p)
+    return model, dict(model.meta)
+
+
+def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
+    if limit is None or limit >= len(dataset):
+        return dataset
+    if limit < 1:
+        raise ValueError(f"--limit: expected >= 1, got {limit}")
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(dataset), generator=g)[:limit].sort().values
+    subset = torch.utils.data.Subset(dataset, keep.tolist())
+    return subset
+
+
+def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    from unimix.data import build_dataset
+
+    from .features import eval_transform
+
+    size = args.image_size or meta.get("image_size") or 224
+    mean = meta.get("mean") or (0.485, 0.456, 0.406)
+    std = meta.get("std") or (0.229, 0.224, 0.225)
+    transform = eval_transform(size, mean, std)
+    options: dict[str, Any] = {"transform": transform, "download": args.download}
+    if args.root:
+        options["root"] = args.root
+    if args.data.lower() == "synthetic":
+        options["image_size"] = size
+    train = build_dataset(args.data, args.train_split, **options)
+    test = build_dataset(args.data, args.test_split, **options)
+    info = {
+        "dataset": args.data,
+        "train_split": args.train_split,
+        "test_split": args.test_split,
+        "image_size": size,
+        "transform": repr(transform),
+    }
+    return (
+        _subset(train, args.limit_train, args.seed),
+        _subset(test, args.limit_test, args.seed + 1),
+        info,
+    )
+
+
+def _features(
+    args: argparse.Namespace, model: torch.nn.Module, meta: dict[str, Any]
+) -> tuple[torch.Tensor, ...]:
+    from .features import extract_features
+
+    train, test, info = _datasets(args, meta)
+    kw = {
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "progress": not args.no_progress,
+        "cache_dir": args.cache_dir,
+        "cache_tag": f"{meta.get('source')}|{info}",
+    }
+    start = time.perf_counter()
+    x_train, y_train = extract_features(model, train, **kw)
+    x_test, y_test = extract_features(model, test, **kw)
+    info["extract_s"] = time.perf_counter() - start
+    return x_train, y_train, x_test, y_test, info
+
+
+def _run(main: Any, argv: Sequence[str] | None) -> int:
+    try:
+        return main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------ knn
+def _knn(argv: Sequence[str] | None) -> int:
+    p = argparse.ArgumentParser(
+        prog="unimix knn",
+        description="Weighted k-NN top-1/top-5 of frozen features (FAISS, DINO's protocol).",
+    )
+    _add_model_args(p)
+    _add_data_args(p)
+    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--index", choices=("exact", "ivf", "hnsw"), default="exact")
+    p.add_argument("--out", default="knn.json", help="JSON report path")
+    args = p.parse_args(argv)
+    from .knn import approximate_agreement, knn_evaluate
+    from .report import format_table, write_report
+
+    model, meta = load_model(args.checkpoint, args.which)
+    x_train, y_train, x_test, y_test, info = _features(args, model, meta)
+    ks = [k for k in args.k if k <= len(y_train)]
+    if not ks:
+        raise ValueError(f"--k {args.k}: every k exceeds the bank size {len(y_train)}")
+    start = time.perf_counter()
+    result = knn_evaluate(
+        x_train, y_train, x_test, y_test, ks=ks, temperature=args.temperature, index=args.index
+    )
+    search_s = time.perf_counter() - start
+    if args.index != "exact":
+        result["agreement_with_exact"] = approximate_agreement(
+            x_train, y_train, x_test, max(ks), args.temperature, args.index
+        )
+    rows = [
+        {
+            "dataset": f"{args.data}:{args.test_split}",
+            "bank": len(y_train),
+            "queries": len(y_test),
+            "k": k,
+            "top-1": result["top1"][k],
+            "top-5": result["top5"][k],
+            "time_s": search_s,
+        }
+        for k in ks
+    ]
+    print(format_table(rows, ["dataset", "bank", "queries", "k", "top-1", "top-5", "time_s"]))
+    if "agreement_with_exact" in result:
+        print(
+            f"{args.index} index agrees with exact search on {100 * result['agreement_with_exact']:.2f}%"
+        )
+    report = {
+        "command": "knn",
+        "checkpoint": args.checkpoint,
+        "which": args.which,
+        "backbone": meta.get("backbone"),
+        "step": meta.get("step"),
+        "temperature": args.temperature,
+        "search_s": search_s,
+        **info,
+        **result,
+    }
+    print(f"wrote {write_report(args.out, report)}")
+    return 0
+
+
+def main_knn(argv: Sequence[str] | None = None) -> int:
+    """``unimix knn``: see ``unimix knn --help``."""
+    return _run(_knn, argv)

@@ -1,0 +1,239 @@
+"""Frozen features: the evaluation transform, loading a pretrained backbone, batched extraction.
+
+``load_backbone`` reads what the DINO trainer writes (see :mod:`unimix.ssl.checkpoint`): the
+teacher's (or student's) backbone weights with clean keys plus ``backbone.json``. Weights are
+read with safetensors only; keys are cleaned of wrapper prefixes (``module.``, ``backbone.``,
+``_orig_mod.``) and loaded strictly, so a checkpoint from another model fails with the missing
+and unexpected keys listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision.transforms import v2
+
+__all__ = ["clean_state_dict", "eval_transform", "extract_features", "load_backbone"]
+
+_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+
+
+def eval_transform(
+    image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Any], torch.Tensor]:
+    """PIL image / uint8 array → normalised float tensor ``[3, image_size, image_size]``.
+
+    Above 64 px: resize the shorter side to ``image_size / 0.875`` and centre-crop (the DINO /
+    ImageNet protocol, 224 ← 256). At 64 px and below (CIFAR-like data) the image is resized to
+    ``image_size`` without cropping: a 32-px image has no border to spare.
+    """
+    if image_size > 64:
+        resize = [
+            v2.Resize(round(image_size / 0.875), antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    else:
+        resize = [v2.Resize((image_size, image_size), antialias=True)]
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            *resize,
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, ``backbone.``) from every key."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def _resolve_weights(path: Path, which: str) -> tuple[Path, Path]:
+    """(weights file, backbone.json) for a checkpoint dir, an output dir or a .safetensors file."""
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which: expected 'teacher' or 'student', got {which!r}")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{path}: expected a .safetensors file or a checkpoint directory")
+        meta = path.with_name("backbone.json")
+        if not meta.is_file():
+            raise FileNotFoundError(f"{meta}: missing (it describes the backbone of {path.name})")
+        return path, meta
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint, output directory or file")
+    if (path / "checkpoints").is_dir():  # an output dir: its newest valid checkpoint
+        from unimix.ssl.checkpoint import find_resume_checkpoint
+
+        newest = find_resume_checkpoint(path)
+        if newest is None:
+            raise FileNotFoundError(f"{path / 'checkpoints'}: no valid checkpoint")
+        path = newest
+    weights = path / f"{which}_backbone.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing (is {path} a unimix checkpoint?)")
+    meta = path / "backbone.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: missing")
+    return weights, meta
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    for key in ("backbone", "num_features"):
+        if key not in meta:
+            raise ValueError(f"{path}: key {key!r} missing")
+    meta.setdefault("backbone_kwargs", {})
+    return meta
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:
+    expected, found = set(model.state_dict()), set(state)
+    if expected != found:
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        parts = [
+            f"{label} {len(keys)}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        raise ValueError(f"{file}: keys do not match the backbone ({'; '.join(parts)})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # same keys, wrong shapes
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"{file}: {first}") from None
+
+
+def load_backbone(
+    path: str | os.PathLike, which: str = "teacher"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A pretrained headless backbone in eval mode and its metadata.
+
+    Args:
+        path: a checkpoint directory (``…/checkpoints/step_XXXXXXXX``), a run's output directory
+            (its newest valid checkpoint) or a ``*.safetensors`` file with ``backbone.json``
+            beside it.
+        which: ``"teacher"`` (the reference's choice for evaluation) or ``"student"``.
+
+    Returns:
+        ``(model, meta)``; ``model(x: [B, 3, H, W])`` → ``[B, meta["num_features"]]``; ``meta``
+        holds ``backbone``, ``backbone_kwargs``, ``num_features``, ``image_size``, ``mean``,
+        ``std``, ``step`` and ``source`` (the weights file).
+    """
+    from unimix.ssl.model import create_dino_backbone
+
+    weights, meta_path = _resolve_weights(Path(path), which)
+    meta = _read_meta(meta_path)
+    model = create_dino_backbone(meta["backbone"], **meta["backbone_kwargs"])
+    try:
+        state = load_file(os.fspath(weights))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
+    _load_strict(model, clean_state_dict(state), weights)
+    meta["source"] = str(weights)
+    return model.eval(), meta
+
+
+def _cache_key(model: nn.Module, dataset: Any, cache_tag: str | None) -> str:
+    h = hashlib.sha256()
+    h.update((cache_tag or "").encode())
+    h.update(type(model).__name__.encode())
+    for name, tensor in model.state_dict().items():  # the weights themselves, not a file name
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(repr(dataset).encode())
+    h.update(str(len(dataset)).encode())
+    h.update(repr(getattr(dataset, "transform", None)).encode())
+    return h.hexdigest()[:24]
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    accelerator: Any = None,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    cache_tag: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every item of ``dataset`` (items ``(image_tensor, label)``), in dataset order.
+
+    Args:
+        model: ``[B, 3, H, W]`` → ``[B, D]``; run in eval mode (restored afterwards).
+        dataset: map-style, yielding already transformed image tensors and int labels.
+        accelerator: an ``accelerate.Accelerator``: each process extracts a shard and the
+            features are gathered (duplicated padding dropped), so every process gets all.
+        cache_dir: when given, features are stored as safetensors under a key hashed from the
+            model's weights, the dataset (its repr and length) and its transform; a second call
+            with the same three returns the stored tensors.
+
+    Returns:
+        ``(features [N, D] float32, labels [N] int64)``; features are not normalised.
+    """
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = (
+            Path(cache_dir) / f"features_{_cache_key(model, dataset, cache_tag)}.safetensors"
+        )
+        if cache_file.is_file():
+            stored = load_file(os.fspath(cache_file))
+            return stored["features"], stored["labels"]
+    if len(dataset) == 0:
+        raise ValueError(f"extract_features: dataset {dataset!r} is empty")
+    if accelerator is not None:
+        device = accelerator.device
+    device = torch.device(device or "cpu")
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False
+    )
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+    was_training = model.training
+    model.eval().to(device)
+    show = progress and (accelerator is None or accelerator.is_main_process)
+    if show:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="features", unit="batch", leave=False)
+    features, labels = [], []
+    try:
+        for images, targets in loader:
+            out = model(images.to(device, non_blocking=True)).float()
+            targets = torch.as_tensor(targets, device=out.device)
+            if accelerator is not None:
+                out, targets = accelerator.gather_for_metrics((out, targets))
+            features.append(out.cpu())
+            labels.append(targets.cpu().long())
+    finally:
+        model.train(was_training)
+    result = torch.cat(features), torch.cat(labels)
+    if cache_file is not None and (accelerator is None or accelerator.is_main_process):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        save_file({"features": result[0].contiguous(), "labels": result[1]}, os.fspath(tmp))
+        os.replace(tmp, cache_file)
+    return result
