@@ -1,20 +1,27 @@
-"""Frozen-feature evaluation and export: feature extraction, FAISS k-NN, reports.
+"""Frozen-feature evaluation and export: feature extraction, FAISS k-NN, linear probe, export, reports.
 
 Public API::
 
-    from unimix.eval import load_backbone, eval_transform, extract_features, knn_classify, knn_evaluate
+    from unimix.eval import (load_backbone, eval_transform, extract_features, knn_classify,
+                             knn_evaluate, linear_probe, export_extractor, load_extractor)
 """
 
+from .export import export_extractor, load_extractor
 from .features import clean_state_dict, eval_transform, extract_features, load_backbone
 from .knn import approximate_agreement, knn_classify, knn_evaluate, knn_search
+from .linear_probe import linear_probe, linear_probe_augmented
 
 __all__ = [
     "approximate_agreement",
     "clean_state_dict",
     "eval_transform",
+    "export_extractor",
     "extract_features",
     "knn_classify",
     "knn_evaluate",
     "knn_search",
+    "linear_probe",
+    "linear_probe_augmented",
     "load_backbone",
+    "load_extractor",
 ]

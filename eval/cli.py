@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_model", "main_knn"]
+__all__ = ["load_model", "main_export", "main_knn", "main_linear"]
 
 
 # ------------------------------------------------------------------------------ shared
@@ -193,3 +193,105 @@ def _knn(argv: Sequence[str] | None) -> int:
 def main_knn(argv: Sequence[str] | None = None) -> int:
     """``unimix knn``: see ``unimix knn --help``."""
     return _run(_knn, argv)
+
+
+# ------------------------------------------------------------------------------ linear
+def _linear(argv: Sequence[str] | None) -> int:
+    p = argparse.ArgumentParser(
+        prog="unimix linear",
+        description="Linear probe on frozen features: an lr grid trained in one pass, the best "
+        "lr picked on a validation split of the train set, top-1/top-5 on the test set.",
+    )
+    _add_model_args(p)
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lrs", type=float, nargs="+", help="learning rates (default: a log grid)")
+    p.add_argument("--probe-batch-size", type=int, default=1024)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--out", default="linear.json", help="JSON report path")
+    args = p.parse_args(argv)
+    from .linear_probe import linear_probe
+    from .report import format_table, write_report
+
+    model, meta = load_model(args.checkpoint, args.which)
+    x_train, y_train, x_test, y_test, info = _features(args, model, meta)
+    start = time.perf_counter()
+    result = linear_probe(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        lrs=args.lrs,
+        epochs=args.epochs,
+        batch_size=args.probe_batch_size,
+        val_fraction=args.val_fraction,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    row = {
+        "dataset": f"{args.data}:{args.test_split}",
+        "train": result["train_size"],
+        "val": result["val_size"],
+        "best_lr": f"{result['best_lr']:.3g}",
+        "val top-1": result["val_top1"],
+        "top-1": result["test_top1"],
+        "top-5": result["test_top5"],
+        "time_s": time.perf_counter() - start,
+    }
+    print(format_table([row], list(row)))
+    report = {
+        "command": "linear",
+        "checkpoint": args.checkpoint,
+        "which": args.which,
+        "backbone": meta.get("backbone"),
+        "step": meta.get("step"),
+        "probe_s": row["time_s"],
+        **info,
+        **result,
+    }
+    print(f"wrote {write_report(args.out, report)}")
+    return 0
+
+
+def main_linear(argv: Sequence[str] | None = None) -> int:
+    """``unimix linear``: see ``unimix linear --help``."""
+    return _run(_linear, argv)
+
+
+# ------------------------------------------------------------------------------ export
+def _export(argv: Sequence[str] | None) -> int:
+    from .export import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="unimix export",
+        description="Export a checkpoint's frozen backbone as a feature extractor (+ sidecar JSON); "
+        "TorchScript and ONNX load without unimix.",
+    )
+    _add_model_args(p)
+    p.add_argument("--format", choices=list(FORMATS), default="safetensors")
+    p.add_argument("--output", "-o", required=True, help="file path (suffix added if missing)")
+    p.add_argument("--image-size", type=int, help="export resolution (default: the checkpoint's)")
+    args = p.parse_args(argv)
+    from .export import export_extractor, load_extractor, sidecar_path
+
+    model, meta = load_model(args.checkpoint, args.which)
+    if args.image_size:
+        meta["image_size"] = args.image_size
+    path = export_extractor(model, meta, args.output, args.format)
+    # check the round trip before telling the user it worked
+    size = int(meta.get("image_size") or 224)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (load_extractor(path)(x) - model(x)).abs().max().item()
+    print(
+        f"wrote {path} and {sidecar_path(path)} ({args.format}, {meta.get('backbone')}, "
+        f"{size} px, max |diff| vs the checkpoint {diff:.2e})"
+    )
+    return 0
+
+
+def main_export(argv: Sequence[str] | None = None) -> int:
+    """``unimix export``: see ``unimix export --help``."""
+    return _run(_export, argv)

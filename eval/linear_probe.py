@@ -1,0 +1,298 @@
+"""Linear probes on frozen features.
+
+:func:`linear_probe` — the fast path on cached features (as dinov2): every learning rate of a
+grid is trained **in one pass** over the data (one weight tensor ``[L, D, C]``; each step is one
+batched matmul for all L heads, and each head moves with its own lr), the best lr is chosen on
+a validation split carved from the training set (stratified, seeded; the test set is never
+looked at), then a head with that lr is retrained on the whole training set and scored on test.
+
+Features are standardised with the training set's per-dimension mean and std (what DINO's
+BatchNorm-free probe on ViT features and dinov2's normalised features both amount to for a
+linear classifier); heads start from ``N(0, 0.01²)`` weights and zero bias, and train with SGD
+(momentum 0.9, no dampening), cross-entropy, cosine lr decay per step — DINO's
+``eval_linear.py`` schedule. Everything is seeded: the same call gives the same numbers.
+
+:func:`linear_probe_augmented` — the reference protocol: random-resized-crop + flip images
+through the frozen backbone each epoch, same SGD + cosine, scored with the eval transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DEFAULT_LRS", "linear_probe", "linear_probe_augmented", "stratified_split"]
+
+#: Base learning rates (per 256 samples of batch), log-spaced like dinov2's grid.
+DEFAULT_LRS: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+
+
+def _check(features: Any, labels: Any, name: str, dim: int | None = None):
+    x = torch.as_tensor(features).float()
+    y = torch.as_tensor(labels).long().reshape(-1)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(
+            f"{name}_features: expected a non-empty [N, D] tensor, got {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            f"{name}_features: {int((~torch.isfinite(x)).any(1).sum())} row(s) with NaN/inf"
+        )
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"{name}_labels: {y.shape[0]} labels for {x.shape[0]} feature rows")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"feature dimensions differ: train has {dim}, {name} has {x.shape[1]}")
+    if y.min() < 0:
+        raise ValueError(f"{name}_labels: negative label {int(y.min())} (unlabeled data?)")
+    return x, y
+
+
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, val indices): ``fraction`` of every class (at least one) goes to val."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten().numpy()
+        rng.shuffle(idx)
+        n_val = max(1, round(fraction * len(idx)))
+        if n_val >= len(idx):
+            raise ValueError(
+                f"val_fraction={fraction}: class {c} has {len(idx)} sample(s), too few to keep "
+                "one for training and one for validation"
+            )
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.from_numpy(np.sort(np.concatenate(train))), torch.from_numpy(
+        np.sort(np.concatenate(val))
+    )
+
+
+def _train_heads(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    lrs: Sequence[float],
+    epochs: int,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train ``L = len(lrs)`` linear heads at once; returns ``(W [L, D, C], b [L, C])``."""
+    g = torch.Generator().manual_seed(seed)
+    n, d = x.shape
+    w0 = 0.01 * torch.randn(d, num_classes, generator=g)
+    weight = w0.expand(len(lrs), d, num_classes).clone().to(x.device).requires_grad_()
+    bias = torch.zeros(len(lrs), num_classes, device=x.device, requires_grad=True)
+    lr = torch.tensor(lrs, dtype=torch.float32, device=x.device)
+    buffers = [torch.zeros_like(weight), torch.zeros_like(bias)]
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"linear probe ({len(lrs)} lrs)", unit="step", leave=False)
+    step = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g).to(x.device)
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            logits = torch.einsum("nd,ldc->lnc", x[batch], weight) + bias[:, None, :]
+            # sum over heads of each head's mean cross-entropy: the heads' gradients stay separate
+            loss = F.cross_entropy(
+                logits.reshape(-1, num_classes), y[batch].repeat(len(lrs)), reduction="sum"
+            ) / len(batch)
+            grads = torch.autograd.grad(loss, (weight, bias))
+            scale = 0.5 * (1 + math.cos(math.pi * step / total))  # cosine to 0, per step
+            with torch.no_grad():
+                for p, grad, buf, decay in zip(
+                    (weight, bias), grads, buffers, (weight_decay, 0.0), strict=True
+                ):
+                    d_p = grad + decay * p if decay else grad
+                    buf.mul_(0.9).add_(d_p)  # torch.optim.SGD(momentum=0.9), dampening 0
+                    shape = (-1,) + (1,) * (p.ndim - 1)
+                    p.sub_((lr * scale).view(shape) * buf)
+            step += 1
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return weight.detach(), bias.detach()
+
+
+def _accuracy(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    """(top-1 [L], top-5 [L]) in percent for every head."""
+    with torch.no_grad():
+        logits = torch.einsum("nd,ldc->lnc", x, weight) + bias[:, None, :]
+        top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+        hit = top == y[None, :, None]
+        return 100 * hit[..., 0].float().mean(1), 100 * hit.any(-1).float().mean(1)
+
+
+def linear_probe(
+    train_features: Any,
+    train_labels: Any,
+    test_features: Any,
+    test_labels: Any,
+    *,
+    lrs: Sequence[float] | None = None,
+    epochs: int = 100,
+    batch_size: int = 1024,
+    val_fraction: float = 0.1,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Linear probe with an lr grid trained in one pass, chosen on a validation split.
+
+    Args:
+        lrs: learning rates to try (default :data:`DEFAULT_LRS` × ``batch_size / 256``).
+
+    Returns:
+        ``{"best_lr", "val_top1", "test_top1", "test_top5", "grid": {lr: val_top1}, "epochs",
+        "train_size", "val_size", "test_size"}`` (accuracies in percent).
+    """
+    x_train, y_train = _check(train_features, train_labels, "train")
+    x_test, y_test = _check(test_features, test_labels, "test", dim=x_train.shape[1])
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if len(torch.unique(y_train)) < 2:
+        raise ValueError("train_labels: a linear probe needs at least 2 classes")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: expected 0 < value < 1, got {val_fraction}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    lrs = list(lrs) if lrs else [lr * batch_size / 256 for lr in DEFAULT_LRS]
+    if any(lr <= 0 for lr in lrs):
+        raise ValueError(f"lrs: every learning rate must be > 0, got {lrs}")
+    device = torch.device(device or "cpu")
+
+    fit_idx, val_idx = stratified_split(y_train, val_fraction, seed)
+
+    def standardise(fit: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+        mean, std = fit.mean(0), fit.std(0).clamp_min(1e-6)
+        return [((t - mean) / std).to(device) for t in (fit, *others)]
+
+    x_fit, x_val = standardise(x_train[fit_idx], x_train[val_idx])
+    kw = {"epochs": epochs, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}
+    weight, bias = _train_heads(
+        x_fit, y_train[fit_idx].to(device), num_classes, lrs, progress=progress, **kw
+    )
+    val_top1, _ = _accuracy(x_val, y_train[val_idx].to(device), weight, bias)
+    best = int(val_top1.argmax())
+    x_all, x_te = standardise(x_train, x_test)
+    weight, bias = _train_heads(
+        x_all, y_train.to(device), num_classes, [lrs[best]], progress=progress, **kw
+    )
+    test_top1, test_top5 = _accuracy(x_te, y_test.to(device), weight, bias)
+    return {
+        "best_lr": lrs[best],
+        "val_top1": float(val_top1[best]),
+        "test_top1": float(test_top1[0]),
+        "test_top5": float(test_top5[0]),
+        "grid": {float(lr): float(v) for lr, v in zip(lrs, val_top1, strict=True)},
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "train_size": len(fit_idx),
+        "val_size": len(val_idx),
+        "test_size": len(y_test),
+    }
+
+
+def linear_probe_augmented(
+    model: torch.nn.Module,
+    train_dataset: Any,
+    test_dataset: Any,
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """DINO's ``eval_linear.py`` protocol: augmented images through the frozen backbone.
+
+    ``train_dataset``/``test_dataset`` yield untransformed images (PIL or uint8 arrays) and
+    labels. Train: RandomResizedCrop(image_size) + horizontal flip; test: the eval transform.
+    SGD (momentum 0.9, lr × batch/256, cosine), no weight decay, frozen backbone in eval mode.
+    """
+    from torchvision.transforms import v2
+
+    from .features import eval_transform, extract_features
+
+    device = torch.device(device or "cpu")
+    train_tf = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+    class _Transformed(torch.utils.data.Dataset):
+        def __init__(self, base: Any, tf: Any) -> None:
+            self.base, self.tf = base, tf
+
+        def __len__(self) -> int:
+            return len(self.base)
+
+        def __getitem__(self, i: int):
+            image, label = self.base[i]
+            return self.tf(image), label
+
+    torch.manual_seed(seed)
+    model = model.eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    test_x, test_y = extract_features(
+        model, _Transformed(test_dataset, eval_transform(image_size, mean, std)), progress=False
+    )
+    labels = torch.as_tensor([int(train_dataset[i][1]) for i in range(len(train_dataset))])
+    num_classes = int(max(labels.max(), test_y.max())) + 1
+    head = torch.nn.Linear(test_x.shape[1], num_classes).to(device)
+    torch.nn.init.normal_(head.weight, std=0.01)
+    torch.nn.init.zeros_(head.bias)
+    peak = lr * batch_size / 256
+    optimizer = torch.optim.SGD(head.parameters(), lr=peak, momentum=0.9, weight_decay=0.0)
+    loader = torch.utils.data.DataLoader(
+        _Transformed(train_dataset, train_tf),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    for _ in range(epochs):
+        for images, targets in loader:
+            with torch.no_grad():
+                feats = model(images.to(device))
+            loss = F.cross_entropy(head(feats), targets.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    with torch.no_grad():
+        logits = head(test_x.to(device))
+        top = logits.topk(min(5, num_classes), dim=1).indices.cpu()
+    return {
+        "test_top1": 100 * (top[:, 0] == test_y).float().mean().item(),
+        "test_top5": 100 * (top == test_y[:, None]).any(1).float().mean().item(),
+        "lr": peak,
+        "epochs": epochs,
+        "train_size": len(train_dataset),
+        "test_size": len(test_y),
+    }
