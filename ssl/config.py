@@ -52,6 +52,9 @@ class DataConfig:
     #: torchvision datasets: their root folder (None: unimix.data's default).
     root: str | None = None
     download: bool = False
+    #: Folder datasets: decode every image once at start-up and keep the pixels in RAM (fast
+    #: epochs on small images such as CIFAR; not for ImageNet-sized data).
+    cache: bool = False
     #: synthetic only: number of images and their side.
     num_samples: int | None = field(default=None, metadata={"ge": 1})
     image_size: int | None = field(default=None, metadata={"ge": 8})

@@ -67,7 +67,7 @@ class PretrainResult:
 
 def build_train_dataset(cfg: PretrainConfig) -> torch.utils.data.Dataset:
     """The training set named by ``cfg.data`` (images in memory or on disk, untransformed)."""
-    from unimix.data import build_dataset
+    from unimix.data import DATASET_NAMES, build_dataset
 
     d = cfg.data
     options: dict[str, Any] = {}
@@ -75,6 +75,8 @@ def build_train_dataset(cfg: PretrainConfig) -> torch.utils.data.Dataset:
         options.update(num_samples=d.num_samples, image_size=d.image_size, seed=cfg.seed)
     elif d.root is not None:
         options["root"] = d.root
+    if d.cache and d.dataset.lower() not in DATASET_NAMES:  # a folder (the others are in RAM)
+        options["cache"] = True
     return build_dataset(d.dataset, d.split, download=d.download, **options)
 
 
@@ -250,6 +252,8 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
                 monitor.info(
                     f"stopping at step {step_done}: max_minutes={cfg.max_minutes:g} reached"
                 )
+                elapsed_s = time.perf_counter() - run_start
+                monitor.log({"event": "budget", "step": step_done, "elapsed_s": elapsed_s})
                 break
         run_time = time.perf_counter() - run_start
         steps_run = result.steps - start_step
