@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-DEFAULT_NANO = "convformer_nano"
+DEFAULT_NANO = "poolformer_nano"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
