@@ -1,26 +1,37 @@
 """Linear probes on frozen features.
 
-:func:`linear_probe` — the fast path on cached features (as dinov2): every learning rate of a
-grid is trained **in one pass** over the data (one weight tensor ``[L, D, C]``; each step is one
-batched matmul for all L heads, and each head moves with its own lr), the best lr is chosen on
-a validation split carved from the training set (stratified, seeded; the test set is never
-looked at), then a head with that lr is retrained on the whole training set and scored on test.
+:func:`linear_probe` — the fast path on cached features (dinov2's one-pass grid): every learning
+rate of a grid is trained **in one pass** over the data (one weight tensor ``[L, D, C]``; each
+step is one batched matmul for all L heads, and each head moves with its own lr), the best lr is
+chosen on a validation split carved from the training set (stratified, seeded; the test set is
+never looked at — unlike dinov2, which picks its best head on the set it reports), then a fresh
+head with that lr is **retrained on the whole training set** (train + val, same seed and
+schedule) and scored once on test.
 
-Features are standardised with the training set's per-dimension mean and std (what DINO's
-BatchNorm-free probe on ViT features and dinov2's normalised features both amount to for a
-linear classifier); heads start from ``N(0, 0.01²)`` weights and zero bias, and train with SGD
-(momentum 0.9, no dampening), cross-entropy, cosine lr decay per step — DINO's
-``eval_linear.py`` schedule. Everything is seeded: the same call gives the same numbers.
+Protocol (DINO ``eval_linear.py`` / dinov2 ``eval/linear.py``): heads start from
+``N(0, 0.01²)`` weights and zero bias; SGD with momentum 0.9 (no dampening, no Nesterov),
+cross-entropy, no weight decay by default, lr decayed per step by a cosine to 0. The default
+grid is dinov2's, ``1e-5, 2e-5, 5e-5, …, 5e-2, 0.1`` (13 values), each × ``batch_size / 256``.
+
+Feature normalisation: DINO and dinov2 feed the backbone's output to the linear layer as is —
+their ViT features are already LayerNorm-ed by the backbone, and neither adds a BatchNorm
+(MAE's probe does). Our zoo mixes backbones that end in a norm (MetaFormer, ViT) with ones that
+do not (convolutional stages), so by default (``normalize="standardize"``) each feature
+dimension is standardised with the fitting set's mean and std — a parameter-free affine map,
+so the family of linear classifiers is unchanged, but one lr grid suits every backbone.
+``normalize="none"`` is the DINO/dinov2 protocol exactly. Everything is seeded: the same call
+gives the same numbers.
 
 :func:`linear_probe_augmented` — the reference protocol: random-resized-crop + flip images
-through the frozen backbone each epoch, same SGD + cosine, scored with the eval transform.
+through the frozen backbone every epoch, one lr, the same SGD + cosine, scored on the test set
+with the eval transform.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,13 +39,18 @@ import torch.nn.functional as F
 
 __all__ = ["DEFAULT_LRS", "linear_probe", "linear_probe_augmented", "stratified_split"]
 
-#: Base learning rates (per 256 samples of batch), log-spaced like dinov2's grid.
-DEFAULT_LRS: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+#: Base learning rates (per 256 samples of batch): dinov2's linear-probe grid.
+DEFAULT_LRS: tuple[float, ...] = (
+    1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1
+)  # fmt: skip
 
 
 def _check(features: Any, labels: Any, name: str, dim: int | None = None):
     x = torch.as_tensor(features).float()
-    y = torch.as_tensor(labels).long().reshape(-1)
+    y = torch.as_tensor(labels).reshape(-1)
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise ValueError(f"{name}_labels: expected integer class labels, got {y.dtype} fractions")
+    y = y.long()
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(
             f"{name}_features: expected a non-empty [N, D] tensor, got {tuple(x.shape)}"
@@ -151,15 +167,23 @@ def linear_probe(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
+    normalize: Literal["standardize", "none"] = "standardize",
 ) -> dict[str, Any]:
     """Linear probe with an lr grid trained in one pass, chosen on a validation split.
 
     Args:
-        lrs: learning rates to try (default :data:`DEFAULT_LRS` × ``batch_size / 256``).
+        train_features, test_features: ``[N, D]`` and ``[M, D]`` frozen features (float).
+        train_labels, test_labels: ``[N]`` and ``[M]`` integer class labels (>= 0).
+        lrs: learning rates to try, used as given (default :data:`DEFAULT_LRS` ×
+            ``batch_size / 256``). Ties on validation go to the first in this order.
+        val_fraction: share of every class of the training set held out to choose the lr.
+        normalize: ``"standardize"`` (per-dimension, fitting-set statistics) or ``"none"``.
 
     Returns:
         ``{"best_lr", "val_top1", "test_top1", "test_top5", "grid": {lr: val_top1}, "epochs",
-        "train_size", "val_size", "test_size"}`` (accuracies in percent).
+        "batch_size", "normalize", "train_size", "val_size", "test_size"}`` (accuracies in
+        percent; ``train_size`` is the fitting part used for the grid, the final head is
+        retrained on ``train_size + val_size`` samples).
     """
     x_train, y_train = _check(train_features, train_labels, "train")
     x_test, y_test = _check(test_features, test_labels, "test", dim=x_train.shape[1])
@@ -170,15 +194,19 @@ def linear_probe(
         raise ValueError(f"val_fraction: expected 0 < value < 1, got {val_fraction}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    lrs = list(lrs) if lrs else [lr * batch_size / 256 for lr in DEFAULT_LRS]
-    if any(lr <= 0 for lr in lrs):
-        raise ValueError(f"lrs: every learning rate must be > 0, got {lrs}")
+    lrs = [lr * batch_size / 256 for lr in DEFAULT_LRS] if lrs is None else list(lrs)
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ValueError(f"lrs: expected one or more learning rates > 0, got {lrs}")
+    if normalize not in ("standardize", "none"):
+        raise ValueError(f"normalize: expected 'standardize' or 'none', got {normalize!r}")
     device = torch.device(device or "cpu")
 
     fit_idx, val_idx = stratified_split(y_train, val_fraction, seed)
 
     def standardise(fit: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-        mean, std = fit.mean(0), fit.std(0).clamp_min(1e-6)
+        if normalize == "none":
+            return [t.to(device) for t in (fit, *others)]
+        mean, std = fit.mean(0), fit.std(0).clamp_min(1e-6)  # statistics of `fit` only
         return [((t - mean) / std).to(device) for t in (fit, *others)]
 
     x_fit, x_val = standardise(x_train[fit_idx], x_train[val_idx])
@@ -201,6 +229,7 @@ def linear_probe(
         "grid": {float(lr): float(v) for lr, v in zip(lrs, val_top1, strict=True)},
         "epochs": epochs,
         "batch_size": batch_size,
+        "normalize": normalize,
         "train_size": len(fit_idx),
         "val_size": len(val_idx),
         "test_size": len(y_test),
@@ -224,14 +253,30 @@ def linear_probe_augmented(
 ) -> dict[str, Any]:
     """DINO's ``eval_linear.py`` protocol: augmented images through the frozen backbone.
 
-    ``train_dataset``/``test_dataset`` yield untransformed images (PIL or uint8 arrays) and
-    labels. Train: RandomResizedCrop(image_size) + horizontal flip; test: the eval transform.
-    SGD (momentum 0.9, lr × batch/256, cosine), no weight decay, frozen backbone in eval mode.
+    ``train_dataset``/``test_dataset`` yield untransformed images (PIL or uint8 ``[H, W, 3]``
+    arrays) and int labels. Train: RandomResizedCrop(image_size, scale 0.08–1) + horizontal
+    flip, fresh every epoch; test: :func:`~unimix.eval.eval_transform`. The backbone runs in
+    eval mode under ``no_grad`` (its parameters and mode are left as they were); one linear
+    head, ``N(0, 0.01²)`` init, SGD (momentum 0.9, lr × batch/256, no weight decay), cosine to
+    0 per step. Seeded without touching the global RNG: the same call gives the same numbers
+    (for ``num_workers`` > 0 the workers are seeded from the same generator).
+
+    Returns:
+        ``{"test_top1", "test_top5", "lr", "epochs", "train_size", "test_size"}`` (percent).
     """
     from torchvision.transforms import v2
 
     from .features import eval_transform, extract_features
 
+    if len(train_dataset) == 0 or len(test_dataset) == 0:
+        raise ValueError(
+            f"linear_probe_augmented: empty dataset (train {len(train_dataset)}, "
+            f"test {len(test_dataset)} items)"
+        )
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(
+            f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}"
+        )
     device = torch.device(device or "cpu")
     train_tf = v2.Compose(
         [
@@ -242,52 +287,53 @@ def linear_probe_augmented(
             v2.Normalize(mean=list(mean), std=list(std)),
         ]
     )
+    targets = getattr(train_dataset, "targets", None)
+    if targets is None or len(targets) != len(train_dataset):
+        targets = [int(train_dataset[i][1]) for i in range(len(train_dataset))]
+    labels = torch.as_tensor(list(targets)).long()
+    if labels.min() < 0:
+        raise ValueError("train_dataset: negative labels (unlabeled data?) cannot train a probe")
 
-    class _Transformed(torch.utils.data.Dataset):
-        def __init__(self, base: Any, tf: Any) -> None:
-            self.base, self.tf = base, tf
-
-        def __len__(self) -> int:
-            return len(self.base)
-
-        def __getitem__(self, i: int):
-            image, label = self.base[i]
-            return self.tf(image), label
-
-    torch.manual_seed(seed)
-    model = model.eval().to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    test_x, test_y = extract_features(
-        model, _Transformed(test_dataset, eval_transform(image_size, mean, std)), progress=False
-    )
-    labels = torch.as_tensor([int(train_dataset[i][1]) for i in range(len(train_dataset))])
-    num_classes = int(max(labels.max(), test_y.max())) + 1
-    head = torch.nn.Linear(test_x.shape[1], num_classes).to(device)
-    torch.nn.init.normal_(head.weight, std=0.01)
-    torch.nn.init.zeros_(head.bias)
-    peak = lr * batch_size / 256
-    optimizer = torch.optim.SGD(head.parameters(), lr=peak, momentum=0.9, weight_decay=0.0)
-    loader = torch.utils.data.DataLoader(
-        _Transformed(train_dataset, train_tf),
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
-    for _ in range(epochs):
-        for images, targets in loader:
-            with torch.no_grad():
-                feats = model(images.to(device))
-            loss = F.cross_entropy(head(feats), targets.to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        # the crops and flips draw from torch's global RNG: fork it so the caller's is untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            test_x, test_y = extract_features(
+                model,
+                _Transformed(test_dataset, eval_transform(image_size, mean, std)),
+                batch_size=batch_size,
+                device=device,
+                progress=False,
+            )
+            num_classes = int(max(labels.max(), test_y.max())) + 1
+            head = torch.nn.Linear(test_x.shape[1], num_classes).to(device)
+            torch.nn.init.normal_(head.weight, std=0.01)
+            torch.nn.init.zeros_(head.bias)
+            peak = lr * batch_size / 256
+            optimizer = torch.optim.SGD(head.parameters(), lr=peak, momentum=0.9)
+            loader = torch.utils.data.DataLoader(
+                _Transformed(train_dataset, train_tf),
+                batch_size=batch_size,
+                shuffle=True,
+                num_workers=num_workers,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+            for _ in range(epochs):
+                for images, batch_labels in loader:
+                    with torch.no_grad():
+                        feats = model(images.to(device)).float()
+                    loss = F.cross_entropy(head(feats), batch_labels.to(device))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+    finally:
+        model.train(was_training)
     with torch.no_grad():
-        logits = head(test_x.to(device))
-        top = logits.topk(min(5, num_classes), dim=1).indices.cpu()
+        top = head(test_x.to(device)).topk(min(5, num_classes), dim=1).indices.cpu()
     return {
         "test_top1": 100 * (top[:, 0] == test_y).float().mean().item(),
         "test_top5": 100 * (top == test_y[:, None]).any(1).float().mean().item(),
@@ -296,3 +342,17 @@ def linear_probe_augmented(
         "train_size": len(train_dataset),
         "test_size": len(test_y),
     }
+
+
+class _Transformed(torch.utils.data.Dataset):
+    """``(transform(image), label)`` over a dataset of ``(image, label)`` (picklable for workers)."""
+
+    def __init__(self, base: Any, transform: Any) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        return self.transform(image), int(label)
