@@ -55,7 +55,15 @@ def load_model(path: str, which: str = "teacher") -> tuple[torch.nn.Module, dict
     from .export import load_extractor
 
     model = load_extractor(p)
-    return model, dict(model.meta)
+    return model, {**model.meta, "model_file": str(p)}
+
+
+def _file_tag(path: str | None) -> str:
+    """Path, size and modification time of the model file: part of the feature-cache key."""
+    if not path or not Path(path).is_file():
+        return str(path)
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
@@ -110,7 +118,7 @@ def _features(
         "num_workers": args.num_workers,
         "progress": not args.no_progress,
         "cache_dir": args.cache_dir,
-        "cache_tag": f"{meta.get('source')}|{info}",
+        "cache_tag": f"{_file_tag(meta.get('model_file') or meta.get('source'))}|{info}",
     }
     start = time.perf_counter()
     x_train, y_train = extract_features(model, train, **kw)
@@ -139,6 +147,8 @@ def _knn(argv: Sequence[str] | None) -> int:
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument("--index", choices=("exact", "ivf", "hnsw"), default="exact")
+    p.add_argument("--nlist", type=int, help="IVF cells (default: about sqrt(bank size))")
+    p.add_argument("--nprobe", type=int, help="IVF cells searched per query (default: nlist/4)")
     p.add_argument("--out", default="knn.json", help="JSON report path")
     args = p.parse_args(argv)
     from .knn import approximate_agreement, knn_evaluate
@@ -146,17 +156,23 @@ def _knn(argv: Sequence[str] | None) -> int:
 
     model, meta = load_model(args.checkpoint, args.which)
     x_train, y_train, x_test, y_test, info = _features(args, model, meta)
-    ks = [k for k in args.k if k <= len(y_train)]
+    ks = sorted({k for k in args.k if k <= len(y_train)})
     if not ks:
         raise ValueError(f"--k {args.k}: every k exceeds the bank size {len(y_train)}")
+    if len(ks) < len(set(args.k)):
+        skipped = sorted(set(args.k) - set(ks))
+        print(
+            f"warning: skipping k={skipped}: larger than the bank ({len(y_train)})", file=sys.stderr
+        )
+    index_options = {"index": args.index, "nlist": args.nlist, "nprobe": args.nprobe}
     start = time.perf_counter()
     result = knn_evaluate(
-        x_train, y_train, x_test, y_test, ks=ks, temperature=args.temperature, index=args.index
+        x_train, y_train, x_test, y_test, ks=ks, temperature=args.temperature, **index_options
     )
     search_s = time.perf_counter() - start
     if args.index != "exact":
         result["agreement_with_exact"] = approximate_agreement(
-            x_train, y_train, x_test, max(ks), args.temperature, args.index
+            x_train, y_train, x_test, max(ks), args.temperature, **index_options
         )
     rows = [
         {

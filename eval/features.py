@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -149,25 +150,54 @@ def load_backbone(
         state = load_file(os.fspath(weights))
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
-    _load_strict(model, clean_state_dict(state), weights)
+    if set(state) != set(model.state_dict()):  # a backbone may own keys named "backbone.*"
+        state = clean_state_dict(state)
+    _load_strict(model, state, weights)
     meta["source"] = str(weights)
     return model.eval(), meta
 
 
+def _hash_tensor(h: Any, tensor: torch.Tensor) -> None:
+    h.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+    h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _dataset_fingerprint(h: Any, dataset: Any) -> None:
+    """Hash what identifies ``dataset`` across processes (never a memory address).
+
+    Subset indices, the base dataset's type, ``root``/``split``/``files``/``targets`` when it has
+    them, its transform's repr, and three items as they come out (so the transform's effect and
+    the pixels themselves are in the key too).
+    """
+    n = len(dataset)
+    h.update(f"{type(dataset).__qualname__}:{n}".encode())
+    base = dataset
+    while isinstance(base, torch.utils.data.Subset):
+        h.update(np.asarray(base.indices, dtype=np.int64).tobytes())
+        base = base.dataset
+    h.update(f"{type(base).__module__}.{type(base).__qualname__}".encode())
+    for attr in ("root", "split", "files", "targets", "transform"):
+        if getattr(base, attr, None) is not None:
+            h.update(f"{attr}={getattr(base, attr)!r}".encode())
+    for i in sorted({0, n // 2, n - 1}):
+        image, label = dataset[i]
+        _hash_tensor(h, torch.as_tensor(image))
+        h.update(str(int(label)).encode())
+
+
 def _cache_key(model: nn.Module, dataset: Any, cache_tag: str | None) -> str:
+    """Hash of the model's weights, the dataset (:func:`_dataset_fingerprint`) and ``cache_tag``."""
     h = hashlib.sha256()
     h.update((cache_tag or "").encode())
-    h.update(type(model).__name__.encode())
+    h.update(type(model).__qualname__.encode())
     for name, tensor in model.state_dict().items():  # the weights themselves, not a file name
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    h.update(repr(dataset).encode())
-    h.update(str(len(dataset)).encode())
-    h.update(repr(getattr(dataset, "transform", None)).encode())
+        _hash_tensor(h, tensor)
+    _dataset_fingerprint(h, dataset)
     return h.hexdigest()[:24]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: callers may train on the features
 def extract_features(
     model: nn.Module,
     dataset: Any,
@@ -188,8 +218,12 @@ def extract_features(
         accelerator: an ``accelerate.Accelerator``: each process extracts a shard and the
             features are gathered (duplicated padding dropped), so every process gets all.
         cache_dir: when given, features are stored as safetensors under a key hashed from the
-            model's weights, the dataset (its repr and length) and its transform; a second call
-            with the same three returns the stored tensors.
+            model's weights, the dataset (type, root/files/targets, subset indices, three
+            transformed items) and its transform's repr; a later call, in this process or
+            another, with the same model and data returns the stored tensors. Models without
+            weights in ``state_dict`` (an ONNX extractor) need ``cache_tag`` to tell them apart.
+        cache_tag: extra text mixed into the cache key (the CLI passes the model file's path,
+            size and modification time).
 
     Returns:
         ``(features [N, D] float32, labels [N] int64)``; features are not normalised.

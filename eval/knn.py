@@ -114,9 +114,22 @@ def knn_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine similarities and indices of the ``k`` nearest bank rows of every query.
 
+    Args:
+        train_features: the bank ``[N, D]``; test_features: the queries ``[M, D]``; both are
+            L2-normalised here (copies; the inputs are left alone).
+        index: ``"exact"`` (``IndexFlatIP``), ``"ivf"`` (``IndexIVFFlat``, ``nlist`` cells,
+            default ≈ sqrt(N); ``nprobe`` cells searched, default nlist / 4) or ``"hnsw"``
+            (``IndexHNSWFlat``, 32 links, efSearch 128). On GPU FAISS (``get_num_gpus() > 0``)
+            exact and IVF indexes run on every GPU.
+        chunk_size: queries per FAISS call, so the result buffers stay bounded.
+
     Returns:
-        ``(similarities [M, k] float32, indices [M, k] int64)``, most similar first.
+        ``(similarities [M, k] float32, indices [M, k] int64)``, most similar first. An
+        approximate index that finds fewer than k neighbours pads with index -1 (and a
+        similarity of about -3.4e38), which the vote ignores.
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
     bank, queries = _check(train_features, test_features, k)
     faiss_index = _build_index(bank, index, nlist, seed)
     if nprobe is not None and hasattr(faiss_index, "nprobe"):
@@ -150,10 +163,14 @@ def _vote(
     num_classes: int,
     temperature: float,
 ) -> torch.Tensor:
-    """Class scores ``[M, C]``: each neighbour adds ``exp(sim / T)`` to its class."""
-    weights = (sims.double() / temperature).exp()
+    """Class scores ``[M, C]``: each neighbour adds ``exp(sim / T)`` to its class.
+
+    ``sims``/``ids`` are ``[M, k]``; ids of -1 (no neighbour found) add nothing.
+    """
+    found = ids >= 0
+    weights = (sims.double() / temperature).exp() * found
     scores = torch.zeros(sims.shape[0], num_classes, dtype=torch.float64)
-    return scores.scatter_add_(1, labels[ids], weights)
+    return scores.scatter_add_(1, labels[ids.clamp(min=0)], weights)
 
 
 def knn_classify(
@@ -165,6 +182,9 @@ def knn_classify(
     num_classes: int | None = None,
     *,
     index: IndexKind = "exact",
+    chunk_size: int = 8192,
+    nlist: int | None = None,
+    nprobe: int | None = None,
 ) -> torch.Tensor:
     """Predicted labels ``[M]`` of the test features by DINO's weighted k-NN vote.
 
@@ -172,15 +192,26 @@ def knn_classify(
         train_features: the bank ``[N, D]``; test_features: the queries ``[M, D]``.
         train_labels: ``[N]`` non-negative ints.
         num_classes: defaults to ``max(train_labels) + 1``.
+        index, chunk_size, nlist, nprobe: see :func:`knn_search`.
 
     Raises:
-        ValueError: NaN/inf features, empty bank, dimension or label-count mismatch, bad k/T.
+        ValueError: NaN/inf features, empty bank, dimension or label-count mismatch, k < 1 or
+            k larger than the bank (an error, not a silent clamp: a smaller k is another
+            protocol), temperature <= 0, a label >= ``num_classes``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature: expected > 0, got {temperature}")
     n = train_features.shape[0] if hasattr(train_features, "shape") else len(train_features)
     labels = torch.from_numpy(_as_labels("train_labels", train_labels, n))
-    sims, ids = knn_search(train_features, test_features, k, index=index)
+    sims, ids = knn_search(
+        train_features,
+        test_features,
+        k,
+        index=index,
+        chunk_size=chunk_size,
+        nlist=nlist,
+        nprobe=nprobe,
+    )
     classes = num_classes or int(labels.max()) + 1
     if int(labels.max()) >= classes:
         raise ValueError(f"train_labels: label {int(labels.max())} >= num_classes={classes}")
@@ -198,6 +229,8 @@ def knn_evaluate(
     *,
     index: IndexKind = "exact",
     chunk_size: int = 8192,
+    nlist: int | None = None,
+    nprobe: int | None = None,
 ) -> dict:
     """Top-1 and top-5 accuracy (percent) for every k in ``ks`` from one search.
 
@@ -212,7 +245,13 @@ def knn_evaluate(
     y_train = torch.from_numpy(_as_labels("train_labels", train_labels, n))
     y_test = torch.from_numpy(_as_labels("test_labels", test_labels, test_features.shape[0]))
     sims, ids = knn_search(
-        train_features, test_features, max(ks), index=index, chunk_size=chunk_size
+        train_features,
+        test_features,
+        max(ks),
+        index=index,
+        chunk_size=chunk_size,
+        nlist=nlist,
+        nprobe=nprobe,
     )
     classes = int(max(y_train.max(), y_test.max())) + 1
     top1, top5 = {}, {}
@@ -238,8 +277,19 @@ def approximate_agreement(
     k: int = 20,
     temperature: float = 0.07,
     index: IndexKind = "ivf",
+    nlist: int | None = None,
+    nprobe: int | None = None,
 ) -> float:
     """Share (0–1) of queries whose approximate-index prediction equals exact search's."""
     exact = knn_classify(train_features, train_labels, test_features, k, temperature)
-    approx = knn_classify(train_features, train_labels, test_features, k, temperature, index=index)
+    approx = knn_classify(
+        train_features,
+        train_labels,
+        test_features,
+        k,
+        temperature,
+        index=index,
+        nlist=nlist,
+        nprobe=nprobe,
+    )
     return (exact == approx).double().mean().item()

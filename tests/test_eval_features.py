@@ -18,10 +18,22 @@ from unimix.ssl.model import create_dino_backbone
 BACKBONE = "poolformer_nano"
 
 
-def _fake_checkpoint(root: Path, prefix: str = "", step: int = 7) -> tuple[Path, torch.nn.Module]:
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: the CPU is shared with other jobs, where tiny models run faster single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _fake_checkpoint(
+    root: Path, prefix: str = "", step: int = 7, model: torch.nn.Module | None = None
+) -> tuple[Path, torch.nn.Module]:
     """A checkpoint dir as the trainer writes it, with keys saved under ``prefix``."""
-    torch.manual_seed(step)
-    model = create_dino_backbone(BACKBONE).eval()
+    if model is None:
+        torch.manual_seed(step)
+        model = create_dino_backbone(BACKBONE).eval()
     ckpt = root / "checkpoints" / f"step_{step:08d}"
     ckpt.mkdir(parents=True)
     state = {prefix + k: v.contiguous() for k, v in model.state_dict().items()}
@@ -45,16 +57,36 @@ def _fake_checkpoint(root: Path, prefix: str = "", step: int = 7) -> tuple[Path,
     return ckpt, model
 
 
+@pytest.fixture(scope="module")
+def reference() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return create_dino_backbone(BACKBONE).eval()
+
+
 @pytest.mark.parametrize("prefix", ["", "module.", "module.backbone.", "_orig_mod."])
-def test_load_backbone_strips_wrapper_prefixes(tmp_path: Path, prefix: str) -> None:
-    ckpt, reference = _fake_checkpoint(tmp_path, prefix)
+def test_load_backbone_strips_wrapper_prefixes(
+    tmp_path: Path, prefix: str, reference: torch.nn.Module
+) -> None:
+    ckpt, _ = _fake_checkpoint(tmp_path, prefix, model=reference)
     model, meta = load_backbone(ckpt)
-    x = torch.randn(2, 3, 16, 16)
-    torch.testing.assert_close(model(x), reference(x))
+    expected = reference.state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
     assert meta["num_features"] == reference.num_features and not model.training
-    # a *.safetensors path with backbone.json beside it works too
-    model2, _ = load_backbone(ckpt / "student_backbone.safetensors")
-    torch.testing.assert_close(model2(x), reference(x))
+    assert meta["source"].endswith("teacher_backbone.safetensors")
+
+
+def test_load_backbone_paths_and_features(tmp_path: Path, reference: torch.nn.Module) -> None:
+    ckpt, _ = _fake_checkpoint(tmp_path, "module.", model=reference)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        want = reference(x)
+    # a *.safetensors path with backbone.json beside it, and the run's output directory
+    for path, which in ((ckpt / "student_backbone.safetensors", "teacher"), (tmp_path, "student")):
+        model, meta = load_backbone(path, which)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), want)
+    assert meta["source"].endswith("student_backbone.safetensors")
 
 
 def test_mismatched_keys_are_listed_in_one_line(tmp_path: Path) -> None:
@@ -90,23 +122,74 @@ class _Indexed(torch.utils.data.Dataset):
         return torch.full((3, 4, 4), float(i)), i % 3
 
 
-def test_extract_features_keeps_order_and_caches(tmp_path: Path) -> None:
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2))
-    model(torch.zeros(1, 48))  # materialise
-    model.train()
+class _Counting(torch.nn.Module):
+    """Pool to 4×4, flatten, linear; counting the images it has seen (so a cache hit is visible)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(48, 2)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return self.linear(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
+
+
+def test_extract_features_keeps_order(tmp_path: Path) -> None:
+    model = _Counting().train()
     feats, labels = extract_features(model, _Indexed(), batch_size=4, progress=False)
-    assert feats.shape == (11, 2) and labels.tolist() == [i % 3 for i in range(11)]
-    expected = torch.stack([model(torch.full((1, 3, 4, 4), float(i)))[0] for i in range(11)])
-    torch.testing.assert_close(feats, expected.detach())
-    assert model.training  # restored
-    cached = extract_features(
-        model, _Indexed(), batch_size=4, progress=False, cache_dir=tmp_path / "cache"
-    )
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert feats.shape == (11, 2) and feats.dtype == torch.float32
+    assert labels.tolist() == [i % 3 for i in range(11)] and labels.dtype == torch.int64
     with torch.no_grad():
-        model[1].weight.zero_()  # another model: another cache key, fresh features
-    again = extract_features(model, _Indexed(), progress=False, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").iterdir())) == 2 and not torch.equal(again[0], cached[0])
+        expected = torch.stack([model.linear(torch.full((48,), float(i))) for i in range(11)])
+    torch.testing.assert_close(feats, expected)
+    assert model.training  # restored
+    # usable in autograd afterwards (no inference tensors)
+    torch.nn.Linear(2, 1)(feats).sum().backward()
+
+
+def test_extract_features_cache(tmp_path: Path) -> None:
+    from unimix.data import build_dataset
+
+    def data(size: int = 16):
+        return build_dataset(
+            "synthetic",
+            "test",
+            num_samples=12,
+            image_size=16,
+            transform=eval_transform(size, (0.5,) * 3, (0.25,) * 3),
+        )
+
+    model, cache = _Counting(), tmp_path / "cache"
+    first = extract_features(model, data(), batch_size=5, progress=False, cache_dir=cache)
+    assert model.seen == 12 and len(list(cache.iterdir())) == 1
+    # a new dataset object with the same content: a hit, identical tensors, the model not run
+    again = extract_features(model, data(), batch_size=5, progress=False, cache_dir=cache)
+    assert model.seen == 12
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    # a subset, another transform, other weights: each its own entry
+    subset = torch.utils.data.Subset(data(), [0, 3, 5])
+    part = extract_features(model, subset, progress=False, cache_dir=cache)
+    torch.testing.assert_close(part[0], first[0][[0, 3, 5]])
+    with torch.no_grad():
+        model.linear.weight.mul_(2)
+    extract_features(model, data(), progress=False, cache_dir=cache)
+    extract_features(model, data(12), progress=False, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 4 and model.seen == 12 + 3 + 12 + 12
+
+
+def test_extract_features_under_accelerate() -> None:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    accelerator = Accelerator(cpu=True)
+    try:
+        feats, labels = extract_features(
+            _Counting(), _Indexed(), batch_size=4, accelerator=accelerator, progress=False
+        )
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert feats.shape == (11, 2) and labels.tolist() == [i % 3 for i in range(11)]
 
 
 def test_eval_transform_shapes() -> None:
@@ -117,17 +200,31 @@ def test_eval_transform_shapes() -> None:
     assert eval_transform(96, (0.5,) * 3, (0.5,) * 3)(image).shape == (3, 96, 96)
 
 
-def test_knn_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fake_checkpoint(tmp_path / "run")
-    out = tmp_path / "knn.json"
-    argv = ["knn", str(tmp_path / "run"), "--data", "synthetic", "--limit-train", "200"]
-    argv += ["--limit-test", "50", "--k", "5", "20", "--out", str(out), "--no-progress"]
+def test_knn_command_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reference: torch.nn.Module
+) -> None:
+    from unimix.eval import export_extractor
+
+    _fake_checkpoint(tmp_path / "run", model=reference)
+    out, cache = tmp_path / "knn.json", tmp_path / "cache"
+    argv = ["knn", str(tmp_path / "run"), "--data", "synthetic", "--limit-train", "120"]
+    argv += ["--limit-test", "30", "--k", "5", "20", "500", "--no-progress"]
+    argv += ["--cache-dir", str(cache), "--out", str(out)]
     assert unimix_main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
     report = json.loads(out.read_text())
-    assert report["bank"] == 200 and report["queries"] == 50 and report["image_size"] == 16
-    assert set(report["top1"]) == {"5", "20"} and "top-1" in printed
-    assert 0 <= report["top1"]["20"] <= 100 <= report["top5"]["20"] + 100
+    assert report["bank"] == 120 and report["queries"] == 30 and report["image_size"] == 16
+    assert set(report["top1"]) == {"5", "20"} and "top-1" in captured.out
+    assert "skipping k=[500]" in captured.err
+    assert 0 <= report["top1"]["20"] <= report["top5"]["20"] <= 100
+    assert len(list(cache.iterdir())) == 2  # train and test features
+    # an exported extractor is accepted as the model, and gives the same numbers
+    meta = json.loads(next((tmp_path / "run").glob("checkpoints/*/backbone.json")).read_text())
+    extractor = export_extractor(reference, meta, tmp_path / "extractor", "safetensors")
+    argv[1], argv[-1] = str(extractor), str(tmp_path / "knn2.json")
+    assert unimix_main(argv) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "knn2.json").read_text())["top1"] == report["top1"]
     # bad input: one line on stderr, exit code 2
     assert unimix_main(["knn", str(tmp_path / "missing"), "--data", "synthetic"]) == 2
     err = capsys.readouterr().err

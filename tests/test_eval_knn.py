@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from unimix.eval import approximate_agreement, knn_classify, knn_evaluate
+from unimix.eval import approximate_agreement, knn_classify, knn_evaluate, knn_search
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: the CPU is shared with other jobs, where small searches run faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def brute_force_knn(train, train_labels, test, k, temperature, num_classes):
@@ -95,6 +104,22 @@ def test_approximate_index_agrees_with_exact(index: str) -> None:
     train, y_train = _clustered(4000, 32, 10, spread=1.3, seed=4)
     test, _ = _clustered(500, 32, 10, spread=1.3, seed=5)
     assert approximate_agreement(train, y_train, test, k=20, index=index) >= 0.99
+
+
+def test_missing_neighbours_of_an_approximate_index_do_not_vote() -> None:
+    # IVF searching 1 of 8 cells cannot find 60 neighbours for every query: FAISS pads with -1
+    train, y_train = _clustered(200, 8, 4, spread=1.0, seed=6)
+    test, _ = _clustered(30, 8, 4, spread=1.0, seed=7)
+    options = {"index": "ivf", "nlist": 8, "nprobe": 1}
+    sims, ids = knn_search(train, test, 60, **options)
+    assert (ids == -1).any()
+    got = knn_classify(train, y_train, test, k=60, num_classes=4, **options)
+    for q in range(len(test)):
+        votes = [0.0] * 4
+        for s, i in zip(sims[q].tolist(), ids[q].tolist(), strict=True):
+            if i >= 0:
+                votes[int(y_train[i])] += math.exp(s / 0.07)
+        assert got[q].item() == max(range(4), key=lambda c: votes[c])
 
 
 def _one_line_error(fn, *args, match: str, **kwargs) -> None:
