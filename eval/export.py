@@ -1,34 +1,49 @@
 """Export a frozen feature extractor (images → features) and load it back.
 
-Three formats, each a model file plus a sidecar JSON with the same stem (``extractor.onnx`` +
-``extractor.json``) that says what a user needs: input size, mean/std, feature dimension,
-backbone preset and kwargs, source checkpoint, format, unimix version.
+Three formats, each one model file plus a sidecar JSON named after the whole file name
+(``extractor.onnx`` → ``extractor.onnx.json``, so two formats exported side by side never share
+a sidecar). The sidecar says what a user needs: ``image_size``, ``mean``/``std``,
+``num_features``, ``backbone`` preset and ``backbone_kwargs``, ``source`` checkpoint,
+``format``, ``unimix_version`` and ``dynamic_size`` (whether other square sizes than
+``image_size`` are accepted).
 
-=============  ====================  =========================================================
-format         file                  loads with
-=============  ====================  =========================================================
-safetensors    ``*.safetensors``     unimix (``load_extractor``), or timm/unimix + safetensors
-torchscript    ``*.pt``              plain torch: ``torch.jit.load(path)``
-onnx           ``*.onnx``            onnxruntime: ``InferenceSession(path)``
-=============  ====================  =========================================================
+=============  ==================  ==========================================================
+format         file                loads with
+=============  ==================  ==========================================================
+safetensors    ``*.safetensors``   unimix (``load_extractor``): the preset is rebuilt and the
+                                   weights are loaded strictly
+torchscript    ``*.pt``            plain torch: ``torch.jit.load(path)``
+onnx           ``*.onnx``          onnxruntime: ``InferenceSession(path)``
+=============  ==================  ==========================================================
 
-Without unimix::
+Without unimix (TorchScript, then ONNX)::
 
     import json, torch
-    meta = json.load(open("extractor.json"))
-    model = torch.jit.load("extractor.pt")          # [B, 3, S, S] normalised → [B, D]
-    features = model(images)                        # S = meta["image_size"]
+    meta = json.load(open("extractor.pt.json"))
+    model = torch.jit.load("extractor.pt")              # images [B, 3, S, S] → [B, D]
+    with torch.no_grad():
+        features = model(images)                        # S = meta["image_size"]
 
-    import onnxruntime as ort, numpy as np
+    import json, onnxruntime as ort
+    meta = json.load(open("extractor.onnx.json"))
     session = ort.InferenceSession("extractor.onnx")
-    features = session.run(None, {"images": images.astype(np.float32)})[0]
+    features = session.run(None, {"images": images})[0]  # float32 numpy [B, 3, S, S] → [B, D]
 
-Inputs are float32 images already normalised with ``meta["mean"]``/``meta["std"]`` at
-``meta["image_size"]`` px. The batch axis is dynamic in every format; TorchScript is traced at
-``image_size``, so other sizes are only guaranteed by the safetensors and ONNX (when
-``meta["dynamic_size"]``) files. Nothing here unpickles: weights go through safetensors, the
-sidecar through ``json``, TorchScript through ``torch.jit.load`` (a program format, not pickle
-of arbitrary objects) and ONNX through onnxruntime.
+Inputs are float32 images scaled to [0, 1] and normalised with ``meta["mean"]``/``meta["std"]``
+(what :func:`~unimix.eval.eval_transform` gives); outputs are the backbone's pooled features,
+not L2-normalised. The batch axis is dynamic in every format. TorchScript is traced at
+``image_size``, so only that size is guaranteed (``dynamic_size`` false); ONNX also has dynamic
+height and width when the model allows them (checked at export). ONNX is written by
+``torch.onnx.export``'s dynamo exporter (opset 18) and, for a model it cannot handle, by the
+older TorchScript-based one (``dynamo=False``, opset 17); the sidecar records which
+(``onnx_exporter``). TorchScript is deprecated in recent torch releases but still loads with
+plain torch; we export it because users ask for a file that needs nothing else.
+
+An output path that is an existing directory receives ``extractor.<suffix>``; a path without a
+suffix gets the format's. Every export is checked before it is written: its features at another
+batch size (and, for a dynamic ONNX file, another size) must equal the model's to 1e-4.
+Nothing here unpickles: weights go through safetensors, the sidecar through ``json``,
+TorchScript through ``torch.jit.load`` and ONNX through onnxruntime.
 """
 
 from __future__ import annotations
@@ -43,155 +58,237 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["FORMATS", "export_extractor", "load_extractor", "sidecar_path"]
+__all__ = ["FORMATS", "OnnxExtractor", "export_extractor", "load_extractor", "sidecar_path"]
 
 Format = Literal["safetensors", "torchscript", "onnx"]
 FORMATS: dict[str, str] = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
+_TOLERANCE = 1e-4  # export-time check; the round-trip tests hold the formats to 1e-5
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON description beside an exported file: same stem, ``.json``."""
-    return Path(path).with_suffix(".json")
+    """The JSON description of an exported file: its full name + ``.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
 
 
 def _output_path(output: str | os.PathLike, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    suffix = FORMATS[fmt]
     path = Path(output)
-    if path.suffix != FORMATS[fmt]:
-        path = path.with_name(path.name + FORMATS[fmt]) if path.suffix == "" else path
-    if path.suffix != FORMATS[fmt]:
-        raise ValueError(f"{path}: a {fmt} export must end in {FORMATS[fmt]}")
+    if path.is_dir():
+        return path / f"extractor{suffix}"
+    if path.suffix == "":
+        return path.with_name(path.name + suffix)
+    if path.suffix != suffix:
+        raise ValueError(f"{path}: a {fmt} export must end in {suffix}")
     return path
 
 
-def _example(meta: dict[str, Any], batch: int = 2) -> torch.Tensor:
-    size = int(meta.get("image_size") or 224)
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _images(batch: int, size: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def export_extractor(
     model: nn.Module, meta: dict[str, Any], output: str | os.PathLike, format: Format
 ) -> Path:
-    """Write ``model`` (headless: ``[B, 3, S, S]`` → ``[B, D]``) as a frozen extractor.
+    """Write ``model`` (headless: ``[B, 3, S, S]`` → ``[B, D]``) as a frozen feature extractor.
 
     Args:
-        model: the backbone (e.g. from :func:`~unimix.eval.load_backbone`); exported in eval mode.
-        meta: at least ``backbone``, ``num_features``, ``image_size``, ``mean``, ``std``
-            (what ``load_backbone`` returns).
-        output: file path; the format's suffix is added when it has none.
+        model: the backbone (e.g. from :func:`~unimix.eval.load_backbone`); exported in eval
+            mode (its mode is restored afterwards).
+        meta: ``image_size`` (default 224), ``mean``/``std`` (default ImageNet's), and for
+            safetensors ``backbone`` (+ ``backbone_kwargs``) to rebuild it; ``source`` and
+            ``step`` are copied when present (what ``load_backbone`` returns).
+        output: a file path (the format's suffix is added when it has none) or a directory.
+        format: ``"safetensors"``, ``"torchscript"`` or ``"onnx"``.
 
     Returns:
-        The model file's path (its sidecar is :func:`sidecar_path` of it).
+        The model file's path; its sidecar is :func:`sidecar_path` of it.
     """
     from unimix import __version__
 
     path = _output_path(output, format)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    example = _example(meta)
-    with torch.no_grad():
-        reference = model(example)
-    info = {
-        "format": format,
-        "backbone": meta.get("backbone"),
-        "backbone_kwargs": meta.get("backbone_kwargs", {}),
-        "num_features": int(reference.shape[1]),
-        "image_size": int(example.shape[-1]),
-        "mean": list(meta.get("mean") or (0.485, 0.456, 0.406)),
-        "std": list(meta.get("std") or (0.229, 0.224, 0.225)),
-        "input": "float32 [B, 3, image_size, image_size], normalised with mean/std",
-        "output": "float32 [B, num_features] (not L2-normalised)",
-        "source": meta.get("source"),
-        "step": meta.get("step"),
-        "unimix_version": __version__,
-        "dynamic_size": format == "safetensors",
-    }
-    tmp = path.with_name(path.name + ".tmp")
+    name = meta.get("backbone") or type(model).__name__
+    if format == "safetensors" and not meta.get("backbone"):
+        raise ValueError(
+            "meta['backbone']: a safetensors export needs the preset name to rebuild the model"
+        )
+    size = int(meta.get("image_size") or 224)
+    example = _images(2, size, seed=0)
+    was_training = model.training
+    model.eval()
     try:
-        if format == "safetensors":
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_file(state, os.fspath(tmp), metadata={"format": "pt"})
-        elif format == "torchscript":
-            _export_torchscript(model, example, tmp)
-        else:
-            info["dynamic_size"] = _export_onnx(model, example, tmp)
-        os.replace(tmp, path)
-    except Exception as err:
-        tmp.unlink(missing_ok=True)
-        name = meta.get("backbone") or type(model).__name__
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"exporting {name} to {format} failed: {first}") from err
-    sidecar_path(path).write_text(json.dumps(info, indent=1))
+        with torch.no_grad():
+            reference = model(example)
+        if reference.ndim != 2:
+            raise ValueError(
+                f"{name}: expected features [B, D] from a headless model, got "
+                f"{tuple(reference.shape)} (create it with num_classes=0)"
+            )
+        info: dict[str, Any] = {
+            "format": format,
+            "backbone": meta.get("backbone"),
+            "backbone_kwargs": meta.get("backbone_kwargs") or {},
+            "num_features": int(reference.shape[1]),
+            "image_size": size,
+            "mean": [float(v) for v in meta.get("mean") or (0.485, 0.456, 0.406)],
+            "std": [float(v) for v in meta.get("std") or (0.229, 0.224, 0.225)],
+            "input_name": "images",
+            "output_name": "features",
+            "input": "float32 [B, 3, image_size, image_size] in [0, 1], normalised with mean/std",
+            "output": "float32 [B, num_features], not L2-normalised",
+            "dynamic_size": format == "safetensors",
+            "source": meta.get("source"),
+            "step": meta.get("step"),
+            "unimix_version": __version__,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            if format == "safetensors":
+                # clone: tied or views of one storage would make safetensors refuse the dict
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                save_file(state, os.fspath(tmp), metadata={"format": "pt"})
+            elif format == "torchscript":
+                _export_torchscript(model, example, tmp)
+            else:
+                info.update(_export_onnx(model, example, tmp))
+            os.replace(tmp, path)
+        except Exception as err:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"exporting {name} to {format} failed: {_first_line(err)}") from err
+    finally:
+        model.train(was_training)
+    side = sidecar_path(path)
+    side_tmp = side.with_name(side.name + ".tmp")
+    side_tmp.write_text(json.dumps(info, indent=1))
+    os.replace(side_tmp, side)
     return path
+
+
+def _check_same(name: str, got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    if got.shape != expected.shape or not torch.allclose(
+        got, expected, atol=_TOLERANCE, rtol=_TOLERANCE
+    ):
+        diff = (got - expected).abs().max().item() if got.shape == expected.shape else "shape"
+        raise RuntimeError(f"{name} differs from the model {what} (max |diff| {diff})")
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     # Tracing, not scripting: timm models are not all scriptable, all are traceable.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, example, check_trace=False)
-        traced = torch.jit.freeze(traced.eval())
-    torch.jit.save(traced, os.fspath(path))
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+        traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
+        other = _images(3, example.shape[-1], seed=1)  # another batch size than the trace's
+        _check_same("the traced module", traced(other), model(other), "at batch 3")
+        torch.jit.save(traced, os.fspath(path))
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> bool:
-    """Export with a dynamic batch axis (and dynamic H, W when the model allows); returns
-    whether H and W are dynamic."""
-    axes_all = {"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}}
-    axes_batch = {"images": {0: "batch"}, "features": {0: "batch"}}
-    for axes, dynamic_size in ((axes_all, True), (axes_batch, False)):
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Dynamo exporter with dynamic batch, H and W; then batch only; then the legacy exporter.
+
+    Returns the sidecar fields ``dynamic_size``, ``onnx_exporter`` and ``opset``.
+    """
+    size = example.shape[-1]
+    attempts = [("dynamo", True), ("dynamo", False), ("torchscript", True), ("torchscript", False)]
+    errors = []
+    for exporter, dynamic_size in attempts:
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    os.fspath(path),
-                    input_names=["images"],
-                    output_names=["features"],
-                    dynamic_axes=axes,
-                    opset_version=17,
-                    dynamo=False,
-                )
-            if dynamic_size and not _onnx_runs_at(path, example, example.shape[-1] // 2):
-                continue
-            return dynamic_size
-        except Exception:
-            if not dynamic_size:
-                raise
-    return False
+            path.unlink(missing_ok=True)
+            opset = _onnx_export(model, example, path, exporter, dynamic_size)
+            session = _onnx_session(path)
+            if session is not None:  # without onnxruntime the exporter's shapes are trusted
+                checks = [(3, size)] + ([(1, max(8, size // 2))] if dynamic_size else [])
+                for batch, side in checks:
+                    x = _images(batch, side, seed=batch)
+                    with torch.no_grad():
+                        expected = model(x)
+                    got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+                    _check_same("the ONNX graph", got, expected, f"at batch {batch}, {side} px")
+            return {"dynamic_size": dynamic_size, "onnx_exporter": exporter, "opset": opset}
+        except Exception as err:  # try the next, more conservative, export
+            errors.append(f"{exporter}{'' if dynamic_size else ' (batch axis only)'}: ")
+            errors[-1] += _first_line(err)
+    path.unlink(missing_ok=True)
+    raise RuntimeError("; ".join(errors))
 
 
-def _onnx_runs_at(path: Path, example: torch.Tensor, size: int) -> bool:
+def _onnx_export(
+    model: nn.Module, example: torch.Tensor, path: Path, exporter: str, dynamic_size: bool
+) -> int:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation and tracer notices of the exporters
+        if exporter == "dynamo":
+            dims = {0: torch.export.Dim.DYNAMIC}
+            if dynamic_size:
+                dims |= {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+            torch.onnx.export(
+                model,
+                (example,),
+                os.fspath(path),
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_shapes=(dims,),
+                opset_version=18,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+            return 18
+        axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+        torch.onnx.export(
+            model,
+            (example,),
+            os.fspath(path),
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": axes, "features": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        return 17
+
+
+def _onnx_session(path: Path) -> Any:
     try:
         import onnxruntime as ort
-
-        session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-        x = torch.randn(1, 3, size, size).numpy()
-        session.run(None, {"images": x})
-        return True
-    except Exception:
-        return False
+    except ImportError:
+        return None
+    return ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
 
 
 class OnnxExtractor(nn.Module):
-    """An onnxruntime session behind ``nn.Module``'s call: ``[B, 3, S, S]`` → ``[B, D]`` (CPU)."""
+    """An onnxruntime session behind ``nn.Module``'s call: ``[B, 3, S, S]`` → ``[B, D]``.
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    Runs on onnxruntime's CPU provider; inputs are moved to CPU float32, outputs come back as
+    CPU tensors.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any]) -> None:
         super().__init__()
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
         self.meta = meta
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().cpu().float().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"images": x})[0])
+        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
 def load_extractor(path: str | os.PathLike) -> nn.Module:
-    """Load any exported extractor; the returned module has ``.meta`` (the sidecar dict)."""
+    """Load any exported extractor in eval mode; the module has ``.meta`` (the sidecar dict).
+
+    ``model(images [B, 3, S, S])`` → ``[B, meta["num_features"]]``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such exported extractor")
@@ -201,27 +298,33 @@ def load_extractor(path: str | os.PathLike) -> nn.Module:
     try:
         meta = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{side}: not valid JSON ({err})") from None
+        raise ValueError(f"{side}: not valid JSON ({_first_line(err)})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{side}: expected a JSON object, got {type(meta).__name__}")
     fmt = meta.get("format")
     if fmt not in FORMATS or path.suffix != FORMATS[fmt]:
         raise ValueError(f"{side}: format {fmt!r} does not match the file {path.name}")
+    model: nn.Module
     try:
         if fmt == "safetensors":
             from unimix.ssl.model import create_dino_backbone
 
             from .features import _load_strict
 
-            model = create_dino_backbone(meta["backbone"], **meta.get("backbone_kwargs", {}))
+            if not meta.get("backbone"):
+                raise ValueError(f"{side}: key 'backbone' missing (the preset to rebuild)")
+            model = create_dino_backbone(meta["backbone"], **(meta.get("backbone_kwargs") or {}))
             _load_strict(model, load_file(os.fspath(path)), path)
             model.eval()
         elif fmt == "torchscript":
-            model = torch.jit.load(os.fspath(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+                model = torch.jit.load(os.fspath(path), map_location="cpu").eval()
         else:
             model = OnnxExtractor(path, meta)
-    except (ValueError, FileNotFoundError):
-        raise
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: cannot load this {fmt} extractor ({first})") from None
+        if isinstance(err, ValueError) and str(err).startswith((str(path), str(side))):
+            raise  # already ours: one line naming the file
+        raise ValueError(f"{path}: cannot load this {fmt} extractor ({_first_line(err)})") from None
     model.meta = meta
     return model
