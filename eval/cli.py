@@ -148,7 +148,9 @@ def _knn(argv: Sequence[str] | None) -> int:
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument("--index", choices=("exact", "ivf", "hnsw"), default="exact")
     p.add_argument("--nlist", type=int, help="IVF cells (default: about sqrt(bank size))")
-    p.add_argument("--nprobe", type=int, help="IVF cells searched per query (default: nlist/4)")
+    p.add_argument(
+        "--nprobe", type=int, help="IVF cells searched per query (default: 2*sqrt(nlist))"
+    )
     p.add_argument("--out", default="knn.json", help="JSON report path")
     args = p.parse_args(argv)
     from .knn import approximate_agreement, knn_evaluate

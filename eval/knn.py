@@ -89,7 +89,10 @@ def _build_index(bank: np.ndarray, kind: IndexKind, nlist: int | None, seed: int
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.train(bank)
-        index.nprobe = max(1, math.ceil(nlist / 4))  # ≥ 99% agreement on our test banks
+        # 2·sqrt(nlist) cells: 99.7% agreement on the test bank, 98.7% on 20k noisy 64-d
+        # clusters; IVF scans vectors without BLAS (≈5× slower per distance than IndexFlatIP
+        # here), so it only wins when it visits a small share of a large bank
+        index.nprobe = min(nlist, max(1, math.ceil(2 * math.sqrt(nlist))))
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 128
@@ -118,7 +121,7 @@ def knn_search(
         train_features: the bank ``[N, D]``; test_features: the queries ``[M, D]``; both are
             L2-normalised here (copies; the inputs are left alone).
         index: ``"exact"`` (``IndexFlatIP``), ``"ivf"`` (``IndexIVFFlat``, ``nlist`` cells,
-            default ≈ sqrt(N); ``nprobe`` cells searched, default nlist / 4) or ``"hnsw"``
+            default ≈ sqrt(N); ``nprobe`` cells searched, default 2·sqrt(nlist)) or ``"hnsw"``
             (``IndexHNSWFlat``, 32 links, efSearch 128). On GPU FAISS (``get_num_gpus() > 0``)
             exact and IVF indexes run on every GPU.
         chunk_size: queries per FAISS call, so the result buffers stay bounded.

@@ -192,12 +192,21 @@ def test_extract_features_under_accelerate() -> None:
     assert feats.shape == (11, 2) and labels.tolist() == [i % 3 for i in range(11)]
 
 
-def test_eval_transform_shapes() -> None:
+def test_eval_transform_shapes_and_values() -> None:
     import numpy as np
+    from PIL import Image
 
-    image = np.zeros((40, 50, 3), dtype=np.uint8)
-    assert eval_transform(32, (0.5,) * 3, (0.5,) * 3)(image).shape == (3, 32, 32)
-    assert eval_transform(96, (0.5,) * 3, (0.5,) * 3)(image).shape == (3, 96, 96)
+    image = Image.fromarray(np.full((40, 50, 3), 51, dtype=np.uint8))  # 51/255 = 0.2
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
+    expected = torch.tensor([(0.2 - m) / s for m, s in zip(mean, std, strict=True)])
+    for size in (32, 96):
+        x = eval_transform(size, mean, std)(image)
+        assert x.shape == (3, size, size) and x.dtype == torch.float32
+        torch.testing.assert_close(x, expected[:, None, None].expand_as(x))
+    # above 64 px: shorter side to size / 0.875, then the centre crop (a column pattern shows it)
+    ramp = np.tile(np.arange(110, dtype=np.uint8)[None, :, None], (110, 1, 3))  # 110 = 96/0.875
+    x = eval_transform(96, (0, 0, 0), (1, 1, 1))(Image.fromarray(ramp))
+    torch.testing.assert_close(x[0, 0], torch.arange(7, 103, dtype=torch.float32) / 255)
 
 
 def test_knn_command_end_to_end(
@@ -229,3 +238,28 @@ def test_knn_command_end_to_end(
     assert unimix_main(["knn", str(tmp_path / "missing"), "--data", "synthetic"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_linear_and_export_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reference: torch.nn.Module
+) -> None:
+    _fake_checkpoint(tmp_path / "run", model=reference)
+    out = tmp_path / "linear.json"
+    argv = ["linear", str(tmp_path / "run"), "--data", "synthetic", "--limit-train", "100"]
+    argv += ["--limit-test", "20", "--epochs", "2", "--lrs", "0.1", "0.01", "--no-progress"]
+    assert unimix_main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["best_lr"] in (0.1, 0.01) and 0 <= report["test_top1"] <= 100
+    assert "top-1" in capsys.readouterr().out
+    exported = tmp_path / "extractor.pt"
+    argv = ["export", str(tmp_path / "run"), "--format", "torchscript", "--output", str(exported)]
+    assert unimix_main(argv) == 0
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(exported))(x), reference(x))
+    assert "wrote" in capsys.readouterr().out
+    argv = ["export", str(tmp_path / "run"), "--format", "bmp", "--output", str(exported)]
+    with pytest.raises(SystemExit) as exit_info:  # argparse rejects the choice itself
+        unimix_main(argv)
+    assert exit_info.value.code == 2
