@@ -150,8 +150,15 @@ def load_backbone(
         state = load_file(os.fspath(weights))
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
-    if set(state) != set(model.state_dict()):  # a backbone may own keys named "backbone.*"
+    expected = set(model.state_dict())
+    if set(state) != expected:  # a backbone may own keys named "backbone.*"
         state = clean_state_dict(state)
+    extra = set(state) - expected
+    if extra and expected <= set(state) and all(k.startswith("head.") for k in extra):
+        raise ValueError(
+            f"{weights}: a backbone plus a DINO head ({len(extra)} head.* keys); give the "
+            f"{which}_backbone.safetensors of that checkpoint instead"
+        )
     _load_strict(model, state, weights)
     meta["source"] = str(weights)
     return model.eval(), meta

@@ -99,6 +99,12 @@ def test_mismatched_keys_are_listed_in_one_line(tmp_path: Path) -> None:
     ) as e:
         load_backbone(ckpt)
     assert "\n" not in str(e.value) and "teacher_backbone.safetensors" in str(e.value)
+    # a full DINO model file (backbone + head) names the file to use instead
+    full = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    full["head.mlp.0.weight"] = torch.zeros(2, 2)
+    save_file(full, str(ckpt / "teacher_backbone.safetensors"))
+    with pytest.raises(ValueError, match=r"1 head\.\* keys\); give the teacher_backbone"):
+        load_backbone(ckpt)
 
 
 def test_bad_paths_name_the_file(tmp_path: Path) -> None:
