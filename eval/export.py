@@ -48,9 +48,12 @@ TorchScript through ``torch.jit.load`` and ONNX through onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -220,11 +223,30 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> dict[st
     raise RuntimeError("; ".join(errors))
 
 
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """Silence the exporters' warnings (symbolic-shape solver tracebacks, deprecation notices):
+    a failed attempt is reported by our own one-line error, a good one needs no notes."""
+    names = [
+        n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("torch", "onnxscript")
+    ]
+    loggers = [logging.getLogger(name) for name in {"torch", "onnxscript", *names}]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _onnx_export(
     model: nn.Module, example: torch.Tensor, path: Path, exporter: str, dynamic_size: bool
 ) -> int:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation and tracer notices of the exporters
+    with torch.no_grad(), _quiet_torch_logs():
         if exporter == "dynamo":
             dims = {0: torch.export.Dim.DYNAMIC}
             if dynamic_size:

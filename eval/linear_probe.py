@@ -128,6 +128,7 @@ def _train_heads(
             ) / len(batch)
             grads = torch.autograd.grad(loss, (weight, bias))
             scale = 0.5 * (1 + math.cos(math.pi * step / total))  # cosine to 0, per step
+            # SGD written out: torch.optim takes one lr per tensor, and the L heads share one
             with torch.no_grad():
                 for p, grad, buf, decay in zip(
                     (weight, bias), grads, buffers, (weight_decay, 0.0), strict=True
