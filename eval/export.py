@@ -84,7 +84,7 @@ def _output_path(output: str | os.PathLike, fmt: str) -> Path:
     if path.suffix == "":
         return path.with_name(path.name + suffix)
     if path.suffix != suffix:
-        raise ValueError(f"{path}: a {fmt} export must end in {suffix}")
+        raise ValueError(f"{path}: {fmt} exports must end in {suffix}")
     return path
 
 
