@@ -218,7 +218,8 @@ class PretrainConfig:
     max_minutes: float | None = field(default=None, metadata={"gt": 0})
     seed: int = field(default=0, metadata=_NON_NEGATIVE)
     precision: Literal["no", "bf16", "fp16"] = "no"
-    #: torch intra-op threads per process (0: torch's default).
+    #: torch intra-op threads per process (0: on CPU, the machine's cores shared evenly by the
+    #: processes on the node, whatever ``OMP_NUM_THREADS`` says; on GPU, torch's default).
     threads: int = field(default=0, metadata=_NON_NEGATIVE)
     output_dir: str = "runs/dino"
 
