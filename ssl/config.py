@@ -121,6 +121,10 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     #: BatchNorm → SyncBatchNorm when distributed on GPUs (torch has no CPU SyncBatchNorm).
     sync_batchnorm: bool = True
+    #: Student, teacher and crops in channels-last memory format: 1.26–1.31× faster training
+    #: steps for the pooling / CAFormer / CoAtNet / ACmix nanos on CPU, neutral (0.94–1.09×) for
+    #: the attention-only ones; outputs are the same to float rounding.
+    channels_last: bool = True
 
 
 @dataclass

@@ -101,6 +101,10 @@ class DINOStep:
         set_seed(cfg.seed)
         student, _ = build_student(cfg)
         student = _maybe_sync_batchnorm(student, accelerator, cfg.model.sync_batchnorm)
+        self.memory_format = (
+            torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+        )
+        student = student.to(memory_format=self.memory_format)
         self.teacher = make_teacher(student).to(device)
         optimizer = torch.optim.AdamW(_param_groups(student), lr=0.0, betas=cfg.optim.betas)
         h, d = cfg.model.head, cfg.dino
@@ -149,7 +153,9 @@ class DINOStep:
         step_loss = torch.zeros((), device=acc.device)
         teacher_out = torch.empty(0)
         for micro, crops in enumerate(micro_batches):
-            crops = [c.to(acc.device, non_blocking=True) for c in crops]
+            crops = [
+                c.to(acc.device, non_blocking=True, memory_format=self.memory_format) for c in crops
+            ]
             last = micro == accum - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.student):
                 with torch.no_grad(), acc.autocast():

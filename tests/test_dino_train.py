@@ -206,3 +206,26 @@ def test_max_minutes_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
     steps = [m["step"] for m in _metrics(out) if "loss" in m]
     assert steps == [1], steps
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_00000001"]
+
+
+def test_channels_last_changes_speed_not_results(tmp_path: Path) -> None:
+    # A conv/pooling backbone (where channels-last is the default and matters), stopped at a
+    # checkpoint and resumed: the losses equal a plain contiguous-format run's to float rounding,
+    # and the resumed run equals the uninterrupted one exactly.
+    def losses(name: str, *overrides: str, resume: bool = False) -> list[float]:
+        out = tmp_path / name
+        config = _write_config(tmp_path, epochs=2)
+        args = ["-c", str(config), "-o", str(out), "model.backbone=poolformer_nano"]
+        args += ["model.backbone_kwargs={}", *overrides] + (["--resume", "auto"] if resume else [])
+        assert main(args) == 0
+        return [r["loss"] for r in _metrics(out) if "loss" in r]
+
+    plain = losses("plain", "model.channels_last=false")
+    fast = losses("fast")
+    assert len(plain) == len(fast) == 12
+    assert fast == pytest.approx(plain, abs=1e-4)
+    losses("resumed", "max_steps=5")
+    resumed = losses("resumed", resume=True)
+    assert resumed == fast
+    a, b = _final_weights(tmp_path / "fast"), _final_weights(tmp_path / "resumed")
+    assert all(torch.equal(a[f][k], b[f][k]) for f in a for k in a[f])
