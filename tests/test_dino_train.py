@@ -212,9 +212,10 @@ def test_channels_last_changes_speed_not_results(tmp_path: Path) -> None:
     # A conv/pooling backbone (where channels-last is the default and matters), stopped at a
     # checkpoint and resumed: the losses equal a plain contiguous-format run's to float rounding,
     # and the resumed run equals the uninterrupted one exactly.
+    config = _write_config(tmp_path, epochs=2)
+
     def losses(name: str, *overrides: str, resume: bool = False) -> list[float]:
         out = tmp_path / name
-        config = _write_config(tmp_path, epochs=2)
         args = ["-c", str(config), "-o", str(out), "model.backbone=poolformer_nano"]
         args += ["model.backbone_kwargs={}", *overrides] + (["--resume", "auto"] if resume else [])
         assert main(args) == 0
