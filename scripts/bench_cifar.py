@@ -2,8 +2,8 @@
 
 1. Floors: k-NN top-1 of normalised raw pixels and of the same backbone untrained.
 2. A short probe measures this machine's step rate; ``epochs`` is set so the schedules (warm-up,
-   cosine lr, teacher momentum) fit the budget, and ``max_minutes`` stops the run at the budget
-   whatever happens.
+   cosine lr, teacher momentum) fit the budget, warm-ups are capped at ``--warmup-share`` of it,
+   and ``max_minutes`` stops the run at the budget whatever happens.
 3. Pretraining from the recipe (default ``cifar10_nano``) with checkpoints at ``--points`` even
    spacings; afterwards (not counted in the budget) every checkpoint's teacher is evaluated:
    k-NN on the test set, bank = the train set, k = 20 and 200, T = 0.07.
@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, default=30.0, help="pretraining minutes")
     p.add_argument("--points", type=int, default=5, help="evaluated checkpoints along the run")
     p.add_argument("--probe-steps", type=int, default=6, help="steps timed to size the schedules")
+    p.add_argument(
+        "--warmup-share", type=float, default=0.1,
+        help="cap the recipe's warm-ups (lr, teacher temperature, last-layer freeze) at this share "
+        "of the budgeted epochs, unless set on the command line",
+    )  # fmt: skip
     p.add_argument("--ks", type=int, nargs="+", default=[20, 200])
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument("--limit-train", type=int, default=None, help="k-NN bank size (default all)")
@@ -87,6 +92,31 @@ def _pixels(dataset: Any, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor
         x = torch.from_numpy(base.get_uint8(int(i)).copy()).permute(2, 0, 1).float() / 255
         rows.append(((x - mean[:, None, None]) / std[:, None, None]).flatten())
     return torch.stack(rows)
+
+
+_WARMUP_KEYS = (
+    "optim.warmup_epochs",
+    "dino.warmup_teacher_temp_epochs",
+    "dino.freeze_last_layer_epochs",
+)
+
+
+def _fit_warmups(cfg: Any, args: argparse.Namespace, epochs: float) -> list[str]:
+    """Overrides capping the recipe's warm-ups at ``--warmup-share`` of a budgeted run.
+
+    A recipe written for 30 epochs warms up for 2; a 30-minute CPU budget is about 3 epochs, and
+    keeping those 2 would spend most of the run warming up.
+    """
+    given = {o.split("=", 1)[0] for o in args.overrides}
+    cap = args.warmup_share * epochs
+    out = []
+    for key in _WARMUP_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if key not in given and value > cap:
+            out.append(f"{key}={cap:.4f}")
+            print(f"  {key}: {value:g} → {cap:.3f} epochs ({args.warmup_share:g} of the run)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.budget_min:g} min; checkpoint every {every} steps",
         flush=True,
     )
+    warmups = _fit_warmups(cfg, args, epochs)
     run_dir = out / "run"
     run = [
         f"output_dir={run_dir}",
@@ -161,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint.every_steps={every}",
         f"checkpoint.keep_last={args.points + 2}",
         "logging.progress_bar=false",
+        *warmups,
     ]
     start = time.perf_counter()
     _pretrain(args.recipe, _overrides(args, run))
@@ -179,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         return (t0 + (t1 - t0) * (step - before) / max(after - before, 1)) / 60
 
     curve = []
-    for ckpt in sorted((run_dir / "checkpoints").glob("step_*")):
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))
+    for ckpt, after in zip(ckpts, [*ckpts[1:], None], strict=True):
         model, meta = load_backbone(ckpt)
         step = int(meta["step"])
+        if after is not None and int(after.name[5:]) - step < max(2, every // 10):
+            continue  # a periodic checkpoint a step or two before the final one: same point
         point = {
             "step": step,
             "images_seen": step * cfg.data.batch_size,

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-min", type=float, default=30.0)
     p.add_argument("--presets", nargs="+", default=list(FAMILIES.values()))
     p.add_argument("--points", type=int, default=3)
+    p.add_argument("--limit-train", type=int, default=None, help="k-NN bank size (default all)")
+    p.add_argument("--limit-test", type=int, default=None, help="k-NN queries (default all)")
     p.add_argument("--out", default="runs/zoo")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretraining overrides")
     args = p.parse_args(argv)
@@ -49,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_cifar.main(
             [
                 "--data", args.data, "--backbone", preset, "--budget-min", str(args.budget_min),
-                "--points", str(args.points), "--out", str(run_out), *args.overrides,
+                "--points", str(args.points), "--out", str(run_out),
+                *(["--limit-train", str(args.limit_train)] if args.limit_train else []),
+                *(["--limit-test", str(args.limit_test)] if args.limit_test else []),
+                *args.overrides,
             ]
         )  # fmt: skip
         report = json.loads((run_out / "bench_cifar.json").read_text())
@@ -69,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     print(f"\nmixer zoo: DINO on {args.data}, {args.budget_min:g} min per preset")
-    print(f"{'family':<18}{'preset':<22}{'M':>6}{'GMACs':>7}{'img/s':>7}{'top1@20':>9}{'untr.':>7}")
+    print(
+        f"{'family':<18}{'preset':<22}{'M':>6}{'GMACs':>7}{'img/s':>7}{'images':>9}"
+        f"{'top1@20':>9}{'untr.':>7}{'gain':>7}"
+    )
+    nan = float("nan")
     for r in rows:
+        top1, untrained = r.get("top1@20", nan), r["untrained"].get("top1@20", nan)
         print(
             f"{r['family']:<18}{r['preset']:<22}{r['headless_params_m']:>6.2f}"
-            f"{r['gmacs_32px']:>7.3f}{r['img_per_s']:>7.1f}{r.get('top1@20', float('nan')):>9.2f}"
-            f"{r['untrained'].get('top1@20', float('nan')):>7.2f}"
+            f"{r['gmacs_32px']:>7.3f}{r['img_per_s']:>7.1f}{r['images_seen']:>9,}"
+            f"{top1:>9.2f}{untrained:>7.2f}{top1 - untrained:>+7.2f}"
         )
     by_preset = {r["preset"]: r.get("top1@20") for r in rows}
     claim = None
