@@ -138,7 +138,8 @@ class MultiCropAugment:
     ) -> list[torch.Tensor]:
         if len(images) != len(indices):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
-        sources = [torch.as_tensor(np.asarray(im)) for im in images]
+        # A copy: cached sources are read-only views, which torch warns about (and a few KB each).
+        sources = [torch.from_numpy(np.array(im)) for im in images]
         heights = np.array([s.shape[0] for s in sources])
         widths = np.array([s.shape[1] for s in sources])
         u = self.draw_uniforms(epoch, indices)
