@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from unimix.data import build_dataset
     from unimix.eval import eval_transform, extract_features, knn_evaluate, load_backbone
+    from unimix.ssl.checkpoint import list_checkpoints, read_trainer_state
     from unimix.ssl.config import load_pretrain_config
     from unimix.ssl.model import create_dino_backbone
 
@@ -211,12 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         return (t0 + (t1 - t0) * (step - before) / max(after - before, 1)) / 60
 
     curve = []
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))
-    for ckpt, after in zip(ckpts, [*ckpts[1:], None], strict=True):
-        model, meta = load_backbone(ckpt)
-        step = int(meta["step"])
-        if after is not None and int(after.name[5:]) - step < max(2, every // 10):
+    ckpts = list_checkpoints(run_dir / "checkpoints")
+    steps = [int(read_trainer_state(c)["step"]) for c in ckpts]
+    for ckpt, step, next_step in zip(ckpts, steps, [*steps[1:], None], strict=True):
+        if next_step is not None and next_step - step < max(2, every // 10):
             continue  # a periodic checkpoint a step or two before the final one: same point
+        model, _ = load_backbone(ckpt)
         point = {
             "step": step,
             "images_seen": step * cfg.data.batch_size,
