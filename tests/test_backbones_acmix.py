@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from unimix.backbones import acmix as acmix_module
 from unimix.backbones.acmix import ACmix
 from unimix.backbones.acmix_resnet import (
     acmix_nano,
@@ -88,10 +89,27 @@ def _reference_conv_path(mixer: ACmix, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# the two attention paths: offset loop (in chunks of one image·head, or all at once) and dense
+PATHS = {
+    "loop-chunked": dict(dense_max_tokens=0, chunk_elements=1),
+    "loop": dict(dense_max_tokens=0, chunk_elements=1 << 30),
+    "dense": dict(dense_max_tokens=1 << 30, chunk_elements=1 << 19),
+}
+
+
+def _use_path(mixer: ACmix, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    mixer.dense_max_tokens = PATHS[path]["dense_max_tokens"]
+    monkeypatch.setattr(acmix_module, "_CHUNK_ELEMENTS", PATHS[path]["chunk_elements"])
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("size", SIZES)
-def test_local_attention_equals_masked_full_attention(size: tuple[int, int]) -> None:
+def test_local_attention_equals_masked_full_attention(
+    size: tuple[int, int], path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.manual_seed(0)
     mixer = ACmix(16, num_heads=4, window_size=7)
+    _use_path(mixer, path, monkeypatch)
     x = torch.randn(2, 16, *size)
     probs, attended = _reference_attention(mixer, x)
     trace = mixer.trace(x)
@@ -102,6 +120,32 @@ def test_local_attention_equals_masked_full_attention(size: tuple[int, int]) -> 
     # fast path output == rate1 * reference attention + rate2 * reference conv path
     expected = rate1 * attended + mixer.rate2.item() * _reference_conv_path(mixer, x)
     torch.testing.assert_close(mixer(x), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("size", [(3, 5), (9, 9)])
+def test_gradients_equal_autograd_through_the_reference(
+    size: tuple[int, int], path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-written backward (loop path) and the dense path's autograd against autograd
+    through the brute-force reference, for the input and every parameter the reference uses
+    (it applies the one-hot shifts explicitly, so the shift conv's own weights are left out)."""
+    torch.manual_seed(3)
+    mixer = ACmix(8, num_heads=2, window_size=5)
+    _use_path(mixer, path, monkeypatch)
+    x = torch.randn(2, 8, *size, requires_grad=True)
+    weight = torch.randn(2, 8, *size)  # a generic upstream gradient
+
+    def grads(output: torch.Tensor) -> list[torch.Tensor]:
+        params = [p for name, p in mixer.named_parameters() if not name.startswith("shift.")]
+        return torch.autograd.grad((output * weight).sum(), [x, *params])
+
+    rate1, rate2 = mixer.rate1, mixer.rate2
+    expected = grads(
+        rate1 * _reference_attention(mixer, x)[1] + rate2 * _reference_conv_path(mixer, x)
+    )
+    for got, want in zip(grads(mixer(x)), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_one_hot_shift_conv_equals_explicit_shifts() -> None:
