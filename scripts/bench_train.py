@@ -14,7 +14,7 @@ optimiser is AdamW like ours.
 Prints a table (source images/s, ratio, share of the peak fp32 FLOP/s measured in the same run,
 peak RSS) and writes JSON. Examples::
 
-    python scripts/bench_train.py                                  # nano preset, 32/16 px
+    python scripts/bench_train.py                                  # nano preset, 2×32 + 6×16 px
     python scripts/bench_train.py --backbone caformer_s18 --global-size 224 --local-size 96 \
         --num-local 6 --batch-size 32                              # full preset (GPU)
     python scripts/bench_train.py --data ../shared/data/cifar10 --out bench_train.json
@@ -46,7 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--global-size", type=int, default=32)
     p.add_argument("--local-size", type=int, default=16)
-    p.add_argument("--num-local", type=int, default=2)
+    p.add_argument(
+        "--num-local",
+        type=int,
+        default=6,
+        help="local crops per image (default 6: lightly's DINOTransform and example)",
+    )
     p.add_argument("--out-dim", type=int, default=1024, help="head output dim (both sides)")
     p.add_argument("--hidden-dim", type=int, default=512)
     p.add_argument("--bottleneck-dim", type=int, default=64)
