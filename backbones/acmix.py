@@ -66,6 +66,34 @@ def window_mask(height: int, width: int, window: int, device=None) -> torch.Tens
     return ((ys[:, None] - ys[None, :]).abs() <= r) & ((xs[:, None] - xs[None, :]).abs() <= r)
 
 
+def _window_attention(
+    q: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """Forward of :class:`_WindowAttention` in plain tensor ops (also used without autograd, so
+    that ``torch.jit.trace`` records ops, not a Python function).
+
+    Returns the output ``[M, d, H, W]``, the attention ``[M, window², H, W]`` and the offsets.
+    """
+    q, kp, vp = q.contiguous(), kp.contiguous(), vp.contiguous()
+    M, d, H, W = q.shape
+    ry, rx = (kp.shape[-2] - H) // 2, (kp.shape[-1] - W) // 2
+    offsets = [(dy, dx) for dy in range(2 * ry + 1) for dx in range(2 * rx + 1)]
+    inside = F.pad(q.new_ones(1, 1, H, W), (rx, rx, ry, ry))
+    outside = torch.stack([inside[0, 0, dy : dy + H, dx : dx + W] == 0 for dy, dx in offsets])
+    attn = q.new_empty(M, len(offsets), H, W)
+    out = torch.zeros_like(q)
+    for c in _chunks(q):
+        q_c, kp_c, vp_c, attn_c = q[c], kp[c], vp[c], attn[c]
+        for j, (dy, dx) in enumerate(offsets):
+            torch.sum(q_c * kp_c[:, :, dy : dy + H, dx : dx + W], dim=1, out=attn_c[:, j])
+        attn_c.masked_fill_(outside.unsqueeze(0), float("-inf"))
+        torch.softmax(attn_c, dim=1, out=attn_c)
+        out_c = out[c]
+        for j, (dy, dx) in enumerate(offsets):
+            out_c.addcmul_(attn_c[:, j : j + 1], vp_c[:, :, dy : dy + H, dx : dx + W])
+    return out, attn, offsets
+
+
 class _WindowAttention(torch.autograd.Function):
     """Stride-1 neighbourhood attention on zero-padded keys/values, one window offset at a time.
 
@@ -84,22 +112,7 @@ class _WindowAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
         q, kp, vp = q.contiguous(), kp.contiguous(), vp.contiguous()
-        M, d, H, W = q.shape
-        ry, rx = (kp.shape[-2] - H) // 2, (kp.shape[-1] - W) // 2
-        offsets = [(dy, dx) for dy in range(2 * ry + 1) for dx in range(2 * rx + 1)]
-        inside = F.pad(q.new_ones(1, 1, H, W), (rx, rx, ry, ry))
-        outside = torch.stack([inside[0, 0, dy : dy + H, dx : dx + W] == 0 for dy, dx in offsets])
-        attn = q.new_empty(M, len(offsets), H, W)
-        out = torch.zeros_like(q)
-        for c in _chunks(q):
-            q_c, kp_c, vp_c, attn_c = q[c], kp[c], vp[c], attn[c]
-            for j, (dy, dx) in enumerate(offsets):
-                torch.sum(q_c * kp_c[:, :, dy : dy + H, dx : dx + W], dim=1, out=attn_c[:, j])
-            attn_c.masked_fill_(outside.unsqueeze(0), float("-inf"))
-            torch.softmax(attn_c, dim=1, out=attn_c)
-            out_c = out[c]
-            for j, (dy, dx) in enumerate(offsets):
-                out_c.addcmul_(attn_c[:, j : j + 1], vp_c[:, :, dy : dy + H, dx : dx + W])
+        out, attn, offsets = _window_attention(q, kp, vp)
         ctx.save_for_backward(q, kp, vp, attn)
         ctx.offsets = offsets
         return out
@@ -134,7 +147,10 @@ _CHUNK_ELEMENTS = 1 << 19
 
 
 def _chunks(q: torch.Tensor) -> list[slice]:
-    """Slices of ``q``'s first dim holding about :data:`_CHUNK_ELEMENTS` elements each."""
+    """Slices of ``q``'s first dim holding about :data:`_CHUNK_ELEMENTS` elements each (one
+    open slice when tracing, so a traced module works at any batch size)."""
+    if torch.jit.is_tracing():
+        return [slice(None)]
     step = max(1, _CHUNK_ELEMENTS // max(1, q[0].numel()))
     return [slice(i, i + step) for i in range(0, q.shape[0], step)]
 
@@ -262,7 +278,11 @@ class ACmix(TokenMixer):
         pad = (rx, rx, ry, ry)
         kp = F.pad(self._keys(k).reshape(B * h, d, H, W), pad)
         vp = F.pad(v.reshape(B * h, d, H, W), pad)
-        out = _WindowAttention.apply((q * self.scale).reshape(B * h, d, H, W), kp, vp)
+        q = (q * self.scale).reshape(B * h, d, H, W)
+        if torch.is_grad_enabled() and not torch.jit.is_tracing():
+            out = _WindowAttention.apply(q, kp, vp)
+        else:  # no autograd needed: plain ops, which torch.jit.trace can record
+            out = _window_attention(q, kp, vp)[0]
         return out.view(B, h, d, H, W)
 
     def _combine(self, attn_out: torch.Tensor, conv_out: torch.Tensor) -> torch.Tensor:

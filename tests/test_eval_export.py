@@ -194,3 +194,26 @@ def test_models_that_cannot_be_exported_name_model_and_format(tmp_path: Path) ->
     assert not (tmp_path / "b.pt").exists() and not (tmp_path / "b.pt.tmp").exists()
     with pytest.raises(ValueError, match=r"_WithHead: expected features \[B, D\]"):
         export_extractor(_WithHead(), meta, tmp_path / "h", "torchscript")
+
+
+def test_acmix_traces_to_torchscript_at_any_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ACmix's window attention is a custom autograd Function; tracing must record plain ops
+    and must not bake the trace's batch into its chunking (tiny chunks force several)."""
+    from unimix.backbones import acmix, create_backbone
+
+    monkeypatch.setattr(acmix, "_CHUNK_ELEMENTS", 1)
+    torch.manual_seed(0)
+    model = create_backbone("acmix_nano", num_classes=0).eval()
+    with torch.no_grad():  # timm zero-inits each block's last BN: make the mixers count
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+    path = export_extractor(
+        model, {"backbone": "acmix_nano", "image_size": 32}, tmp_path, "torchscript"
+    )
+    loaded = load_extractor(path)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-5)
