@@ -3,16 +3,24 @@
 Public API::
 
     from unimix.eval import (load_backbone, eval_transform, extract_features, knn_classify,
-                             knn_evaluate, linear_probe, export_extractor, load_extractor)
+                             knn_evaluate, linear_probe, export_extractor, load_extractor,
+                             calibrate_batchnorm)
 """
 
 from .export import export_extractor, load_extractor
-from .features import clean_state_dict, eval_transform, extract_features, load_backbone
+from .features import (
+    calibrate_batchnorm,
+    clean_state_dict,
+    eval_transform,
+    extract_features,
+    load_backbone,
+)
 from .knn import approximate_agreement, knn_classify, knn_evaluate, knn_search
 from .linear_probe import linear_probe, linear_probe_augmented
 
 __all__ = [
     "approximate_agreement",
+    "calibrate_batchnorm",
     "clean_state_dict",
     "eval_transform",
     "export_extractor",

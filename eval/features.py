@@ -278,3 +278,32 @@ def extract_features(
         save_file({"features": result[0].contiguous(), "labels": result[1]}, os.fspath(tmp))
         os.replace(tmp, cache_file)
     return result
+
+
+def calibrate_batchnorm(
+    model: nn.Module, dataset: Any, images: int = 2048, seed: int = 0, batch_size: int = 256
+) -> int:
+    """Set ``model``'s BatchNorm running statistics from ``images`` random samples of ``dataset``.
+
+    For an *untrained* baseline: at init the statistics are 0/1, which alone costs a BatchNorm
+    network several k-NN points (acmix_nano on CIFAR-10: 30.05 → 34.10 top-1 at k = 20), a gap
+    any training run closes for free. Uses torch's ``update_bn`` (cumulative averages over the
+    batches; weights untouched). ``dataset`` yields ``(image [3, S, S], label)``.
+
+    Returns the number of images used (0, model untouched, when it has no BatchNorm or
+    ``images <= 0``). Leaves the model in eval mode.
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if images <= 0 or not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        return 0
+    g = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(dataset), generator=g)[:images].tolist()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, picked), batch_size=batch_size
+    )
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(loader, model, device=device)
+    model.eval()
+    return len(picked)

@@ -473,7 +473,8 @@ def _online_knn(cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerato
 def _final_knn(
     cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerator
 ) -> dict[str, Any] | None:
-    """k-NN top-1 of the trained teacher and of the same backbone at its initial weights."""
+    """k-NN top-1 of the trained teacher and of the same backbone at its initial weights (with
+    BatchNorm statistics from training images, see :func:`unimix.eval.calibrate_batchnorm`)."""
     if not accelerator.is_main_process:
         return None
     try:
@@ -484,9 +485,12 @@ def _final_knn(
     trained = _knn_top1(cfg, teacher.backbone, train, test, accelerator.device)
     set_seed(cfg.seed)  # the student's backbone was the first thing built from this seed
     untrained_backbone = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
-    untrained = _knn_top1(
-        cfg, untrained_backbone.to(accelerator.device), train, test, accelerator.device
-    )
+    untrained_backbone.to(accelerator.device)
+    from unimix.eval import calibrate_batchnorm  # importable: _knn_datasets needed unimix.eval
+
+    # BatchNorm statistics from training images, so the margin is what training learned
+    calibrate_batchnorm(untrained_backbone, train, seed=cfg.seed)
+    untrained = _knn_top1(cfg, untrained_backbone, train, test, accelerator.device)
     return {
         "trained": trained,
         "untrained": untrained,

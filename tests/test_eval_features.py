@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from unimix.cli import main as unimix_main
-from unimix.eval import eval_transform, extract_features, load_backbone
+from unimix.eval import calibrate_batchnorm, eval_transform, extract_features, load_backbone
 from unimix.ssl.model import create_dino_backbone
 
 BACKBONE = "poolformer_nano"
@@ -269,3 +269,23 @@ def test_linear_and_export_commands(
     with pytest.raises(SystemExit) as exit_info:  # argparse rejects the choice itself
         unimix_main(argv)
     assert exit_info.value.code == 2
+
+
+def test_calibrate_batchnorm_sets_statistics_from_the_chosen_images() -> None:
+    # reference: the mean and unbiased variance of the BN input over exactly the chosen images
+    torch.manual_seed(0)
+    images = torch.randn(40, 3, 6, 6) * 3 + 2
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(40, dtype=torch.long))
+    conv = torch.nn.Conv2d(3, 4, 3)
+    bn = torch.nn.BatchNorm2d(4)
+    model = torch.nn.Sequential(conv, bn, torch.nn.ReLU()).eval()
+    assert calibrate_batchnorm(model, dataset, 25, seed=3) == 25
+    picked = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:25]
+    with torch.no_grad():
+        x = conv(images[picked]).transpose(0, 1).flatten(1)  # [C, N·H·W]
+    torch.testing.assert_close(bn.running_mean, x.mean(1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bn.running_var, x.var(1), rtol=1e-4, atol=1e-4)
+    assert not model.training
+    # networks without BatchNorm are left alone
+    gn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(1, 4))
+    assert calibrate_batchnorm(gn, dataset, 25) == 0
