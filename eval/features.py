@@ -286,7 +286,7 @@ def calibrate_batchnorm(
     """Set ``model``'s BatchNorm running statistics from ``images`` random samples of ``dataset``.
 
     For an *untrained* baseline: at init the statistics are 0/1, which alone costs a BatchNorm
-    network several k-NN points (acmix_nano on CIFAR-10: 30.05 → 34.10 top-1 at k = 20), a gap
+    network several k-NN points (acmix_nano on CIFAR-10: 30.05 → 33.50 top-1 at k = 20), a gap
     any training run closes for free. Uses torch's ``update_bn`` (cumulative averages over the
     batches; weights untouched). ``dataset`` yields ``(image [3, S, S], label)``.
 

@@ -2,8 +2,9 @@
 
 1. Floors: k-NN top-1 of normalised raw pixels and of the same backbone untrained. An untrained
    backbone with BatchNorm first gets its running statistics from ``--bn-images`` training
-   images (no weight changes): at init they are 0/1, which alone costs such a network 4–6
-   points (acmix_nano: 30.05 → 34.10 at k = 20), a gap any training run closes for free.
+   images (no weight changes): at init they are 0/1, which alone cost acmix_nano and
+   coatnet_nano 3.5–4 points (acmix_nano: 30.05 → 33.50 at k = 20), a gap any training run
+   closes for free.
 2. A short probe measures this machine's step rate; ``epochs`` is set so the schedules (warm-up,
    cosine lr, teacher momentum) fit the budget, warm-ups are capped at ``--warmup-share`` of it,
    and ``max_minutes`` stops the run at the budget whatever happens.
