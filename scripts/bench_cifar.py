@@ -115,7 +115,9 @@ def _fit_warmups(cfg: Any, args: argparse.Namespace, epochs: float) -> list[str]
     A recipe written for 30 epochs warms up for 2; a 30-minute CPU budget is about 3 epochs, and
     keeping those 2 would spend most of the run warming up.
     """
-    given = {o.split("=", 1)[0] for o in args.overrides}
+    from unimix.config import parse_overrides
+
+    given = {key for key, _ in parse_overrides(args.overrides)}
     cap = args.warmup_share * epochs
     out = []
     for key in _WARMUP_KEYS:

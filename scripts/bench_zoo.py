@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 "images_seen": last["images_seen"],
                 **{k: v for k, v in last.items() if k.startswith("top1@")},
                 "untrained": report["floors"]["untrained"],
-                "untrained_bn_images": report.get("untrained_bn_images", 0),
+                "untrained_bn_images": report["untrained_bn_images"],
                 "raw_pixels": report["floors"]["raw_pixels"],
             }
         )
