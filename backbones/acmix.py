@@ -266,9 +266,9 @@ class ACmix(TokenMixer):
         if tokens <= self.dense_max_tokens:
             mask = window_mask(H, W, self.window_size, device=q.device)
             out = F.scaled_dot_product_attention(
-                q.reshape(B, h, d, H * W).transpose(-1, -2),
-                self._keys(k).reshape(B, h, d, H * W).transpose(-1, -2),
-                v.reshape(B, h, d, H * W).transpose(-1, -2),
+                q.reshape(B, h, d, tokens).transpose(-1, -2),
+                self._keys(k).reshape(B, h, d, tokens).transpose(-1, -2),
+                v.reshape(B, h, d, tokens).transpose(-1, -2),
                 attn_mask=mask,
                 scale=self.scale,
             )  # [B, h, N, d]
