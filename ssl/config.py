@@ -155,7 +155,7 @@ class OptimConfig:
     weight_decay: float = field(default=0.04, metadata=_NON_NEGATIVE)
     weight_decay_end: float = field(default=0.4, metadata=_NON_NEGATIVE)
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"ge": 0, "lt": 1})
-    #: Max global gradient norm (0: no clipping).
+    #: Max gradient norm of each parameter tensor, as the reference clips (0: no clipping).
     clip_grad: float = field(default=3.0, metadata=_NON_NEGATIVE)
     #: Split each optimizer step's batch into this many forward/backward passes.
     grad_accum_steps: int = field(default=1, metadata={"ge": 1})
