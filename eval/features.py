@@ -10,6 +10,7 @@ and unexpected keys listed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -302,7 +303,8 @@ def calibrate_batchnorm(
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, picked), batch_size=batch_size
     )
-    device = next(model.parameters()).device
+    # BatchNorm always has buffers, so this finds the device even without parameters.
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     with torch.no_grad():
         torch.optim.swa_utils.update_bn(loader, model, device=device)
     model.eval()

@@ -286,6 +286,11 @@ def test_calibrate_batchnorm_sets_statistics_from_the_chosen_images() -> None:
     torch.testing.assert_close(bn.running_mean, x.mean(1), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(bn.running_var, x.var(1), rtol=1e-4, atol=1e-4)
     assert not model.training
+    # a BatchNorm network without any parameters (the device comes from its buffers)
+    plain = torch.nn.BatchNorm2d(3, affine=False)
+    assert calibrate_batchnorm(plain, dataset, 25, seed=3) == 25
+    pixels = images[picked].transpose(0, 1).flatten(1)
+    torch.testing.assert_close(plain.running_mean, pixels.mean(1), rtol=1e-4, atol=1e-4)
     # networks without BatchNorm are left alone
     gn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(1, 4))
     assert calibrate_batchnorm(gn, dataset, 25) == 0
