@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bn-images", type=int, default=2048,
         help="training images that set an untrained backbone's BatchNorm statistics (0: keep init)",
     )  # fmt: skip
+    p.add_argument(
+        "--eval-size", type=int, default=None,
+        help="image size of the k-NN evaluation and its floors (default: the recipe's global crop "
+        "size); set it to evaluate at the data's own size when pretraining at a lower one",
+    )  # fmt: skip
     p.add_argument("--ks", type=int, nargs="+", default=[20, 200])
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument("--limit-train", type=int, default=None, help="k-NN bank size (default all)")
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     cfg = load_pretrain_config(args.recipe, _overrides(args, [f"output_dir={out / 'probe'}"]))
-    size, mean, std = cfg.augment.global_size, cfg.data.mean, cfg.data.std
+    size, mean, std = args.eval_size or cfg.augment.global_size, cfg.data.mean, cfg.data.std
     root = {"root": args.root} if args.root else {}
     transform = eval_transform(size, mean, std)
     train = _subset(
@@ -256,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "bank": len(train),
         "queries": len(test),
         "temperature": args.temperature,
+        "eval_size": size,
         "floors": floors,
         "untrained_bn_images": bn_images,
         "curve": curve,
