@@ -3,9 +3,9 @@
 
 For each micro-batch: the teacher scores the two global crops (no grad), the student scores
 every crop (one backbone pass per resolution, one head pass), the loss is backpropagated. Then:
-last-layer gradients dropped while it is frozen, per-parameter gradient clipping, AdamW with this step's
-lr and weight decay (none on biases and norm parameters), the centre moves once over the global
-batch, the teacher moves towards the student.
+last-layer gradients dropped while it is frozen, per-parameter gradient clipping, AdamW with
+this step's lr and weight decay (none on biases and norm parameters), the centre moves once over
+the global batch, the teacher moves towards the student.
 """
 
 from __future__ import annotations
@@ -72,13 +72,16 @@ def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
     The reference's clipping (``utils.clip_gradients`` in facebookresearch/dino): every tensor
     ``g`` becomes ``g · min(1, max_norm / (‖g‖ + 1e-6))``. torch and accelerate only clip the
     global norm over all parameters, which scales every gradient down whenever the sum is large;
-    this is the per-tensor rule in two fused multi-tensor ops instead of a Python loop.
+    this is the per-tensor rule in fused multi-tensor ops instead of a Python loop.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    norms = torch._foreach_norm(grads)
-    torch._foreach_mul_(grads, [(max_norm / (n + 1e-6)).clamp_(max=1.0) for n in norms])
+    coefs = torch._foreach_add(torch._foreach_norm(grads), 1e-6)  # ‖g‖ + 1e-6
+    torch._foreach_reciprocal_(coefs)
+    torch._foreach_mul_(coefs, max_norm)
+    torch._foreach_clamp_max_(coefs, 1.0)
+    torch._foreach_mul_(grads, coefs)
 
 
 def disable_stochastic_layers(teacher: nn.Module) -> None:
