@@ -98,14 +98,10 @@ def test_two_steps_match_the_reference_training_loop(tmp_path: Path, freeze_firs
     step = DINOStep(cfg, Accelerator(cpu=True))
     student = copy.deepcopy(step.student)  # same initial weights as the step's
     teacher = copy.deepcopy(step.teacher)
-    regularised = [
-        p for n, p in student.named_parameters()
-        if p.requires_grad and not (n.endswith(".bias") or p.ndim == 1)
-    ]  # fmt: skip
-    rest = [
-        p for n, p in student.named_parameters()
-        if p.requires_grad and (n.endswith(".bias") or p.ndim == 1)
-    ]  # fmt: skip
+    regularised, rest = [], []  # the reference's get_params_groups
+    for n, p in student.named_parameters():
+        if p.requires_grad:
+            (rest if n.endswith(".bias") or p.ndim == 1 else regularised).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": regularised}, {"params": rest, "weight_decay": 0.0}], betas=cfg.optim.betas
     )
