@@ -15,6 +15,7 @@ from .decode import (
     load_rgb,
     to_rgb,
 )
+from .holdout import DatasetSubset, holdout_indices, split_holdout
 from .image_folder import ImageFolderDataset, list_image_files
 from .synthetic import SHAPES, SyntheticShapes, render_shapes
 from .torchvision_sets import TORCHVISION_SPLITS, default_data_root, load_torchvision_dataset
@@ -25,15 +26,18 @@ __all__ = [
     "SHAPES",
     "TORCHVISION_SPLITS",
     "ArrayImageDataset",
+    "DatasetSubset",
     "ImageFolderDataset",
     "SyntheticShapes",
     "UnreadableImageError",
     "UnreadableImageWarning",
     "build_dataset",
     "default_data_root",
+    "holdout_indices",
     "list_image_files",
     "load_rgb",
     "load_torchvision_dataset",
     "render_shapes",
+    "split_holdout",
     "to_rgb",
 ]

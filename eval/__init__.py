@@ -3,10 +3,11 @@
 Public API::
 
     from unimix.eval import (load_backbone, eval_transform, extract_features, knn_classify,
-                             knn_evaluate, linear_probe, export_extractor, load_extractor,
-                             calibrate_batchnorm)
+                             knn_evaluate, compare_knn, linear_probe, export_extractor,
+                             load_extractor, calibrate_batchnorm)
 """
 
+from .compare import compare_knn, has_batchnorm, pixel_features
 from .export import export_extractor, load_extractor
 from .features import (
     calibrate_batchnorm,
@@ -22,9 +23,11 @@ __all__ = [
     "approximate_agreement",
     "calibrate_batchnorm",
     "clean_state_dict",
+    "compare_knn",
     "eval_transform",
     "export_extractor",
     "extract_features",
+    "has_batchnorm",
     "knn_classify",
     "knn_evaluate",
     "knn_search",
@@ -32,4 +35,5 @@ __all__ = [
     "linear_probe_augmented",
     "load_backbone",
     "load_extractor",
+    "pixel_features",
 ]

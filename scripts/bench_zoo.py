@@ -1,25 +1,22 @@
-"""Mixer zoo: one nano preset per token-mixer family, one DINO recipe, one wall-clock budget.
+"""Mixer zoo: one nano preset per token-mixer family, one DINO recipe, one budget of source images.
 
-For each preset, ``scripts/bench_cifar.py`` pretrains on CIFAR-10 train for ``--budget-min``
-and evaluates k-NN top-1 on the test set (bank = train, T = 0.07) with its floors; this script
-adds parameters and GMACs at 32 px and prints one table (and JSON). The Container paper's claim
-— Container-Light features beat DeiT's under DINO at equal budget — is read off the same table
-(``container_light_nano`` against ``deit_nano`` and ``attention_nano``) and stated as holding
-or not. Example (6 presets × 30 min ≈ 3.5 h on 2 CPU cores)::
+For each preset and seed, pretrains on CIFAR-10 train for ``--images`` source images and
+evaluates the teacher like for like (k-NN on the test set, bank = train, T = 0.07, BatchNorm
+statistics re-estimated on the same 2,048 clean images for every BatchNorm network) next to the
+same preset untrained; adds parameters and GMACs at 32 px and prints one table (and JSON). The
+Container paper's claim — Container-Light features beat DeiT's under DINO at equal budget — is
+read off the same table. Example (six presets × 2 seeds × 100,000 images is many CPU hours)::
 
-    python scripts/bench_zoo.py --data ../shared/data/cifar10 --budget-min 30 --out runs/zoo
+    python scripts/bench_zoo.py --images 100000 --seeds 0 1 --out runs/zoo KEY=VALUE ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_cifar  # noqa: E402 (the sibling script; one implementation of the budget run)
 
 FAMILIES = {
     "pooling": "poolformer_nano",
@@ -34,72 +31,79 @@ FAMILIES = {
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data/cifar10")
-    p.add_argument("--budget-min", type=float, default=30.0)
+    p.add_argument("--recipe", default="cifar10_nano")
+    p.add_argument("--images", type=int, default=100_000, help="source images per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--presets", nargs="+", default=list(FAMILIES.values()))
     p.add_argument("--points", type=int, default=3)
-    p.add_argument("--limit-train", type=int, default=None, help="k-NN bank size (default all)")
-    p.add_argument("--limit-test", type=int, default=None, help="k-NN queries (default all)")
+    p.add_argument("--bank-limit", type=int, default=None, help="k-NN bank size (default all)")
+    p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--out", default="runs/zoo")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretraining overrides")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     args = p.parse_args(argv)
     from unimix.backbones.cli import preset_stats
+    from unimix.bench import JobSpec, headline
+    from unimix.bench.race import race
 
     out = Path(args.out)
     rows = []
     for preset in args.presets:
-        run_out = out / preset
-        bench_cifar.main(
-            [
-                "--data", args.data, "--backbone", preset, "--budget-min", str(args.budget_min),
-                "--points", str(args.points), "--out", str(run_out),
-                *(["--limit-train", str(args.limit_train)] if args.limit_train else []),
-                *(["--limit-test", str(args.limit_test)] if args.limit_test else []),
-                *args.overrides,
-            ]
+        base = JobSpec(
+            method="ours", out=str(out / preset), data=args.data, backbone=preset,
+            images=args.images, recipe=args.recipe, overrides=list(args.overrides),
+            points=args.points, bank_limit=args.bank_limit,
         )  # fmt: skip
-        report = json.loads((run_out / "bench_cifar.json").read_text())
+        report = race(base, args.seeds, peer=None, parallel=args.parallel)
+        summary = report["methods"]["ours"]
+        untrained = headline(report["floors"]["ours"], "untrained")
+        untrained200 = headline(report["floors"]["ours"], "untrained", k=200)
         stats = preset_stats(preset)
-        last = report["curve"][-1]
+        trained = [r["teacher@20"] for r in summary["runs"]]
         rows.append(
             {
                 "preset": preset,
                 "family": next((f for f, n in FAMILIES.items() if n == preset), stats["family"]),
                 "headless_params_m": stats["headless_params_m"],
                 "gmacs_32px": stats["gmacs"],
-                "img_per_s": report["probe_img_per_s"],
-                "images_seen": last["images_seen"],
-                **{k: v for k, v in last.items() if k.startswith("top1@")},
-                "untrained": report["floors"]["untrained"],
-                "untrained_bn_images": report["untrained_bn_images"],
-                "raw_pixels": report["floors"]["raw_pixels"],
+                "img_per_s": statistics.fmean(r["img_per_s"] for r in summary["runs"]),
+                "images_seen": summary["mean"]["images_seen"],
+                "teacher@20_per_seed": trained,
+                "teacher@20": summary["mean"]["teacher@20"],
+                "teacher@200": summary["mean"]["teacher@200"],
+                "untrained@20": untrained,
+                "untrained@200": untrained200,
+                "gain@20": summary["mean"]["teacher@20"] - untrained,
+                "raw_pixels@20": headline(report["floors"]["ours"], "raw_pixels"),
             }
         )
-    print(f"\nmixer zoo: DINO on {args.data}, {args.budget_min:g} min per preset")
+    print(f"\nmixer zoo: DINO on {args.data}, {args.images:,} source images per run")
     print(
-        f"{'family':<18}{'preset':<22}{'M':>6}{'GMACs':>7}{'img/s':>7}{'images':>9}"
-        f"{'top1@20':>9}{'untr.':>7}{'gain':>7}"
+        "| family | preset | params M | GMACs @32 | img/s | k-NN@20 (per seed) | mean | "
+        "untrained | gain | k-NN@200 | untrained |"
     )
-    nan = float("nan")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        top1, untrained = r.get("top1@20", nan), r["untrained"].get("top1@20", nan)
+        seeds = " / ".join(f"{v:.2f}" for v in r["teacher@20_per_seed"])
         print(
-            f"{r['family']:<18}{r['preset']:<22}{r['headless_params_m']:>6.2f}"
-            f"{r['gmacs_32px']:>7.3f}{r['img_per_s']:>7.1f}{r['images_seen']:>9,}"
-            f"{top1:>9.2f}{untrained:>7.2f}{top1 - untrained:>+7.2f}"
+            f"| {r['family']} | `{r['preset']}` | {r['headless_params_m']:.2f} | "
+            f"{r['gmacs_32px']:.3f} | {r['img_per_s']:.1f} | {seeds} | {r['teacher@20']:.2f} | "
+            f"{r['untrained@20']:.2f} | {r['gain@20']:+.2f} | {r['teacher@200']:.2f} | "
+            f"{r['untrained@200']:.2f} |"
         )
-    by_preset = {r["preset"]: r.get("top1@20") for r in rows}
+    by_preset = {r["preset"]: r for r in rows}
     claim = None
     if "container_light_nano" in by_preset and "deit_nano" in by_preset:
-        holds = by_preset["container_light_nano"] > by_preset["deit_nano"]
+        c, d = by_preset["container_light_nano"], by_preset["deit_nano"]
         claim = {
-            "container_light_nano": by_preset["container_light_nano"],
-            "deit_nano": by_preset["deit_nano"],
-            "holds": holds,
+            "container_light_nano": c["teacher@20"],
+            "deit_nano": d["teacher@20"],
+            "gain_difference": c["gain@20"] - d["gain@20"],
+            "holds": c["teacher@20"] > d["teacher@20"],
         }
         print(
-            f"Container paper's claim (Container-Light > DeiT under DINO, equal budget): "
-            f"{'holds' if holds else 'does not hold'} here ({claim['container_light_nano']:.2f} vs "
-            f"{claim['deit_nano']:.2f} k-NN top-1 at k=20)"
+            f"Container paper's claim (Container-Light > DeiT under DINO, equal images): "
+            f"{'holds' if claim['holds'] else 'does not hold'} here ({c['teacher@20']:.2f} vs "
+            f"{d['teacher@20']:.2f}; gains over untrained {c['gain@20']:+.2f} vs {d['gain@20']:+.2f})"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "zoo.json").write_text(json.dumps({"rows": rows, "container_claim": claim}, indent=1))

@@ -58,6 +58,11 @@ class DataConfig:
     #: synthetic only: number of images and their side.
     num_samples: int | None = field(default=None, metadata={"ge": 1})
     image_size: int | None = field(default=None, metadata={"ge": 8})
+    #: Training images held out of pretraining to choose recipes on (a fixed random choice that
+    #: depends on the dataset's size only, not on ``seed``; see unimix.data.split_holdout). With
+    #: ``holdout > 0`` the run's k-NN is a validation k-NN: bank = the other training images,
+    #: queries = the held-out ones; the test split is never read.
+    holdout: int = field(default=0, metadata={"ge": 0})
     #: Global batch: source images per optimizer step over all processes and accumulation steps.
     batch_size: int = field(default=1024, metadata={"ge": 1})
     #: DataLoader worker processes per training process (0: augment in the training process).
@@ -142,19 +147,33 @@ class DinoConfig:
     momentum_teacher_end: float = field(default=1.0, metadata=_PROBABILITY)
     #: The head's last layer gets no update for this many epochs.
     freeze_last_layer_epochs: float = field(default=1.0, metadata=_NON_NEGATIVE)
+    #: Weight of DINOv2's KoLeo regulariser on the student's backbone features of each global
+    #: view (spreads them over the sphere; DINOv2 uses 0.1). 0: off, the reference's loss.
+    koleo_weight: float = field(default=0.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear-warm-up + cosine lr and cosine weight decay, per optimizer step."""
+    """Optimizer with linear-warm-up + cosine lr and cosine weight decay, per optimizer step.
 
+    ``adamw`` is the reference's; ``sgd`` (with momentum) is what dino's README and lightly's
+    CIFAR-10 benchmark train convnets with; ``lars`` is SGD with layer-wise trust ratios (timm's
+    ``Lars``; biases and norm parameters, which get no weight decay, are not adapted).
+    """
+
+    name: Literal["adamw", "sgd", "lars"] = "adamw"
     #: Peak lr = base_lr · batch_size / 256 (the linear scaling rule).
     base_lr: float = field(default=5e-4, metadata=_POSITIVE)
     min_lr: float = field(default=1e-6, metadata=_NON_NEGATIVE)
     warmup_epochs: float = field(default=10.0, metadata=_NON_NEGATIVE)
     weight_decay: float = field(default=0.04, metadata=_NON_NEGATIVE)
     weight_decay_end: float = field(default=0.4, metadata=_NON_NEGATIVE)
+    #: AdamW only.
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"ge": 0, "lt": 1})
+    #: SGD and LARS only: heavy-ball momentum.
+    momentum: float = field(default=0.9, metadata={"ge": 0, "lt": 1})
+    #: LARS only: trust coefficient η of the layer-wise lr ``η·‖w‖ / (‖g‖ + wd·‖w‖)``.
+    trust_coeff: float = field(default=0.001, metadata=_POSITIVE)
     #: Max gradient norm of each parameter tensor, as the reference clips (0: no clipping).
     clip_grad: float = field(default=3.0, metadata=_NON_NEGATIVE)
     #: Split each optimizer step's batch into this many forward/backward passes.
@@ -193,7 +212,12 @@ class EvalConfig:
     #: synthetic only: images per split for the bank and the queries.
     num_train: int | None = field(default=None, metadata={"ge": 1})
     num_test: int | None = field(default=None, metadata={"ge": 1})
-    knn_every_epochs: int = field(default=0, metadata=_NON_NEGATIVE)
+    #: Online k-NN every this many epochs (may be fractional; 0: never).
+    knn_every_epochs: float = field(default=0.0, metadata=_NON_NEGATIVE)
+    #: Warn once the online k-NN has not improved by ``knn_min_delta`` points for this many
+    #: evaluations in a row: the features have stopped improving (0: never warn).
+    knn_patience: int = field(default=3, metadata=_NON_NEGATIVE)
+    knn_min_delta: float = field(default=0.5, metadata=_NON_NEGATIVE)
     #: At the end, k-NN of the trained teacher next to the same backbone untrained.
     knn_at_end: bool = False
     k: int = field(default=20, metadata={"ge": 1})

@@ -48,6 +48,11 @@ class DINOModel(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, crops: Sequence[torch.Tensor], batch: int) -> torch.Tensor:
+    def forward(
+        self, crops: Sequence[torch.Tensor], batch: int, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``[V, B, out_dim]`` head outputs; with ``return_features`` also the backbone's
+        ``[V·B, D]`` features (view-major), which the KoLeo regulariser reads."""
         features = torch.cat([self.backbone(x) for x in crops])  # [V·B, D]
-        return self.head(features).view(-1, batch, self.head.last_layer.out_features)
+        out = self.head(features).view(-1, batch, self.head.last_layer.out_features)
+        return (out, features) if return_features else out

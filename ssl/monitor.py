@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["CollapseDetector", "Monitor"]
+__all__ = ["CollapseDetector", "Monitor", "ProgressTracker"]
 
 logger = logging.getLogger("unimix.ssl")
 
@@ -47,6 +47,37 @@ class CollapseDetector:
                 f"teacher outputs look collapsed ({kind}: entropy {per_sample:.3f} per sample vs "
                 f"{of_mean:.3f} of the batch mean, for {self.count} logged steps); consider a "
                 "lower dino.teacher_temp, a higher dino.momentum_teacher or a smaller head.out_dim"
+            )
+        return None
+
+
+class ProgressTracker:
+    """Says once when a validation metric (higher is better) has stopped improving.
+
+    ``update`` returns a warning the first time ``patience`` evaluations in a row have not beaten
+    the best so far by at least ``min_delta``; otherwise None. ``patience`` 0 never warns.
+    """
+
+    def __init__(self, name: str, patience: int, min_delta: float = 0.5) -> None:
+        self.name, self.patience, self.min_delta = name, patience, min_delta
+        self.best: float | None = None
+        self.best_step = 0
+        self.stale = 0
+        self.warned = False
+
+    def update(self, step: int, value: float) -> str | None:
+        if self.best is None or value >= self.best + self.min_delta:
+            self.best, self.best_step, self.stale = value, step, 0
+            return None
+        if value > self.best:
+            self.best, self.best_step = value, step
+        self.stale += 1
+        if self.patience and self.stale >= self.patience and not self.warned:
+            self.warned = True
+            return (
+                f"{self.name} has not improved by {self.min_delta:g} points for {self.stale} "
+                f"evaluations (best {self.best:.2f} at step {self.best_step}): the features have "
+                "stopped improving, so more epochs are unlikely to help"
             )
         return None
 
@@ -112,6 +143,9 @@ class Monitor:
                 loss=f"{record['loss']:.4f}",
                 lr=f"{record['lr']:.2e}",
                 m=f"{record['momentum']:.4f}",
+                # per-sample / batch-mean teacher entropy: equal means collapsed
+                H=f"{record.get('teacher_entropy', math.nan):.2f}/"
+                f"{record.get('teacher_mean_entropy', math.nan):.2f}",
                 img_s=f"{record.get('img_per_s', 0):.0f}",
                 refresh=False,
             )

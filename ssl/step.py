@@ -2,10 +2,12 @@
 ``scripts/bench_train.py`` times.
 
 For each micro-batch: the teacher scores the two global crops (no grad), the student scores
-every crop (one backbone pass per resolution, one head pass), the loss is backpropagated. Then:
-last-layer gradients dropped while it is frozen, per-parameter gradient clipping, AdamW with
-this step's lr and weight decay (none on biases and norm parameters), the centre moves once over
-the global batch, the teacher moves towards the student.
+every crop (one backbone pass per resolution, one head pass), the loss (plus
+``dino.koleo_weight`` × KoLeo on the student's global-view features, when set) is
+backpropagated. Then: last-layer gradients dropped while it is frozen, per-parameter gradient
+clipping, the optimizer (AdamW by default, see :mod:`unimix.ssl.optim`) with this step's lr and
+weight decay (none on biases and norm parameters), the centre moves once over the global batch,
+the teacher moves towards the student.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -23,8 +24,10 @@ from torch import nn
 
 from .config import PretrainConfig
 from .head import DINOHead
+from .koleo import koleo_loss
 from .loss import DINOLoss
 from .model import DINOModel, create_dino_backbone
+from .optim import build_optimizer
 from .schedules import StepValues
 from .teacher import TeacherEMA, make_teacher
 
@@ -51,19 +54,6 @@ def build_student(cfg: PretrainConfig) -> tuple[DINOModel, nn.Module]:
         h.norm_last_layer,
     )
     return DINOModel(backbone, head), backbone
-
-
-def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices/kernels only, none on biases and norm parameters."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [
-        {"params": decay, "decays": True},
-        {"params": no_decay, "decays": False, "weight_decay": 0.0},
-    ]
 
 
 def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
@@ -124,11 +114,13 @@ class DINOStep:
         )
         student = student.to(memory_format=self.memory_format)
         self.teacher = make_teacher(student).to(device)
-        optimizer = torch.optim.AdamW(_param_groups(student), lr=0.0, betas=cfg.optim.betas)
+        optimizer = build_optimizer(student, cfg.optim)
         h, d = cfg.model.head, cfg.dino
         self.loss_fn = DINOLoss(h.out_dim, d.student_temp, d.center_momentum).to(device)
         self.student, self.optimizer = accelerator.prepare(student, optimizer)
         self.ema = TeacherEMA(self.teacher, self.student)
+        #: KoLeo term of the last step (global batch mean; None while ``dino.koleo_weight`` is 0).
+        self.last_koleo: float | None = None
         self.last_layer_params = list(
             accelerator.unwrap_model(self.student).head.last_layer.parameters()
         )
@@ -169,6 +161,8 @@ class DINOStep:
             if group["decays"]:
                 group["weight_decay"] = values.weight_decay
         step_loss = torch.zeros((), device=acc.device)
+        step_koleo = torch.zeros((), device=acc.device)
+        koleo_weight = cfg.dino.koleo_weight
         teacher_out = torch.empty(0)
         for micro, crops in enumerate(micro_batches):
             crops = [
@@ -178,12 +172,22 @@ class DINOStep:
             with contextlib.nullcontext() if last else acc.no_sync(self.student):
                 with torch.no_grad(), acc.autocast():
                     teacher_out = self.teacher(crops[:1], batch)  # [2, b, K]: global views only
-                student_out = self.student(crops, batch)  # [V, b, K]
+                if koleo_weight:
+                    student_out, features = self.student(crops, batch, return_features=True)
+                    # DINOv2: KoLeo over the batch of each global view, summed over the views
+                    koleo = sum(koleo_loss(f) for f in features[: 2 * batch].chunk(2))
+                else:
+                    student_out = self.student(crops, batch)  # [V, b, K]
                 loss = self.loss_fn(student_out, teacher_out, values.teacher_temp)
-                acc.backward(loss / accum)
+                total = loss + koleo_weight * koleo if koleo_weight else loss
+                acc.backward(total / accum)
             self.loss_fn.accumulate_center(teacher_out)
             step_loss += loss.detach() / accum
+            if koleo_weight:
+                step_koleo += koleo.detach() / accum
         global_loss = float(acc.reduce(step_loss, reduction="mean"))
+        if koleo_weight:
+            self.last_koleo = float(acc.reduce(step_koleo, reduction="mean"))
         if not math.isfinite(global_loss):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(

@@ -41,7 +41,7 @@ from .config import PretrainConfig
 from .loader import BatchPlan, MultiCropBatches, make_loader
 from .loss import DINOLoss, teacher_entropies
 from .model import DINOModel, create_dino_backbone
-from .monitor import CollapseDetector, Monitor
+from .monitor import CollapseDetector, Monitor, ProgressTracker
 from .multicrop import MultiCropAugment
 from .schedules import Schedules
 from .step import DINOStep, NonFiniteLossError, disable_stochastic_layers
@@ -65,9 +65,12 @@ class PretrainResult:
     images_per_s: float = 0.0  # source images per second over the steps run here
 
 
-def build_train_dataset(cfg: PretrainConfig) -> torch.utils.data.Dataset:
-    """The training set named by ``cfg.data`` (images in memory or on disk, untransformed)."""
-    from unimix.data import DATASET_NAMES, build_dataset
+def build_train_dataset(
+    cfg: PretrainConfig, transform: Any = None, holdout: bool = True
+) -> torch.utils.data.Dataset:
+    """The training set named by ``cfg.data``, minus its ``data.holdout`` held-out images
+    (``holdout=False``: all of them); untransformed unless ``transform`` is given."""
+    from unimix.data import DATASET_NAMES, build_dataset, split_holdout
 
     d = cfg.data
     options: dict[str, Any] = {}
@@ -75,9 +78,17 @@ def build_train_dataset(cfg: PretrainConfig) -> torch.utils.data.Dataset:
         options.update(num_samples=d.num_samples, image_size=d.image_size, seed=cfg.seed)
     elif d.root is not None:
         options["root"] = d.root
-    if d.cache and d.dataset.lower() not in DATASET_NAMES:  # a folder (the others are in RAM)
-        options["cache"] = True
-    return build_dataset(d.dataset, d.split, download=d.download, **options)
+    if d.cache and transform is None and d.dataset.lower() not in DATASET_NAMES:
+        options["cache"] = True  # a folder (the others are in RAM)
+    dataset = build_dataset(d.dataset, d.split, download=d.download, transform=transform, **options)
+    if holdout and d.holdout:
+        if d.holdout >= len(dataset):
+            raise ValueError(
+                f"data.holdout={d.holdout}: the training set {d.dataset!r} has only "
+                f"{len(dataset)} images"
+            )
+        dataset = split_holdout(dataset, d.holdout)[0]
+    return dataset
 
 
 def _cpu_threads_per_process() -> int:
@@ -192,6 +203,12 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     batch_iter = iter(loader)
 
     collapse = CollapseDetector(cfg.model.head.out_dim, cfg.logging.collapse_patience)
+    knn_every = round(cfg.eval.knn_every_epochs * plan.steps_per_epoch)
+    if cfg.eval.knn_every_epochs and not knn_every:
+        knn_every = 1
+    knn_progress = ProgressTracker(
+        "teacher k-NN top-1", cfg.eval.knn_patience, cfg.eval.knn_min_delta
+    )
     result = PretrainResult(output_dir=output_dir, steps=start_step, world_size=world)
     last_saved: int | None = None
     window_start, window_images = time.perf_counter(), 0
@@ -236,8 +253,12 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
                     "weight_decay": values.weight_decay,
                     "momentum": values.momentum,
                     "teacher_temp": values.teacher_temp,
+                    # collapse diagnostics: the gap (≈ mutual information between image and
+                    # prototype) is what collapse, uniform or one-hot, takes to 0
                     "teacher_entropy": h_sample,
                     "teacher_mean_entropy": h_mean,
+                    "teacher_entropy_gap": h_mean - h_sample,
+                    **({"koleo": step_fn.last_koleo} if step_fn.last_koleo is not None else {}),
                     "img_per_s": window_images / max(elapsed, 1e-9),
                     "elapsed_s": time.perf_counter() - run_start,
                     "world_size": world,
@@ -250,16 +271,14 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
             every = cfg.checkpoint.every_steps
             if every and step_done % every == 0 and step_done < end_step:
                 save(step_done, epoch)
-            knn_every = cfg.eval.knn_every_epochs
-            if (
-                knn_every
-                and step_done % (knn_every * plan.steps_per_epoch) == 0
-                and step_done < end_step
-            ):
+            if knn_every and step_done % knn_every == 0 and step_done < end_step:
                 top1 = _online_knn(cfg, teacher, accelerator)
                 if top1 is not None:
                     monitor.log({"step": step_done, "knn_top1": top1})
                     monitor.info(f"step {step_done}: teacher k-NN top-1 {top1:.2f}%")
+                    stalled = knn_progress.update(step_done, top1)
+                    if stalled:
+                        monitor.warn(stalled)
             if cfg.max_minutes is not None and _budget_spent(
                 cfg.max_minutes, run_start, accelerator
             ):
@@ -281,14 +300,9 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
         del batch_iter
 
     if cfg.eval.knn_at_end:
-        result.knn = _final_knn(cfg, teacher, accelerator)
+        result.knn = _final_knn(cfg, teacher, unwrapped, accelerator)
         if result.knn is not None and is_main:
-            k = result.knn["k"]
-            print(
-                f"k-NN top-1 (k={k}, T={cfg.eval.temperature}) on {result.knn['dataset']}: "
-                f"trained teacher {result.knn['trained']:.2f}% vs same backbone untrained "
-                f"{result.knn['untrained']:.2f}% (margin {result.knn['trained'] - result.knn['untrained']:+.2f} points)"
-            )
+            print(_final_knn_line(result.knn))
             with open(output_dir / "knn.json", "w") as f:
                 json.dump(result.knn, f, indent=1)
     result.wall_time_s = time.perf_counter() - start_time
@@ -412,13 +426,26 @@ def _load_checkpoint(
 
 
 # ------------------------------------------------------------------------------ evaluation
-def _knn_datasets(cfg: PretrainConfig):  # -> tuple[Dataset, Dataset, str] | None
-    from unimix.data import build_dataset
+def _knn_datasets(cfg: PretrainConfig):  # -> tuple[Dataset, Dataset, str]
+    """(bank, queries, description) of the run's k-NN, transformed for evaluation.
+
+    With ``data.holdout > 0``: bank = the training images pretraining used, queries = the
+    held-out ones (a validation k-NN; the test split is not read).
+    """
+    from unimix.data import build_dataset, split_holdout
     from unimix.eval import eval_transform
 
     e = cfg.eval
-    name = e.dataset or cfg.data.dataset
     transform = eval_transform(cfg.augment.global_size, cfg.data.mean, cfg.data.std)
+    if cfg.data.holdout:
+        full = build_train_dataset(cfg, transform=transform, holdout=False)
+        bank, held = split_holdout(full, cfg.data.holdout)
+        description = (
+            f"{cfg.data.dataset} {cfg.data.split}: {len(held)} held-out images "
+            f"(bank: the other {len(bank)})"
+        )
+        return bank, held, description
+    name = e.dataset or cfg.data.dataset
     options: dict[str, Any] = {}
     if name.lower() == "synthetic":
         options["image_size"] = cfg.data.image_size
@@ -438,63 +465,96 @@ def _knn_datasets(cfg: PretrainConfig):  # -> tuple[Dataset, Dataset, str] | Non
     return train, test, f"{name} {e.test_split} (bank: {e.train_split}, {len(train)} images)"
 
 
-def _knn_top1(cfg: PretrainConfig, backbone: nn.Module, train, test, device: torch.device) -> float:
-    from unimix.eval import extract_features, knn_evaluate
+def _knn_rows(
+    cfg: PretrainConfig,
+    networks: dict[str, nn.Module],
+    train,
+    test,
+    device: torch.device,
+    *,
+    bn_images: int = 0,
+    raw_pixels: bool = False,
+) -> list[dict[str, Any]]:
+    from unimix.eval import compare_knn
 
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        kw = {"batch_size": cfg.eval.batch_size, "device": device, "progress": False}
-        train_x, train_y = extract_features(backbone, train, **kw)
-        test_x, test_y = extract_features(backbone, test, **kw)
-    finally:
-        backbone.train(was_training)
-    k = min(cfg.eval.k, len(train_y))
-    result = knn_evaluate(
-        train_x, train_y, test_x, test_y, ks=(k,), temperature=cfg.eval.temperature
-    )
-    return float(result["top1"][k])
+    return compare_knn(
+        networks, train, test, ks=(min(cfg.eval.k, len(train)),),
+        temperature=cfg.eval.temperature, bn_images=bn_images, raw_pixels=raw_pixels,
+        seed=cfg.seed, batch_size=cfg.eval.batch_size, device=device,
+    )  # fmt: skip
 
 
 def _online_knn(cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerator) -> float | None:
     top1 = None
     if accelerator.is_main_process:
-        try:
-            train, test, _ = _knn_datasets(cfg)
-        except ImportError:
-            logger.warning("online k-NN skipped: unimix.eval is not available")
-        else:
-            top1 = _knn_top1(cfg, teacher.backbone, train, test, accelerator.device)
-            disable_stochastic_layers(teacher)  # _knn_top1 put the backbone back in train mode
+        train, test, _ = _knn_datasets(cfg)
+        rows = _knn_rows(cfg, {"teacher": teacher.backbone}, train, test, accelerator.device)
+        top1 = next(iter(v for k, v in rows[0].items() if k.startswith("top1@")))
+        disable_stochastic_layers(teacher)  # extraction put the backbone back in train mode
     accelerator.wait_for_everyone()
     return top1
 
 
+#: Clean images that re-estimate BatchNorm statistics before the final k-NN (every network).
+FINAL_BN_IMAGES = 2048
+#: Largest image side at which the final k-NN also reports the raw-pixel floor.
+RAW_PIXEL_MAX_SIZE = 64
+
+
 def _final_knn(
-    cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerator
+    cfg: PretrainConfig, teacher: DINOModel, student: DINOModel, accelerator: Accelerator
 ) -> dict[str, Any] | None:
-    """k-NN top-1 of the trained teacher and of the same backbone at its initial weights (with
-    BatchNorm statistics from training images, see :func:`unimix.eval.calibrate_batchnorm`)."""
+    """k-NN top-1 of the trained teacher, the trained student and the same backbone at its
+    initial weights, like for like (:func:`unimix.eval.compare_knn`): one bank, one set of
+    queries, and BatchNorm statistics re-estimated on the same clean bank images for every
+    BatchNorm network (the statistics each came with are reported too); with small images, the
+    raw-pixel floor as well."""
     if not accelerator.is_main_process:
         return None
-    try:
-        train, test, description = _knn_datasets(cfg)
-    except ImportError:
-        logger.warning("final k-NN skipped: unimix.eval is not available")
-        return None
-    trained = _knn_top1(cfg, teacher.backbone, train, test, accelerator.device)
+    train, test, description = _knn_datasets(cfg)
     set_seed(cfg.seed)  # the student's backbone was the first thing built from this seed
-    untrained_backbone = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
-    untrained_backbone.to(accelerator.device)
-    from unimix.eval import calibrate_batchnorm  # importable: _knn_datasets needed unimix.eval
+    untrained = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
+    untrained.to(accelerator.device)
+    networks = {"teacher": teacher.backbone, "student": student.backbone, "untrained": untrained}
+    rows = _knn_rows(
+        cfg, networks, train, test, accelerator.device, bn_images=FINAL_BN_IMAGES,
+        raw_pixels=cfg.augment.global_size <= RAW_PIXEL_MAX_SIZE,
+    )  # fmt: skip
+    disable_stochastic_layers(teacher)
+    k = min(cfg.eval.k, len(train))
 
-    # BatchNorm statistics from training images, so the margin is what training learned
-    calibrate_batchnorm(untrained_backbone, train, seed=cfg.seed)
-    untrained = _knn_top1(cfg, untrained_backbone, train, test, accelerator.device)
+    def headline(name: str) -> float | None:  # recalibrated BN where there is BN
+        found = [r for r in rows if r["network"] == name and r["bn"] in ("none", "recalibrated")]
+        return found[0][f"top1@{k}"] if found else None
+
     return {
-        "trained": trained,
-        "untrained": untrained,
-        "k": min(cfg.eval.k, len(train)),
+        "trained": headline("teacher"),
+        "student": headline("student"),
+        "untrained": headline("untrained"),
+        "raw_pixels": headline("raw_pixels"),
+        "bn_images": FINAL_BN_IMAGES if any(r["bn"] != "none" for r in rows) else 0,
+        "rows": rows,
+        "k": k,
         "temperature": cfg.eval.temperature,
         "dataset": description,
     }
+
+
+def _final_knn_line(knn: dict[str, Any]) -> str:
+    """The run's last line: trained teacher (and student) against untrained and raw pixels."""
+    trained, untrained = knn["trained"], knn["untrained"]
+    line = (
+        f"k-NN top-1 (k={knn['k']}, T={knn['temperature']}) on {knn['dataset']}: trained teacher "
+        f"{trained:.2f}% (student {knn['student']:.2f}%) vs same backbone untrained "
+        f"{untrained:.2f}% (margin {trained - untrained:+.2f} points)"
+    )
+    if knn.get("raw_pixels") is not None:
+        line += f"; raw pixels {knn['raw_pixels']:.2f}%"
+    if knn.get("bn_images"):
+        kept = {r["network"]: r[f"top1@{knn['k']}"] for r in knn["rows"] if r["bn"] == "kept"}
+        line += (
+            f" [BatchNorm statistics re-estimated on {knn['bn_images']} clean bank images for "
+            f"every network; as kept: teacher {kept['teacher']:.2f}%, untrained "
+            f"{kept['untrained']:.2f}%]"
+        )
+    return line

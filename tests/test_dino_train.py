@@ -230,3 +230,47 @@ def test_channels_last_changes_speed_not_results(tmp_path: Path) -> None:
     assert resumed == fast
     a, b = _final_weights(tmp_path / "fast"), _final_weights(tmp_path / "resumed")
     assert all(torch.equal(a[f][k], b[f][k]) for f in a for k in a[f])
+
+
+def test_validation_knn_on_held_out_images_like_for_like(tmp_path: Path) -> None:
+    # data.holdout: pretraining never sees the held-out images; the final k-NN uses them as
+    # queries (bank = the other training images) for teacher, student, untrained and pixels.
+    from test_eval_compare import brute_force_top1
+
+    from unimix.data import build_dataset, holdout_indices
+    from unimix.eval import eval_transform, load_backbone
+
+    out = tmp_path / "run"
+    config = _write_config(tmp_path, epochs=1, output_dir=str(out))
+    extra = ["data.holdout=24", "eval.knn_at_end=true", "eval.k=5", "checkpoint.every_steps=0"]
+    proc = _run([sys.executable, SCRIPT, "-c", str(config), *extra])
+    start = _metrics(out)[0]
+    assert start["event"] == "start"
+    logged = [m for m in _metrics(out) if "loss" in m]
+    assert len(logged) == (96 - 24) // 16  # steps per epoch over the 72 kept images
+    for m in logged:
+        gap = m["teacher_mean_entropy"] - m["teacher_entropy"]
+        assert m["teacher_entropy_gap"] == pytest.approx(gap)
+
+    knn = json.loads((out / "knn.json").read_text())
+    assert "24 held-out images (bank: the other 72)" in knn["dataset"]
+    assert [r["network"] for r in knn["rows"]] == ["raw_pixels", "teacher", "student", "untrained"]
+    assert "trained teacher" in proc.stdout and "raw pixels" in proc.stdout
+
+    # the teacher's number by brute force over the held-out split, from its saved weights
+    data = build_dataset(
+        "synthetic", "train", num_samples=96, image_size=16, transform=eval_transform(16, *_norm())
+    )
+    kept, held = holdout_indices(96, 24)
+    model, _ = load_backbone(out)
+    with torch.no_grad():
+        feats = torch.stack([model(data[i][0][None])[0] for i in range(96)]).double().numpy()
+    labels = torch.tensor(data.targets).numpy()
+    expected = brute_force_top1(feats[kept], labels[kept], feats[held], labels[held], 5, 0.07)
+    assert knn["trained"] == pytest.approx(expected)
+
+
+def _norm() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from unimix.ssl.config import DataConfig
+
+    return DataConfig().mean, DataConfig().std

@@ -1,0 +1,73 @@
+"""unimix.bench: budgeted jobs fit their warm-ups, the search ranks by the mean over seeds, and a
+tiny race of our recipe against the lightly peer runs end to end with like-for-like numbers."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from unimix.bench import JobSpec, format_table, summarize
+from unimix.bench.job import _capped_warmups
+from unimix.ssl.config import load_pretrain_config
+
+
+def test_warmups_capped_at_share_of_budget_unless_given() -> None:
+    # cifar10_nano warms the lr up for 2 epochs and freezes the last layer for 1; a 3-epoch
+    # budget with share 0.1 allows 0.3 epochs of each. The teacher temperature warm-up (0 in the
+    # recipe) is already within the cap and must not be touched; a key given explicitly is kept.
+    cfg = load_pretrain_config("cifar10_nano", [])
+    assert (cfg.optim.warmup_epochs, cfg.dino.freeze_last_layer_epochs) == (2, 1)
+    spec = JobSpec("ours", "x", "cifar10", "poolformer_nano", warmup_share=0.1,
+                   overrides=["dino.freeze_last_layer_epochs=2"])  # fmt: skip
+    assert _capped_warmups(cfg, spec, epochs=3.0) == ["optim.warmup_epochs=0.300000"]
+
+
+def _result(seed: int, teacher: float, student: float) -> dict:
+    rows = [
+        {"network": "teacher", "bn": "kept", "top1@20": 0.0, "top1@200": 0.0},
+        {"network": "teacher", "bn": "recalibrated", "top1@20": teacher, "top1@200": teacher - 1},
+        {"network": "student", "bn": "recalibrated", "top1@20": student, "top1@200": 0.0},
+    ]
+    return {"spec": {"seed": seed}, "curve": [{"rows": rows}], "img_per_s": 10.0}
+
+
+def test_search_ranks_by_the_mean_over_seeds_of_the_recalibrated_teacher() -> None:
+    grid = {"configs": {"a": ["x=1"], "b": []}}
+    rows = summarize(
+        {"a": [_result(0, 40.0, 1.0), _result(1, 44.0, 3.0)], "b": [_result(0, 45.0, 0.0)]},
+        grid,
+    )
+    assert [r["config"] for r in rows] == ["b", "a"]
+    a = rows[1]
+    assert a["teacher@20"] == 42.0 and a["student@20"] == 2.0 and a["teacher@200"] == 41.0
+    assert a["teacher@20_sd"] == pytest.approx(statistics.stdev([40.0, 44.0]))
+    assert rows[0]["teacher@20_sd"] == 0.0
+    table = format_table(rows)
+    assert "| 1 | `b` | 45.00 ± 0.00 |" in table and "40.00 / 44.00" in table
+
+
+@pytest.mark.slow
+def test_tiny_race_of_ours_against_the_lightly_peer(tmp_path: Path) -> None:
+    from unimix.bench.race import format_race, race
+
+    base = JobSpec(
+        method="ours", out=str(tmp_path / "race"), data="synthetic", backbone="poolformer_nano",
+        images=256, holdout=100, points=2, bank_limit=300, bn_images=64,
+        overrides=[
+            "data.batch_size=64", "augment.num_local=0", "data.num_workers=0",
+            "model.head.out_dim=64", "model.head.hidden_dim=32", "model.head.bottleneck_dim=16",
+        ],
+    )  # fmt: skip
+    report = race(base, seeds=[0], peer="lightly", parallel=2)
+    ours, peer = report["methods"]["ours"]["runs"][0], report["methods"]["lightly"]["runs"][0]
+    assert ours["images_seen"] == 256 and peer["images_seen"] == 256  # the same budget
+    assert "100 held-out training images" in report["evaluation"]
+    result = json.loads((tmp_path / "race" / "lightly" / "seed0" / "result.json").read_text())
+    assert result["mean"] == [0.485, 0.456, 0.406]  # the peer is evaluated as it trained
+    assert [r["network"] for r in report["floors"]["ours"]] == ["raw_pixels", "untrained"]
+    assert "| **lightly mean** |" in format_race(report)
+    again = race(base, seeds=[0], peer="lightly")  # finished jobs are read back, not re-run
+    assert again["methods"] == report["methods"]
