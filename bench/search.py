@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .job import JobSpec, headline
+from .job import JobSpec, headline, untrained_floors
 from .scheduler import run_jobs
 
 __all__ = ["load_grid", "search", "summarize"]
@@ -64,8 +64,9 @@ def search(
     bank_limit: int | None = None,
     parallel: int = 2,
     only: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Run every configuration (or ``only`` those) × seed; returns :func:`summarize`'s rows."""
+) -> dict[str, Any]:
+    """Run every configuration (or ``only`` those) × seed; returns the report written to
+    ``<out>/search.json``: :func:`summarize`'s rows, the floors and the evaluation."""
     out = Path(out)
     names = [n for n in grid["configs"] if only is None or n in only]
     unknown = sorted(set(only or ()) - set(grid["configs"]))
@@ -92,10 +93,23 @@ def search(
     for spec, result in zip(specs, results, strict=True):
         by_name.setdefault(Path(spec.out).parent.name, []).append(result)
     rows = summarize(by_name, grid)
-    (out / "search.json").write_text(
-        json.dumps({"grid": grid, "images": images, "seeds": list(seeds), "rows": rows}, indent=1)
-    )
-    return rows
+    floors_file = out / "floors.json"
+    if not floors_file.is_file():  # raw pixels and the backbone untrained, same evaluation
+        first = results[0]
+        floors_file.write_text(
+            json.dumps(untrained_floors(specs[0], first["mean"], first["std"]), indent=1)
+        )
+    floors = json.loads(floors_file.read_text())
+    report = {
+        "grid": grid,
+        "images": images,
+        "seeds": list(seeds),
+        "evaluation": results[0]["evaluation"],
+        "floors": floors,
+        "rows": rows,
+    }
+    (out / "search.json").write_text(json.dumps(report, indent=1))
+    return report
 
 
 def summarize(
@@ -130,12 +144,18 @@ def summarize(
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The search table as Markdown."""
+def format_table(rows: list[dict[str, Any]], floors: list[dict[str, Any]] = ()) -> str:
+    """The search table as Markdown (floors first, when given)."""
     lines = [
         "| rank | config | teacher k-NN@20 (mean ± sd) | per seed | student @20 | teacher @200 | img/s |",
         "|---:|---|---:|---|---:|---:|---:|",
     ]
+    for row in floors:
+        if row["bn"] in ("none", "recalibrated"):
+            lines.append(
+                f"| floor | {row['network']} | {row['top1@20']:.2f} | | | "
+                f"{row.get('top1@200', float('nan')):.2f} | |"
+            )
     for i, r in enumerate(rows, 1):
         seeds = " / ".join(f"{v:.2f}" for v in r["teacher@20_per_seed"])
         lines.append(

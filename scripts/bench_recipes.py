@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/recipes")
     args = p.parse_args(argv)
     grid = load_grid(args.grid)
-    rows = search(
+    report = search(
         grid, data=args.data, images=args.images, seeds=args.seeds, holdout=args.holdout,
         out=args.out, bank_limit=args.bank_limit, parallel=args.parallel, only=args.only,
     )  # fmt: skip
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{grid['backbone']} on {args.data}: {args.images:,} source images per run, "
         f"validation = {args.holdout} held-out training images, bank {args.bank_limit}"
     )
-    print(format_table(rows))
+    print(report["evaluation"])
+    print(format_table(report["rows"], report["floors"]))
     print(f"wrote {args.out}/search.json")
     return 0
 
