@@ -193,7 +193,7 @@ def _run_ours(spec: JobSpec, out: Path) -> dict[str, Any]:
     if spec.minutes is not None:
         overrides.append(f"max_minutes={spec.minutes}")
     cfg = load_pretrain_config(spec.recipe, overrides)
-    result = pretrain(cfg)
+    result = pretrain(cfg, resume="auto")  # a job killed midway continues from its checkpoint
     return {
         "mean": list(cfg.data.mean),
         "std": list(cfg.data.std),

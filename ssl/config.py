@@ -46,8 +46,9 @@ _PROBABILITY = {"ge": 0, "le": 1}
 class DataConfig:
     """Where images come from and how many go through one optimizer step."""
 
-    #: ``synthetic``, ``cifar10``, ``cifar100``, ``stl10`` or a folder (see unimix.data).
-    dataset: str = "synthetic"
+    #: ``synthetic``, ``cifar10``, ``cifar100``, ``stl10`` or a folder (see unimix.data); None
+    #: in a recipe for the user's own data (``folder``): the run then asks for it.
+    dataset: str | None = "synthetic"
     split: str = "train"
     #: torchvision datasets: their root folder (None: unimix.data's default).
     root: str | None = None
@@ -267,6 +268,11 @@ def load_pretrain_config(
 
 def _check_consistency(cfg: PretrainConfig) -> None:
     """Cross-field checks the per-field ranges cannot express."""
+    if cfg.data.dataset is None:
+        raise ConfigError(
+            "config key 'data.dataset': required by this recipe: add data.dataset=<folder of "
+            "images> (and eval.dataset=<labeled folder with train/ and test/> for the k-NN)"
+        )
     if cfg.optim.min_lr > cfg.optim.base_lr * cfg.data.batch_size / 256:
         raise ConfigError(
             f"config key 'optim.min_lr': {cfg.optim.min_lr} exceeds the peak lr "

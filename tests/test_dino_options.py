@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unimix.config import ConfigError
 from unimix.data import build_dataset, holdout_indices, split_holdout
-from unimix.ssl.config import OptimConfig
+from unimix.ssl.config import OptimConfig, load_pretrain_config
 from unimix.ssl.head import DINOHead
 from unimix.ssl.koleo import koleo_loss
 from unimix.ssl.optim import build_optimizer, param_groups
@@ -156,3 +157,19 @@ def test_progress_tracker_warns_once_when_the_knn_stops_improving() -> None:
     assert said[3] is not None and "best 41.30 at step 30" in said[3] and "2 evaluations" in said[3]
     assert tracker.update(50, 40.0) is None
     assert ProgressTracker("k-NN", patience=0).update(1, 1.0) is None
+
+
+def test_folder_recipe_asks_for_the_folder_in_one_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_pretrain_config("folder")
+    assert "'data.dataset'" in str(err.value) and "\n" not in str(err.value)
+    cfg = load_pretrain_config("folder", ["data.dataset=/data/my_images"])
+    assert cfg.data.dataset == "/data/my_images"
+    assert load_pretrain_config().data.dataset == "synthetic"  # the default is untouched
+
+
+@pytest.mark.parametrize("recipe", ["quickstart", "folder"])
+def test_short_recipes_hold_the_teacher_momentum_and_use_koleo(recipe: str) -> None:
+    cfg = load_pretrain_config(recipe, ["data.dataset=/x"] if recipe == "folder" else [])
+    assert cfg.dino.momentum_teacher == cfg.dino.momentum_teacher_end == 0.99
+    assert cfg.dino.koleo_weight > 0
