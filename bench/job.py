@@ -281,10 +281,9 @@ def evaluate_checkpoints(
 
 def headline(rows: list[dict[str, Any]], network: str = "teacher", k: int = 20) -> float | None:
     """The like-for-like number of ``network``: BatchNorm recalibrated where there is BN."""
-    for row in rows:
-        if row["network"] == network and row["bn"] in ("none", "recalibrated"):
-            return row.get(f"top1@{k}")
-    return None
+    from unimix.eval import like_for_like_top1
+
+    return like_for_like_top1(rows, network, k)
 
 
 def run_job(spec: JobSpec) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from unimix.eval import is_like_for_like
+
 from .job import JobSpec, headline, untrained_floors
 from .scheduler import run_jobs
 
@@ -151,7 +153,7 @@ def format_table(rows: list[dict[str, Any]], floors: list[dict[str, Any]] = ()) 
         "|---:|---|---:|---|---:|---:|---:|",
     ]
     for row in floors:
-        if row["bn"] in ("none", "recalibrated"):
+        if is_like_for_like(row):
             lines.append(
                 f"| floor | {row['network']} | {row['top1@20']:.2f} | | | "
                 f"{row.get('top1@200', float('nan')):.2f} | |"

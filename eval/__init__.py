@@ -7,7 +7,13 @@ Public API::
                              load_extractor, calibrate_batchnorm)
 """
 
-from .compare import compare_knn, has_batchnorm, pixel_features
+from .compare import (
+    compare_knn,
+    has_batchnorm,
+    is_like_for_like,
+    like_for_like_top1,
+    pixel_features,
+)
 from .export import export_extractor, load_extractor
 from .features import (
     calibrate_batchnorm,
@@ -28,9 +34,11 @@ __all__ = [
     "export_extractor",
     "extract_features",
     "has_batchnorm",
+    "is_like_for_like",
     "knn_classify",
     "knn_evaluate",
     "knn_search",
+    "like_for_like_top1",
     "linear_probe",
     "linear_probe_augmented",
     "load_backbone",

@@ -27,7 +27,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .features import calibrate_batchnorm, extract_features
 from .knn import knn_evaluate
 
-__all__ = ["compare_knn", "has_batchnorm", "pixel_features"]
+__all__ = [
+    "compare_knn",
+    "has_batchnorm",
+    "is_like_for_like",
+    "like_for_like_top1",
+    "pixel_features",
+]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -108,3 +114,19 @@ def compare_knn(
             calibrate_batchnorm(calibrated, bank, bn_images, seed, batch_size)
             rows.append({"network": name, "bn": "recalibrated", **network_score(calibrated)})
     return rows
+
+
+def is_like_for_like(row: Mapping[str, Any]) -> bool:
+    """Whether a :func:`compare_knn` row is the one to quote: BatchNorm statistics re-estimated
+    where the network has BatchNorm (``"recalibrated"``), as it came where it has none."""
+    return row["bn"] in ("none", "recalibrated")
+
+
+def like_for_like_top1(
+    rows: Sequence[Mapping[str, Any]], network: str = "teacher", k: int = 20
+) -> float | None:
+    """The quoted top-1 @``k`` of ``network`` among :func:`compare_knn` rows (None if absent)."""
+    for row in rows:
+        if row["network"] == network and is_like_for_like(row):
+            return row.get(f"top1@{k}")
+    return None

@@ -79,6 +79,8 @@ def _plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from unimix.eval import is_like_for_like
+
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for method, summary in report["methods"].items():
         for run in summary["runs"]:
@@ -88,7 +90,7 @@ def _plot(report: dict, path: Path) -> None:
             )
     for rows in report["floors"].values():
         for row in rows:
-            if row["bn"] in ("none", "recalibrated"):
+            if is_like_for_like(row):
                 ax.axhline(row["top1@20"], ls=":", lw=1, color="gray")
     ax.set_xlabel("source images seen")
     ax.set_ylabel("k-NN top-1 @20 (%)")

@@ -523,9 +523,10 @@ def _final_knn(
     disable_stochastic_layers(teacher)
     k = min(cfg.eval.k, len(train))
 
-    def headline(name: str) -> float | None:  # recalibrated BN where there is BN
-        found = [r for r in rows if r["network"] == name and r["bn"] in ("none", "recalibrated")]
-        return found[0][f"top1@{k}"] if found else None
+    from unimix.eval import like_for_like_top1
+
+    def headline(name: str) -> float | None:
+        return like_for_like_top1(rows, name, k)
 
     return {
         "trained": headline("teacher"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from unimix.eval import compare_knn
+from unimix.eval import compare_knn, is_like_for_like, like_for_like_top1
 
 
 def brute_force_top1(bank_x, bank_y, query_x, query_y, k: int, t: float) -> float:
@@ -92,3 +92,16 @@ def test_every_network_and_the_pixel_floor_by_one_protocol() -> None:
 def test_no_k_fits_the_bank() -> None:
     with pytest.raises(ValueError, match="exceeds the bank"):
         compare_knn({}, _data(4, 0), _data(4, 1), ks=(20,))
+
+
+def test_the_quoted_row_is_the_recalibrated_one_where_there_is_batchnorm() -> None:
+    rows = [
+        {"network": "raw_pixels", "bn": "none", "top1@20": 30.0},
+        {"network": "bn_net", "bn": "kept", "top1@20": 10.0},
+        {"network": "bn_net", "bn": "recalibrated", "top1@20": 40.0},
+    ]
+    assert like_for_like_top1(rows, "bn_net") == 40.0
+    assert like_for_like_top1(rows, "raw_pixels") == 30.0
+    assert like_for_like_top1(rows, "bn_net", k=200) is None
+    assert like_for_like_top1(rows, "absent") is None
+    assert [is_like_for_like(r) for r in rows] == [True, False, True]
