@@ -1,4 +1,4 @@
-"""unimix.data: folders, decoding of every image mode, bad files, synthetic data, torchvision sets."""
+"""unimix.data.image_folder: ImageFolder trees and flat folders, bad files, cache, pickling."""
 
 from __future__ import annotations
 
@@ -18,13 +18,10 @@ from torch.utils.data import DataLoader
 
 from unimix.data import (
     ImageFolderDataset,
-    SyntheticShapes,
     UnreadableImageError,
     UnreadableImageWarning,
     build_dataset,
-    load_rgb,
 )
-from unimix.data.synthetic import _draw, _sample_factors
 
 CIFAR10_CLASSES = [
     "airplane",
@@ -56,66 +53,6 @@ def test_cifar10_test_folder_matches_imagefolder_order(cifar10_root: Path) -> No
     assert (image.mode, image.size, label) == ("RGB", (32, 32), 9)
     with Image.open(reference.samples[9_999][0]) as raw:
         np.testing.assert_array_equal(np.asarray(image), np.asarray(raw.convert("RGB")))
-
-
-# ---------------------------------------------------------------------- image modes
-def _write(path: Path, image: Image.Image, **save_args: object) -> Path:
-    image.save(path, **save_args)
-    return path
-
-
-def test_every_image_mode_becomes_rgb_with_the_right_colours(tmp_path: Path) -> None:
-    palette = [0, 0, 0, 10, 200, 30] + [0] * (256 * 3 - 6)
-    paletted = Image.new("P", (2, 1))
-    paletted.putpalette(palette)
-    paletted.putpixel((1, 0), 1)  # pixel 0 → index 0 (black), pixel 1 → index 1
-    rgba = Image.new("RGBA", (3, 1))
-    rgba.putdata([(255, 0, 0, 0), (0, 0, 255, 255), (0, 0, 0, 128)])
-    la = Image.new("LA", (2, 1))
-    la.putdata([(100, 0), (100, 255)])
-    cases = {
-        # file: (expected RGB pixels row, left to right)
-        _write(tmp_path / "gray.png", Image.new("L", (1, 1), 77)): [(77, 77, 77)],
-        _write(tmp_path / "bilevel.png", Image.new("1", (1, 1), 1)): [(255, 255, 255)],
-        _write(tmp_path / "palette.png", paletted): [(0, 0, 0), (10, 200, 30)],
-        # index 0 transparent → composited over white
-        _write(tmp_path / "palette_t.png", paletted, transparency=0): [
-            (255, 255, 255),
-            (10, 200, 30),
-        ],
-        # transparent red → white; opaque blue stays; black at alpha 128/255 over white → 127
-        _write(tmp_path / "rgba.png", rgba): [(255, 255, 255), (0, 0, 255), (127, 127, 127)],
-        _write(tmp_path / "la.png", la): [(255, 255, 255), (100, 100, 100)],
-        # naive CMYK: R = 255 - C etc. (PIL's formula without colour management)
-        _write(tmp_path / "cmyk.tif", Image.new("CMYK", (1, 1), (255, 0, 0, 0))): [(0, 255, 255)],
-        # 16-bit: 65535 → 255 (PIL's own convert would clip 257 and 32896 to 255 as well)
-        _write(
-            tmp_path / "gray16.png",
-            Image.fromarray(np.array([[0, 257, 32896, 65535]], dtype=np.uint16)),
-        ): [(v, v, v) for v in (0, 1, 128, 255)],
-        _write(
-            tmp_path / "gray32.tif",
-            Image.fromarray(np.array([[0, 257, 32896, 65535]], dtype=np.int32)),
-        ): [(v, v, v) for v in (0, 1, 128, 255)],
-        _write(
-            tmp_path / "float.tif",
-            Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)),
-        ): [(v, v, v) for v in (0, 128, 255)],
-    }
-    modes = {path.name: Image.open(path).mode for path in cases}
-    assert modes["gray16.png"].startswith("I;16") and modes["cmyk.tif"] == "CMYK", modes
-    for path, expected in cases.items():
-        image = load_rgb(path)
-        assert image.mode == "RGB", path.name
-        assert [tuple(p) for p in np.asarray(image)[0].tolist()] == expected, path.name
-
-
-def test_exif_orientation_is_applied(tmp_path: Path) -> None:
-    image = Image.new("RGB", (4, 2), (200, 0, 0))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    image.save(tmp_path / "rotated.jpg", exif=exif)
-    assert load_rgb(tmp_path / "rotated.jpg").size == (2, 4)
 
 
 # ------------------------------------------------------------------------- bad files
@@ -286,71 +223,3 @@ def test_empty_and_malformed_folders_give_errors_naming_the_path(
         build_dataset(tmp_path / "missing")
     with pytest.raises(ValueError, match="unexpected option 'seed'"):
         build_dataset(root, seed=3)
-
-
-# ------------------------------------------------------------------------ synthetic
-def test_synthetic_is_deterministic_and_splits_differ() -> None:
-    a = SyntheticShapes("train", 600, image_size=24, seed=1)
-    b = SyntheticShapes("train", 600, image_size=24, seed=1)
-    np.testing.assert_array_equal(a.data, b.data)
-    assert a.data.shape == (600, 24, 24, 3) and a.data.dtype == np.uint8
-    assert not np.array_equal(a.data, SyntheticShapes("train", 600, image_size=24, seed=2).data)
-    assert not np.array_equal(a.data, SyntheticShapes("test", 600, image_size=24, seed=1).data)
-    # Image i does not depend on how many images are requested (blocks are seeded separately).
-    np.testing.assert_array_equal(
-        SyntheticShapes("train", 37, image_size=24, seed=1).data, a.data[:37]
-    )
-    assert a.targets == [i % 10 for i in range(600)] and a.classes[0] == "circle"
-    image, label = a[13]
-    assert image.mode == "RGB" and image.size == (24, 24) and label == 3
-
-
-def test_synthetic_shapes_have_their_geometric_area() -> None:
-    """A white circle / square on black, no nuisances: pixel area ≈ the analytic area."""
-    size, radius = 64, 20.0
-    factors = _sample_factors(np.random.default_rng(0), 2, size)
-    factors.update(
-        radius=np.full(2, radius),
-        cx=np.full(2, 32.0),
-        cy=np.full(2, 32.0),
-        rotation=np.zeros(2),
-        background_a=np.zeros((2, 3)),
-        background_b=np.zeros((2, 3)),
-        foreground=np.ones((2, 3)),
-        noise_sigma=np.zeros(2),
-    )
-    images = _draw(np.array([0, 1]), factors, size, np.zeros((2, size, size, 3), np.float32))
-    area = images[..., 0].astype(np.float64).sum(axis=(1, 2)) / 255.0
-    circle, square = np.pi * radius**2, (2 * 0.82 * radius) ** 2
-    np.testing.assert_allclose(area, [circle, square], rtol=0.01)
-
-
-def test_synthetic_raw_pixels_are_a_weak_baseline() -> None:
-    """Nuisances must dominate raw pixels: cosine k-NN (k=20) on them stays far from 100%."""
-    train, test = SyntheticShapes("train", 2000), SyntheticShapes("test", 500)
-
-    def features(d: SyntheticShapes) -> torch.Tensor:
-        x = torch.from_numpy(d.data).float().flatten(1)
-        return torch.nn.functional.normalize(x - x.mean(1, keepdim=True), dim=1)
-
-    similarity = features(test) @ features(train).T
-    neighbours = similarity.topk(20, dim=1).indices
-    votes = torch.tensor(train.targets)[neighbours]
-    predictions = torch.mode(votes, dim=1).values
-    accuracy = (predictions == torch.tensor(test.targets)).float().mean().item()
-    assert 0.1 < accuracy < 0.6, accuracy
-
-
-# --------------------------------------------------------------------- torchvision
-def test_missing_torchvision_dataset_says_how_to_download(tmp_path: Path) -> None:
-    for name in ("cifar10", "cifar100", "stl10"):
-        with pytest.raises(FileNotFoundError, match=r"--download .*data\.download=true") as info:
-            build_dataset(name, "test", root=tmp_path)
-        assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="no split 'val'"):
-        build_dataset("cifar10", "val", root=tmp_path)
-
-
-def test_options_set_to_none_count_as_not_given() -> None:
-    dataset = build_dataset("SYNTHETIC", "test", num_samples=20, image_size=16, seed=None)
-    assert len(dataset) == 20 and dataset.get_uint8(0).shape == (16, 16, 3)
