@@ -7,7 +7,8 @@ vote, T = 0.07), and reports the IVF index's agreement with exact search at its 
 runs for k = 10/20/100/200. The reference is ``unimix.eval.knn.torch_knn_search`` (dino's
 ``eval_knn.py`` loop: normalise, ``queries_chunk @ bank.T``, ``topk``). Features are random class clusters by default, or
 ``--features file.safetensors`` with ``train``, ``train_labels``, ``test`` tensors (e.g. saved
-from ``unimix.eval.extract_features``). Writes JSON. Example::
+from ``unimix.eval.extract_features``). Writes JSON. The logic is :mod:`unimix.bench.knn_speed`.
+Example::
 
     python scripts/bench_knn.py --bank 50000 --queries 10000 --dim 384 --out bench_knn.json
 """
@@ -16,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from unimix.bench.knn_speed import cluster_features, format_knn_speed, knn_speed, load_features
 
-def main(argv: list[str] | None = None) -> int:
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bank", type=int, default=50_000)
     p.add_argument("--queries", type=int, default=10_000)
@@ -36,86 +37,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", help="safetensors with train, train_labels, test")
     p.add_argument("--repeats", type=int, default=3, help="best of N timings per method")
     p.add_argument("--out", default="bench_knn.json")
-    args = p.parse_args(argv)
-    from unimix.eval.knn import _build_index, _check, _vote, knn_search, torch_knn_search
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.features:
-        from safetensors.torch import load_file
-
-        tensors = load_file(args.features)
-        bank, labels, queries = tensors["train"], tensors["train_labels"], tensors["test"]
+        bank, labels, queries = load_features(args.features)
     else:
-        g = torch.Generator().manual_seed(0)
-        centres = torch.randn(args.classes, args.dim, generator=g)
-        labels = torch.randint(0, args.classes, (args.bank,), generator=g)
-        bank = centres[labels] + 2.0 * torch.randn(args.bank, args.dim, generator=g)
-        q_labels = torch.randint(0, args.classes, (args.queries,), generator=g)
-        queries = centres[q_labels] + 2.0 * torch.randn(args.queries, args.dim, generator=g)
-    classes = int(labels.max()) + 1
+        bank, labels, queries = cluster_features(args.bank, args.queries, args.dim, args.classes)
     print(
         f"bank {bank.shape[0]:,} × {bank.shape[1]}, queries {queries.shape[0]:,}, k={args.k}, "
         f"{torch.get_num_threads()} threads",
         flush=True,
     )
-
-    fast = f"faiss ivf nprobe={args.fast_nprobe}"
-    methods = {  # name: (search, index kind for the build-only timing)
-        "faiss exact (IndexFlatIP)": (lambda: knn_search(bank, queries, args.k), "exact"),
-        "faiss ivf": (lambda: knn_search(bank, queries, args.k, index="ivf"), "ivf"),
-        fast: (
-            lambda: knn_search(bank, queries, args.k, index="ivf", nprobe=args.fast_nprobe),
-            "ivf",
-        ),
-        "torch.mm + topk (chunked)": (lambda: torch_knn_search(bank, queries, args.k), None),
-    }
-    unit_bank, _ = _check(bank, queries[:1], args.k)
-    times, builds, preds = {}, {}, {}
-    for name, (run, kind) in methods.items():
-        best = build = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            sims, ids = run()
-            best = min(best, time.perf_counter() - start)
-            if kind is not None:
-                start = time.perf_counter()
-                _build_index(unit_bank, kind, None, 0)
-                build = min(build, time.perf_counter() - start)
-        times[name], builds[name] = best, (build if kind is not None else 0.0)
-        preds[name] = _vote(sims, ids, labels, classes, args.temperature).argmax(1)
-        print(f"  {name:<28} {best:8.3f} s", flush=True)
-    exact = preds["faiss exact (IndexFlatIP)"]
-    reference = preds["torch.mm + topk (chunked)"]
-    agree = {n: (p == exact).double().mean().item() for n, p in preds.items()}
-    identical = bool(torch.equal(exact, reference))
-    speedup = times["torch.mm + topk (chunked)"] / times["faiss exact (IndexFlatIP)"]
-    header = (
-        f"{'method':<28} {'total s':>8} {'build s':>8} {'vs torch.mm':>12} {'agrees w/ exact':>16}"
-    )
-    print("\n" + header)
-    for name in methods:
-        ratio = times["torch.mm + topk (chunked)"] / times[name]
-        print(
-            f"{name:<28} {times[name]:>8.3f} {builds[name]:>8.3f} {ratio:>11.2f}× "
-            f"{100 * agree[name]:>15.2f}%"
-        )
-    print(f"exact FAISS and torch.mm predictions identical: {identical}")
-    report = {
-        "bank": list(bank.shape),
-        "queries": list(queries.shape),
-        "k": args.k,
-        "temperature": args.temperature,
-        "threads": torch.get_num_threads(),
-        "seconds": times,
-        "build_seconds": builds,
-        "agreement_with_exact": agree,
-        "faiss_vs_torch_speedup": speedup,
-        "identical_predictions": identical,
-        "machine": platform.platform(),
-    }
+    report = knn_speed(
+        bank, labels, queries, k=args.k, fast_nprobe=args.fast_nprobe,
+        temperature=args.temperature, repeats=args.repeats,
+    )  # fmt: skip
+    print("\n" + format_knn_speed(report))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
-    return 0 if identical else 1
+    return 0 if report["identical_predictions"] else 1
 
 
 if __name__ == "__main__":
