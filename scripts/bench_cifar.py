@@ -7,7 +7,8 @@ training set), one set of queries (the test set; with ``--holdout N``, N held-ou
 images instead), k = 20 and 200, T = 0.07, BatchNorm statistics as kept and re-estimated on
 the same 2,048 clean images. Runs go two at a time on one thread each; with ``--minutes`` each
 seed's two methods start together, so they share the machine's speed that hour. Prints a
-Markdown table and writes ``<out>/race.json``, ``<out>/bench_cifar.png`` (curves). Examples::
+Markdown table and writes ``<out>/race.json``, ``<out>/bench_cifar.png`` (curves). The logic is
+:mod:`unimix.bench.race` and :mod:`unimix.bench.race_plot`. Examples::
 
     python scripts/bench_cifar.py --images 250000 --seeds 0 1 --peer lightly \
         --recipe cifar10_nano --out runs/race_images
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from unimix.bench import JobSpec
     from unimix.bench.race import format_race, race
+    from unimix.bench.race_plot import plot_race
     from unimix.ssl.config import load_pretrain_config
 
     backbone = args.backbone or load_pretrain_config(args.recipe, args.overrides).model.backbone
@@ -68,35 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"{args.images:,} images" if args.images else f"{args.minutes:g} minutes"
     print(f"\n{backbone}, {budget}; {report['evaluation']}")
     print(format_race(report))
-    _plot(report, Path(args.out) / "bench_cifar.png")
+    plot_race(report, Path(args.out) / "bench_cifar.png")
     print(f"wrote {args.out}/race.json and {args.out}/bench_cifar.png")
     return 0
-
-
-def _plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from unimix.eval import is_like_for_like
-
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for method, summary in report["methods"].items():
-        for run in summary["runs"]:
-            xs = [p["images_seen"] for p in run["curve"]]
-            ax.plot(
-                xs, [p["teacher@20"] for p in run["curve"]], "o-", label=f"{method} s{run['seed']}"
-            )
-    for rows in report["floors"].values():
-        for row in rows:
-            if is_like_for_like(row):
-                ax.axhline(row["top1@20"], ls=":", lw=1, color="gray")
-    ax.set_xlabel("source images seen")
-    ax.set_ylabel("k-NN top-1 @20 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, title="dotted: floors")
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
