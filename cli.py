@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "linear": ("unimix.eval.cli", "main_linear", "linear probe on frozen features"),
     "export": ("unimix.eval.cli", "main_export", "export a frozen feature extractor"),
     "backbones": ("unimix.backbones.cli", "main_table", "list backbone presets: params, GFLOPs"),
-    "affinity": ("unimix.backbones.cli", "main_affinity", "plot each stage's affinity as a PNG"),
+    "affinity": ("unimix.viz.cli", "main_affinity", "plot each stage's affinity as a PNG"),
 }
 
 

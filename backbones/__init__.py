@@ -11,6 +11,7 @@ from .attention import Attention
 from .coatnet import CoAtNet, CoAtNetCfg, RelPosAttention, RelPosBias
 from .container import Container, ContainerCfg, ContainerMixer
 from .dwconv import DepthwiseConv
+from .factory import create_dino_backbone
 from .mbconv import MBConv, MBConvBlock, depthwise_affinity
 from .metaformer import MIXERS, MetaFormer, MetaFormerBlock, MetaFormerCfg
 from .mixer_base import MixerTrace, TokenMixer
@@ -46,6 +47,7 @@ __all__ = [
     "TokenMixer",
     "build_acmix_resnet",
     "create_backbone",
+    "create_dino_backbone",
     "depthwise_affinity",
     "list_backbones",
 ]

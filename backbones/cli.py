@@ -9,9 +9,6 @@ so we add its formula). Not counted: element-wise ops, norms, softmax, pooling, 
 hand-written kernels (ACmix's window attention), as in fvcore/timm tables. The column
 ``GMACs excl. SDPA`` leaves fused attention out: that is what the timm-measured anchors
 (``deit_small`` 4.24, ``coatnet_0`` 4.39, ``caformer_s18`` 3.88) count, so compare with it.
-
-``unimix affinity`` lives in :mod:`unimix.backbones.affinity_plot`; its entry point is
-re-exported here so both subcommands are found in one module.
 """
 
 from __future__ import annotations
@@ -26,10 +23,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .affinity_plot import main_affinity
 from .registry import PREFIX, PRESETS, list_backbones
 
-__all__ = ["count_gmacs", "main_affinity", "main_table", "preset_stats"]
+__all__ = ["count_gmacs", "main_table", "preset_stats"]
 
 _CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 

@@ -99,8 +99,8 @@ def eval_sets(
 
 def untrained_floors(spec: JobSpec, mean: Any, std: Any) -> list[dict[str, Any]]:
     """Raw pixels and the backbone at its initial weights (seed ``spec.seed``), like for like."""
+    from unimix.backbones import create_dino_backbone
     from unimix.eval import compare_knn
-    from unimix.ssl.model import create_dino_backbone
 
     bank, queries, _ = eval_sets(
         spec.data, spec.holdout, mean, std, size=spec.eval_size, bank_limit=spec.bank_limit
@@ -251,8 +251,8 @@ def evaluate_checkpoints(
     spec: JobSpec, checkpoints: Path, mean: Any, std: Any, batch_size: int
 ) -> list[dict[str, Any]]:
     """Every checkpoint's teacher (and the last one's student), like for like."""
+    from unimix.checkpoint import list_checkpoints, read_trainer_state
     from unimix.eval import compare_knn, load_backbone
-    from unimix.ssl.checkpoint import list_checkpoints, read_trainer_state
 
     bank, queries, _ = eval_sets(
         spec.data, spec.holdout, mean, std, size=spec.eval_size, bank_limit=spec.bank_limit

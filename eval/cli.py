@@ -45,10 +45,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def load_model(path: str, which: str = "teacher") -> tuple[torch.nn.Module, dict[str, Any]]:
     """A checkpoint's backbone (``load_backbone``) or an exported extractor (``load_extractor``)."""
-    from .features import load_backbone
+    from unimix.checkpoint import BACKBONE_META, load_backbone
 
     p = Path(path)
-    if p.is_dir() or (p.suffix == ".safetensors" and p.with_name("backbone.json").is_file()):
+    if p.is_dir() or (p.suffix == ".safetensors" and p.with_name(BACKBONE_META).is_file()):
         return load_backbone(p, which)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such checkpoint or exported extractor")

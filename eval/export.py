@@ -61,6 +61,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unimix.backbones import create_dino_backbone
+from unimix.checkpoint import load_strict
+
 __all__ = ["FORMATS", "OnnxExtractor", "export_extractor", "load_extractor", "sidecar_path"]
 
 Format = Literal["safetensors", "torchscript", "onnx"]
@@ -329,14 +332,10 @@ def load_extractor(path: str | os.PathLike) -> nn.Module:
     model: nn.Module
     try:
         if fmt == "safetensors":
-            from unimix.ssl.model import create_dino_backbone
-
-            from .features import _load_strict
-
             if not meta.get("backbone"):
                 raise ValueError(f"{side}: key 'backbone' missing (the preset to rebuild)")
             model = create_dino_backbone(meta["backbone"], **(meta.get("backbone_kwargs") or {}))
-            _load_strict(model, load_file(os.fspath(path)), path)
+            load_strict(model, load_file(os.fspath(path)), path)
             model.eval()
         elif fmt == "torchscript":
             with warnings.catch_warnings():

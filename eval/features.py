@@ -1,17 +1,11 @@
-"""Frozen features: the evaluation transform, loading a pretrained backbone, batched extraction.
-
-``load_backbone`` reads what the DINO trainer writes (see :mod:`unimix.ssl.checkpoint`): the
-teacher's (or student's) backbone weights with clean keys plus ``backbone.json``. Weights are
-read with safetensors only; keys are cleaned of wrapper prefixes (``module.``, ``backbone.``,
-``_orig_mod.``) and loaded strictly, so a checkpoint from another model fails with the missing
-and unexpected keys listed.
+"""Frozen features: the evaluation transform, batched extraction (with a cache), BatchNorm
+recalibration. Checkpoints are read by :func:`unimix.checkpoint.load_backbone` (re-exported).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,9 +17,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.transforms import v2
 
-__all__ = ["clean_state_dict", "eval_transform", "extract_features", "load_backbone"]
+from unimix.checkpoint import clean_state_dict, load_backbone
 
-_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+__all__ = [
+    "calibrate_batchnorm",
+    "clean_state_dict",
+    "eval_transform",
+    "extract_features",
+    "load_backbone",
+]
 
 
 def eval_transform(
@@ -52,117 +52,6 @@ def eval_transform(
             v2.Normalize(mean=list(mean), std=list(std)),
         ]
     )
-
-
-def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, ``backbone.``) from every key."""
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        out[key] = value
-    return out
-
-
-def _resolve_weights(path: Path, which: str) -> tuple[Path, Path]:
-    """(weights file, backbone.json) for a checkpoint dir, an output dir or a .safetensors file."""
-    if which not in ("teacher", "student"):
-        raise ValueError(f"which: expected 'teacher' or 'student', got {which!r}")
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise ValueError(f"{path}: expected a .safetensors file or a checkpoint directory")
-        meta = path.with_name("backbone.json")
-        if not meta.is_file():
-            raise FileNotFoundError(f"{meta}: missing (it describes the backbone of {path.name})")
-        return path, meta
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint, output directory or file")
-    if (path / "checkpoints").is_dir():  # an output dir: its newest valid checkpoint
-        from unimix.ssl.checkpoint import find_resume_checkpoint
-
-        newest = find_resume_checkpoint(path)
-        if newest is None:
-            raise FileNotFoundError(f"{path / 'checkpoints'}: no valid checkpoint")
-        path = newest
-    weights = path / f"{which}_backbone.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: missing (is {path} a unimix checkpoint?)")
-    meta = path / "backbone.json"
-    if not meta.is_file():
-        raise FileNotFoundError(f"{meta}: missing")
-    return weights, meta
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    for key in ("backbone", "num_features"):
-        if key not in meta:
-            raise ValueError(f"{path}: key {key!r} missing")
-    meta.setdefault("backbone_kwargs", {})
-    return meta
-
-
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:
-    expected, found = set(model.state_dict()), set(state)
-    if expected != found:
-        missing, unexpected = sorted(expected - found), sorted(found - expected)
-        parts = [
-            f"{label} {len(keys)}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        ]
-        raise ValueError(f"{file}: keys do not match the backbone ({'; '.join(parts)})")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # same keys, wrong shapes
-        first = str(err).strip().splitlines()[-1].strip()
-        raise ValueError(f"{file}: {first}") from None
-
-
-def load_backbone(
-    path: str | os.PathLike, which: str = "teacher"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A pretrained headless backbone in eval mode and its metadata.
-
-    Args:
-        path: a checkpoint directory (``…/checkpoints/step_XXXXXXXX``), a run's output directory
-            (its newest valid checkpoint) or a ``*.safetensors`` file with ``backbone.json``
-            beside it.
-        which: ``"teacher"`` (the reference's choice for evaluation) or ``"student"``.
-
-    Returns:
-        ``(model, meta)``; ``model(x: [B, 3, H, W])`` → ``[B, meta["num_features"]]``; ``meta``
-        holds ``backbone``, ``backbone_kwargs``, ``num_features``, ``image_size``, ``mean``,
-        ``std``, ``step`` and ``source`` (the weights file).
-    """
-    from unimix.ssl.model import create_dino_backbone
-
-    weights, meta_path = _resolve_weights(Path(path), which)
-    meta = _read_meta(meta_path)
-    model = create_dino_backbone(meta["backbone"], **meta["backbone_kwargs"])
-    try:
-        state = load_file(os.fspath(weights))
-    except Exception as err:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
-    expected = set(model.state_dict())
-    if set(state) != expected:  # a backbone may own keys named "backbone.*"
-        state = clean_state_dict(state)
-    extra = set(state) - expected
-    if extra and expected <= set(state) and all(k.startswith("head.") for k in extra):
-        raise ValueError(
-            f"{weights}: a backbone plus a DINO head ({len(extra)} head.* keys); give the "
-            f"{which}_backbone.safetensors of that checkpoint instead"
-        )
-    _load_strict(model, state, weights)
-    meta["source"] = str(weights)
-    return model.eval(), meta
 
 
 def _hash_tensor(h: Any, tensor: torch.Tensor) -> None:

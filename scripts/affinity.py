@@ -2,6 +2,6 @@
 
 import sys
 
-from unimix.backbones.affinity_plot import main_affinity
+from unimix.viz.cli import main_affinity
 
 sys.exit(main_affinity())

@@ -1,213 +1,134 @@
-"""Atomic, verifiable checkpoints and the choice of which one to resume from.
+"""Training checkpoints: what only the trainer needs on top of :mod:`unimix.checkpoint`.
 
-Layout (the contract read by ``unimix.eval.load_backbone``)::
-
-    <output_dir>/checkpoints/step_00000123/
-        model.safetensors, optimizer.bin, random_states_<rank>.pkl, ...   (Accelerate save_state)
-        teacher.safetensors            full teacher (backbone + head), strict keys
-        dino_state.safetensors         the loss centre
-        teacher_backbone.safetensors   clean keys: loads strictly into
-        student_backbone.safetensors     create_backbone(meta["backbone"], num_classes=0, **kwargs)
-        backbone.json                  {"backbone", "backbone_kwargs", "num_features", "image_size",
-                                        "mean", "std", "step"}
-        trainer_state.json             {"step", "epoch", "world_size", ..., "files": {name: sha256}}
-                                       written last: a directory without it is not a checkpoint
-
-Each checkpoint is written under a temporary name, fsynced, then renamed, so a kill during a
-write leaves the previous checkpoints untouched; ``trainer_state.json`` records the size and
-SHA-256 of every file, so a damaged checkpoint is detected before anything is loaded.
+Saving writes the Accelerate state (optimizer, grad scaler, every process's RNG states), both
+networks with clean keys, the loss centre, the two backbones and ``backbone.json``, atomically
+(:func:`unimix.checkpoint.write_checkpoint`). Restoring verifies the manifest, checks keys and
+shapes before loading anything, and returns the step to continue from.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
-from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-__all__ = [
-    "CheckpointError",
-    "TRAINER_STATE",
-    "check_keys",
-    "find_resume_checkpoint",
-    "list_checkpoints",
-    "read_trainer_state",
-    "verify_checkpoint",
-    "write_checkpoint",
-]
+from unimix.checkpoint import (
+    BACKBONE_META,
+    CHECKPOINTS_DIR,
+    DINO_STATE,
+    CheckpointError,
+    backbone_file,
+    check_keys,
+    find_resume_checkpoint,
+    list_checkpoints,
+    network_file,
+    verify_checkpoint,
+    write_checkpoint,
+)
+
+from .loss import DINOLoss
+from .model import DINOModel
+
+__all__ = ["resolve_resume", "restore_training_checkpoint", "save_training_checkpoint"]
 
 logger = logging.getLogger("unimix.ssl")
 
-TRAINER_STATE = "trainer_state.json"
-_PREFIX = "step_"
-_TMP_PREFIX = ".tmp-"
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory is incomplete or damaged."""
-
-
-def checkpoint_name(step: int) -> str:
-    return f"{_PREFIX}{step:08d}"
-
-
-def list_checkpoints(root: str | os.PathLike) -> list[Path]:
-    """Checkpoint directories under ``root`` (``<output>/checkpoints``), oldest step first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit():
-            found.append((int(p.name[len(_PREFIX) :]), p))
-    return [p for _, p in sorted(found)]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def resolve_resume(resume: str | os.PathLike | None, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from: ``None`` (fresh; an output dir with checkpoints is an
+    error), ``"auto"`` (newest valid one, if any) or a checkpoint directory (verified)."""
+    if resume is None:
+        existing = list_checkpoints(output_dir / CHECKPOINTS_DIR)
+        if existing:
+            raise ValueError(
+                f"output dir {output_dir} already holds checkpoints (newest {existing[-1].name}); "
+                "pass --resume auto to continue it or choose another --output-dir"
+            )
+        return None
+    if os.fspath(resume) == "auto":
+        return find_resume_checkpoint(output_dir)
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume {path}: no such checkpoint directory")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        verify_checkpoint(path)
+    except CheckpointError as err:
+        raise ValueError(f"--resume {path}: {err}") from None
+    return path
 
 
-def write_checkpoint(
-    root: str | os.PathLike,
+def _clean_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def save_training_checkpoint(
+    root: Path,
     step: int,
-    write_files: Callable[[Path], None],
-    state: Mapping[str, Any],
-    *,
-    is_main: bool,
-    barrier: Callable[[], None],
+    accelerator: Accelerator,
+    networks: dict[str, DINOModel],
+    loss_fn: DINOLoss,
+    backbone_meta: dict[str, Any],
+    state: dict[str, Any],
     keep_last: int,
 ) -> Path:
-    """Write checkpoint ``step`` atomically; every process calls this.
+    """Write checkpoint ``step`` under ``root`` (every process calls this); returns its path.
 
-    ``write_files(tmp_dir)`` runs on every process (Accelerate's ``save_state`` writes one RNG
-    file per rank) after the main process created ``tmp_dir``. The main process then hashes
-    every file into ``trainer_state.json`` (``state`` plus ``files``), fsyncs, renames the
-    directory to ``step_<step>`` and deletes all but the newest ``keep_last`` checkpoints.
+    ``networks``: ``{"teacher": ..., "student": ...}``; ``backbone_meta`` is written as
+    ``backbone.json`` (``step`` added); ``state`` goes into the manifest.
     """
-    root = Path(root)
-    final = root / checkpoint_name(step)
-    tmp = root / f"{_TMP_PREFIX}{final.name}"
-    if is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():  # left by a run killed while saving
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    barrier()
-    write_files(tmp)
-    barrier()
-    if is_main:
-        files = {}
-        for p in sorted(tmp.iterdir()):
-            if p.is_file():
-                _fsync(p)
-                files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-        meta = {**state, "files": files}
-        state_path = tmp / TRAINER_STATE
-        with open(state_path, "w") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync(tmp)
-        if final.exists():  # same step saved again (e.g. the end of a resumed, finished run)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
-        for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return final
 
+    def write_files(tmp: Path) -> None:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        if not accelerator.is_main_process:
+            return
+        for which in ("student", "teacher"):
+            save_file(_clean_state(networks[which]), str(tmp / network_file(which)))
+        save_file({"center": loss_fn.center.detach().cpu()}, str(tmp / DINO_STATE))
+        for which in ("teacher", "student"):
+            save_file(_clean_state(networks[which].backbone), str(tmp / backbone_file(which)))
+        meta = {**backbone_meta, "step": step}
+        (tmp / BACKBONE_META).write_text(json.dumps(meta, indent=1))
 
-def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``trainer_state.json`` of checkpoint directory ``path``."""
-    state_path = Path(path) / TRAINER_STATE
-    try:
-        return json.loads(state_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {TRAINER_STATE} (incomplete checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{state_path}: unreadable ({err})") from None
-
-
-def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Check that every file listed in ``trainer_state.json`` is present and unchanged.
-
-    Returns the trainer state. Raises :class:`CheckpointError` naming the first bad file.
-    """
-    path = Path(path)
-    state = read_trainer_state(path)
-    files = state.get("files")
-    if not isinstance(files, dict) or not files:
-        raise CheckpointError(f"{path / TRAINER_STATE}: no file manifest")
-    for name, expected in files.items():
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"{file}: missing")
-        if file.stat().st_size != expected["bytes"]:
-            raise CheckpointError(
-                f"{file}: {file.stat().st_size} bytes, expected {expected['bytes']}"
-            )
-        if _sha256(file) != expected["sha256"]:
-            raise CheckpointError(
-                f"{file}: content changed since it was written (checksum mismatch)"
-            )
-    return state
-
-
-def find_resume_checkpoint(output_dir: str | os.PathLike, warn: bool = True) -> Path | None:
-    """The newest valid checkpoint under ``<output_dir>/checkpoints``, or None if there is none.
-
-    Damaged or incomplete checkpoints are skipped with a warning naming what is wrong.
-    """
-    for path in reversed(list_checkpoints(Path(output_dir) / "checkpoints")):
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as err:
-            if warn:
-                logger.warning(
-                    "skipping checkpoint %s: %s; falling back to the previous one", path.name, err
-                )
-            continue
-        return path
-    return None
-
-
-def check_keys(expected: Iterable[str], file: str | os.PathLike, what: str) -> None:
-    """Raise ValueError listing missing and unexpected keys of safetensors ``file`` vs ``expected``."""
-    with safe_open(os.fspath(file), framework="pt") as f:
-        found = set(f.keys())
-    expected = set(expected)
-    if found == expected:
-        return
-    missing, unexpected = sorted(expected - found), sorted(found - expected)
-    parts = []
-    if missing:
-        parts.append(
-            f"missing {len(missing)}: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}"
-        )
-    if unexpected:
-        parts.append(
-            f"unexpected {len(unexpected)}: {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}"
-        )
-    raise ValueError(
-        f"{file}: {what} keys do not match this run's model ({'; '.join(parts)}); "
-        "was it written with another model.backbone / model.head config?"
+    return write_checkpoint(
+        root,
+        step,
+        write_files,
+        state,
+        is_main=accelerator.is_main_process,
+        barrier=accelerator.wait_for_everyone,
+        keep_last=keep_last,
     )
+
+
+def restore_training_checkpoint(
+    path: Path, accelerator: Accelerator, networks: dict[str, DINOModel], loss_fn: DINOLoss
+) -> int:
+    """Restore everything from checkpoint ``path``; returns the step to continue from."""
+    state = verify_checkpoint(path)
+    for name in ("student", "teacher"):
+        module, file = networks[name], path / network_file(name)
+        check_keys(module.state_dict().keys(), file, name)
+        module.load_state_dict(load_file(str(file), device=str(accelerator.device)), strict=True)
+    center = load_file(str(path / DINO_STATE))["center"]
+    if center.shape != loss_fn.center.shape:
+        raise ValueError(
+            f"{path}: centre has shape {tuple(center.shape)}, this run's head.out_dim needs "
+            f"{tuple(loss_fn.center.shape)}"
+        )
+    loss_fn.center.copy_(center)
+    accelerator.load_state(str(path))
+    if state.get("world_size") != accelerator.num_processes:
+        logger.warning(
+            "resuming a %s-process checkpoint with %s processes: data order and losses are "
+            "unchanged, random states of dropout/drop-path are not restored exactly",
+            state.get("world_size"),
+            accelerator.num_processes,
+        )
+    return int(state["step"])

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from .head import DINOHead
 
-__all__ = ["DINOModel", "create_dino_backbone"]
-
-
-def create_dino_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """A headless backbone (``model(x)`` → ``[B, num_features]``): a unimix preset or any timm model.
-
-    unimix presets are tried first (``create_backbone``, with or without the ``unimix_``
-    prefix); any other name goes to ``timm.create_model(name, num_classes=0, pretrained=False)``.
-    """
-    import timm
-
-    try:
-        from unimix.backbones import create_backbone, list_backbones
-    except ImportError:  # backbones package without its API yet
-        create_backbone, list_backbones = None, None
-    bare = name.removeprefix("unimix_")
-    if create_backbone is not None and list_backbones is not None and bare in list_backbones():
-        return create_backbone(bare, num_classes=0, **kwargs)
-    if not timm.is_model(name):
-        raise ValueError(
-            f"model.backbone: unknown backbone {name!r} (not a unimix preset nor a timm model)"
-        )
-    return timm.create_model(name, num_classes=0, pretrained=False, **kwargs)
+__all__ = ["DINOModel"]
 
 
 class DINOModel(nn.Module):

@@ -22,11 +22,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from unimix.backbones import create_dino_backbone
+
 from .config import PretrainConfig
 from .head import DINOHead
 from .koleo import koleo_loss
 from .loss import DINOLoss
-from .model import DINOModel, create_dino_backbone
+from .model import DINOModel
 from .optim import build_optimizer
 from .schedules import StepValues
 from .teacher import TeacherEMA, make_teacher

@@ -24,23 +24,16 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast, set_seed
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unimix.backbones import create_dino_backbone
 from unimix.config import save_config
 
-from .checkpoint import (
-    CheckpointError,
-    check_keys,
-    find_resume_checkpoint,
-    list_checkpoints,
-    verify_checkpoint,
-    write_checkpoint,
-)
+from .checkpoint import resolve_resume, restore_training_checkpoint, save_training_checkpoint
 from .config import PretrainConfig
 from .loader import BatchPlan, MultiCropBatches, make_loader
-from .loss import DINOLoss, teacher_entropies
-from .model import DINOModel, create_dino_backbone
+from .loss import teacher_entropies
+from .model import DINOModel
 from .monitor import CollapseDetector, Monitor, ProgressTracker
 from .multicrop import MultiCropAugment
 from .schedules import Schedules
@@ -113,13 +106,15 @@ def _has_accelerator() -> bool:
 
 
 def _configure_logging(is_main: bool) -> None:
-    if logger.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if is_main else logging.ERROR)
-    logger.propagate = False
+    for name in ("unimix.ssl", "unimix.checkpoint"):
+        log = logging.getLogger(name)
+        if log.handlers:
+            continue
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO if is_main else logging.ERROR)
+        log.propagate = False
 
 
 def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> PretrainResult:
@@ -147,7 +142,7 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     output_dir = Path(cfg.output_dir)
     ckpt_root = output_dir / "checkpoints"
 
-    resume_path = _resolve_resume(resume, output_dir)
+    resume_path = resolve_resume(resume, output_dir)
 
     dataset = build_train_dataset(cfg)
     accum = cfg.optim.grad_accum_steps
@@ -164,6 +159,7 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     step_fn = DINOStep(cfg, accelerator)
     student, teacher, loss_fn = step_fn.student, step_fn.teacher, step_fn.loss_fn
     unwrapped = accelerator.unwrap_model(student)
+    networks = {"student": unwrapped, "teacher": teacher}
 
     # Model weights are ours to save (clean keys, process-count independent); Accelerate keeps
     # the optimizer, the grad scaler and every process's RNG states.
@@ -172,7 +168,7 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
 
     start_step = 0
     if resume_path is not None:
-        start_step = _load_checkpoint(resume_path, accelerator, unwrapped, teacher, loss_fn)
+        start_step = restore_training_checkpoint(resume_path, accelerator, networks, loss_fn)
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "config.yaml")
@@ -211,14 +207,31 @@ def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> Pr
     )
     result = PretrainResult(output_dir=output_dir, steps=start_step, world_size=world)
     last_saved: int | None = None
+    backbone_meta = {
+        "backbone": cfg.model.backbone,
+        "backbone_kwargs": cfg.model.backbone_kwargs,
+        "num_features": int(unwrapped.backbone.num_features),
+        "image_size": cfg.augment.global_size,
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+    }
     window_start, window_images = time.perf_counter(), 0
     run_start = time.perf_counter()
 
     def save(step_done: int, epoch: int) -> None:
         nonlocal last_saved
-        result.checkpoint = _save_checkpoint(
-            cfg, ckpt_root, step_done, epoch, accelerator, unwrapped, teacher, loss_fn, plan
-        )
+        state = {
+            "step": step_done,
+            "epoch": epoch,
+            "world_size": accelerator.num_processes,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "batch_size": cfg.data.batch_size,
+            "seed": cfg.seed,
+        }
+        result.checkpoint = save_training_checkpoint(
+            ckpt_root, step_done, accelerator, networks, loss_fn, backbone_meta, state,
+            cfg.checkpoint.keep_last,
+        )  # fmt: skip
         last_saved = step_done
 
     try:
@@ -320,109 +333,6 @@ def _budget_spent(max_minutes: float, run_start: float, accelerator: Accelerator
     if accelerator.num_processes > 1:
         spent = broadcast(spent, from_process=0)
     return bool(spent.item())
-
-
-# ------------------------------------------------------------------------------ checkpoints
-def _resolve_resume(resume: str | os.PathLike | None, output_dir: Path) -> Path | None:
-    if resume is None:
-        existing = list_checkpoints(output_dir / "checkpoints")
-        if existing:
-            raise ValueError(
-                f"output dir {output_dir} already holds checkpoints (newest {existing[-1].name}); "
-                "pass --resume auto to continue it or choose another --output-dir"
-            )
-        return None
-    if os.fspath(resume) == "auto":
-        return find_resume_checkpoint(output_dir)
-    path = Path(resume)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume {path}: no such checkpoint directory")
-    try:
-        verify_checkpoint(path)
-    except CheckpointError as err:
-        raise ValueError(f"--resume {path}: {err}") from None
-    return path
-
-
-def _clean_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-
-
-def _save_checkpoint(
-    cfg: PretrainConfig,
-    root: Path,
-    step: int,
-    epoch: int,
-    accelerator: Accelerator,
-    student: DINOModel,
-    teacher: DINOModel,
-    loss_fn: DINOLoss,
-    plan: BatchPlan,
-) -> Path:
-    def write_files(tmp: Path) -> None:
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        if not accelerator.is_main_process:
-            return
-        save_file(_clean_state(student), str(tmp / "student.safetensors"))
-        save_file(_clean_state(teacher), str(tmp / "teacher.safetensors"))
-        save_file({"center": loss_fn.center.detach().cpu()}, str(tmp / "dino_state.safetensors"))
-        save_file(_clean_state(teacher.backbone), str(tmp / "teacher_backbone.safetensors"))
-        save_file(_clean_state(student.backbone), str(tmp / "student_backbone.safetensors"))
-        meta = {
-            "backbone": cfg.model.backbone,
-            "backbone_kwargs": cfg.model.backbone_kwargs,
-            "num_features": int(student.backbone.num_features),
-            "image_size": cfg.augment.global_size,
-            "mean": list(cfg.data.mean),
-            "std": list(cfg.data.std),
-            "step": step,
-        }
-        (tmp / "backbone.json").write_text(json.dumps(meta, indent=1))
-
-    state = {
-        "step": step,
-        "epoch": epoch,
-        "world_size": accelerator.num_processes,
-        "steps_per_epoch": plan.steps_per_epoch,
-        "batch_size": cfg.data.batch_size,
-        "seed": cfg.seed,
-    }
-    return write_checkpoint(
-        root,
-        step,
-        write_files,
-        state,
-        is_main=accelerator.is_main_process,
-        barrier=accelerator.wait_for_everyone,
-        keep_last=cfg.checkpoint.keep_last,
-    )
-
-
-def _load_checkpoint(
-    path: Path, accelerator: Accelerator, student: DINOModel, teacher: DINOModel, loss_fn: DINOLoss
-) -> int:
-    """Restore everything from checkpoint ``path``; returns the step to continue from."""
-    state = verify_checkpoint(path)
-    for name, module in (("student", student), ("teacher", teacher)):
-        file = path / f"{name}.safetensors"
-        check_keys(module.state_dict().keys(), file, name)
-        module.load_state_dict(load_file(str(file), device=str(accelerator.device)), strict=True)
-    center = load_file(str(path / "dino_state.safetensors"))["center"]
-    if center.shape != loss_fn.center.shape:
-        raise ValueError(
-            f"{path}: centre has shape {tuple(center.shape)}, this run's head.out_dim needs "
-            f"{tuple(loss_fn.center.shape)}"
-        )
-    loss_fn.center.copy_(center)
-    accelerator.load_state(str(path))
-    if state.get("world_size") != accelerator.num_processes:
-        logger.warning(
-            "resuming a %s-process checkpoint with %s processes: data order and losses are "
-            "unchanged, random states of dropout/drop-path are not restored exactly",
-            state.get("world_size"),
-            accelerator.num_processes,
-        )
-    return int(state["step"])
 
 
 # ------------------------------------------------------------------------------ evaluation

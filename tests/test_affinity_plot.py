@@ -8,14 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from unimix.backbones.acmix import ACmix
-from unimix.backbones.acmix_resnet import acmix_nano
-from unimix.backbones.affinity_plot import (
-    collect_stage_affinities,
-    load_image,
-    main_affinity,
-    render_affinity_grid,
-)
+from unimix.backbones import ACmix, create_backbone
+from unimix.viz import collect_stage_affinities, load_image, main_affinity, render_affinity_grid
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,7 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return acmix_nano(num_classes=0).eval()
+    return create_backbone("acmix_nano", num_classes=0).eval()
 
 
 def test_one_panel_per_stage_with_the_query_mapped_to_each_grid(model: torch.nn.Module) -> None:
@@ -70,11 +64,6 @@ def test_cli_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_cli_writes_png_for_a_registered_preset(tmp_path: Path) -> None:
-    timm = pytest.importorskip("timm")
-    import unimix  # noqa: F401  (registers presets)
-
-    if "unimix_acmix_nano" not in timm.list_models("unimix_*"):
-        pytest.skip("presets not registered yet (unimix.backbones.__init__ wiring pending)")
     out = tmp_path / "affinity.png"
     code = main_affinity(
         ["--model", "acmix_nano", "--synthetic", "--query", "8,20", "--out", str(out)]

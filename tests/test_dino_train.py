@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from unimix.ssl.checkpoint import find_resume_checkpoint, list_checkpoints
+from unimix.checkpoint import find_resume_checkpoint, list_checkpoints
 from unimix.ssl.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,11 +157,11 @@ def test_damaged_newest_checkpoint_falls_back_and_mismatched_keys_are_listed(
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("unimix.ssl").addHandler(handler)
+    logging.getLogger("unimix.checkpoint").addHandler(handler)
     try:
         assert find_resume_checkpoint(out) == checkpoints[-2]
     finally:
-        logging.getLogger("unimix.ssl").removeHandler(handler)
+        logging.getLogger("unimix.checkpoint").removeHandler(handler)
     messages = [r.getMessage() for r in records]
     assert any("step_00000012" in m and "checksum" in m for m in messages), messages
 

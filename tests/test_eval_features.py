@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from unimix.backbones import create_dino_backbone
 from unimix.cli import main as unimix_main
 from unimix.eval import calibrate_batchnorm, eval_transform, extract_features, load_backbone
-from unimix.ssl.model import create_dino_backbone
 
 BACKBONE = "poolformer_nano"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("backbones", "ssl", "eval", "data", "bench")
+SUBPACKAGES = ("backbones", "ssl", "eval", "data", "bench", "checkpoint", "viz")
 # Folders that are never part of a build (and can be large or busy): skipped when copying.
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "outputs", "runs"

@@ -1,0 +1,46 @@
+"""The checkpoint format, owned once: file names, the manifest, finding and reading checkpoints,
+loading weights. Written by :mod:`unimix.ssl` (training), read by :mod:`unimix.eval` and tools.
+
+Public API::
+
+    from unimix.checkpoint import (list_checkpoints, find_resume_checkpoint, verify_checkpoint,
+                                   read_trainer_state, write_checkpoint, load_backbone)
+"""
+
+from .find import find_resume_checkpoint, resolve_weights
+from .layout import (
+    BACKBONE_META,
+    CHECKPOINTS_DIR,
+    DINO_STATE,
+    TRAINER_STATE,
+    WHICH,
+    backbone_file,
+    checkpoint_name,
+    list_checkpoints,
+    network_file,
+)
+from .manifest import CheckpointError, read_trainer_state, verify_checkpoint, write_checkpoint
+from .weights import check_keys, clean_state_dict, load_backbone, load_strict, read_backbone_meta
+
+__all__ = [
+    "BACKBONE_META",
+    "CHECKPOINTS_DIR",
+    "DINO_STATE",
+    "TRAINER_STATE",
+    "WHICH",
+    "CheckpointError",
+    "backbone_file",
+    "check_keys",
+    "checkpoint_name",
+    "clean_state_dict",
+    "find_resume_checkpoint",
+    "list_checkpoints",
+    "load_backbone",
+    "load_strict",
+    "network_file",
+    "read_backbone_meta",
+    "read_trainer_state",
+    "resolve_weights",
+    "verify_checkpoint",
+    "write_checkpoint",
+]
