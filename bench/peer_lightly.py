@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,21 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from lightly.loss import DINOLoss
-    from lightly.models.utils import update_momentum
+def _loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]:
+    """(training set, DataLoader of lightly's two 32-px global views per image, shuffled with
+    ``args.seed``)."""
     from lightly.transforms import DINOTransform
 
     from unimix.data import build_dataset, split_holdout
-    from unimix.ssl.checkpoint import write_checkpoint
-    from unimix.ssl.model import create_dino_backbone
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     dataset = build_dataset(
         args.data, "train", **({"cache": True} if Path(args.data).is_dir() else {})
     )
@@ -135,23 +128,24 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
         generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip
-    steps_per_epoch = len(loader)
-    epochs = args.epochs or args.images / len(dataset)
-    max_steps = math.inf if args.images is None else args.images // args.batch_size
-    planned = min(max_steps, round(epochs * steps_per_epoch))
-    every = max(1, math.ceil(planned / args.points))
+    return dataset, loader
 
-    backbone = create_dino_backbone(args.backbone)
-    student, head, teacher, teacher_head = build_peer(backbone)
-    criterion = DINOLoss(output_dim=OUT_DIM)
-    params = list(student.parameters()) + list(head.parameters())
+
+def _optimizer(args: argparse.Namespace, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """lightly's SGD (lr 0.06·batch/128, weight decay 5e-4) or its DINO example's AdamW."""
     if args.optimizer == "sgd":
         lr = 6e-2 * args.batch_size / 128
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
-    else:
-        lr = 5e-4 * args.batch_size / 256
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.04)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    lr = 5e-4 * args.batch_size / 256
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.04)
+
+
+def _saver(
+    args: argparse.Namespace, backbone: nn.Module, teacher: nn.Module, student: nn.Module
+) -> Callable[[int, int, float], None]:
+    """``save(step, epoch, elapsed)``: an atomic checkpoint of both backbones (safetensors) and
+    ``backbone.json`` that :func:`unimix.eval.load_backbone` reads."""
+    from unimix.checkpoint import write_checkpoint
 
     meta = {
         "backbone": args.backbone,
@@ -172,19 +166,31 @@ def main(argv: list[str] | None = None) -> int:
 
         state = {"step": step, "epoch": epoch, "batch_size": args.batch_size, "elapsed_s": elapsed}
         write_checkpoint(
-            out / "checkpoints", step, write_files, state, is_main=True, barrier=lambda: None,
-            keep_last=args.points + 2,
+            Path(args.out) / "checkpoints", step, write_files, state, is_main=True,
+            barrier=lambda: None, keep_last=args.points + 2,
         )  # fmt: skip
 
-    metrics = open(out / "metrics.jsonl", "w")  # noqa: SIM115 (closed below)
-    metrics.write(
-        json.dumps({"event": "start", "args": vars(args), "planned_steps": planned}) + "\n"
-    )
-    print(
-        f"lightly peer: {args.backbone}, {len(dataset)} images, batch {args.batch_size}, "
-        f"{args.optimizer} lr {lr:g}, schedule {epochs:.3f} epochs, {planned} steps planned",
-        flush=True,
-    )
+    return save
+
+
+def _train(
+    args: argparse.Namespace,
+    loader: torch.utils.data.DataLoader,
+    networks: tuple[nn.Module, nn.Module, nn.Module, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    schedule: tuple[float, int, int],
+    save: Callable[[int, int, float], None],
+    metrics: Any,
+) -> tuple[int, float]:
+    """lightly's loop until ``planned`` steps or ``args.minutes``; ``schedule`` is (epochs,
+    planned steps, checkpoint every); returns (steps, elapsed seconds)."""
+    from lightly.loss import DINOLoss
+    from lightly.models.utils import update_momentum
+
+    student, head, teacher, teacher_head = networks
+    epochs, planned, every = schedule
+    criterion = DINOLoss(output_dim=OUT_DIM)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     student.train(), head.train(), teacher.train(), teacher_head.train()
     start, step, epoch, done = time.perf_counter(), 0, 0, False
     while not done:
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             step += 1
             elapsed = time.perf_counter() - start
             if step % 10 == 0:
-                record = {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss),
+                record = {"step": step, "epoch": step / len(loader), "loss": float(loss),
                           "lr": optimizer.param_groups[0]["lr"], "elapsed_s": elapsed}  # fmt: skip
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
@@ -216,6 +222,43 @@ def main(argv: list[str] | None = None) -> int:
         else:
             epoch += 1
             scheduler.step()  # lightly steps the cosine once per epoch
+    return step, elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the peer as ``argv`` says (see ``--help``); writes checkpoints and metrics.jsonl."""
+    args = parse_args(argv)
+    from unimix.backbones import create_dino_backbone
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset, loader = _loader(args)
+    epochs = args.epochs or args.images / len(dataset)
+    max_steps = math.inf if args.images is None else args.images // args.batch_size
+    planned = min(max_steps, round(epochs * len(loader)))
+    every = max(1, math.ceil(planned / args.points))
+
+    backbone = create_dino_backbone(args.backbone)
+    student, head, teacher, teacher_head = build_peer(backbone)
+    optimizer = _optimizer(args, list(student.parameters()) + list(head.parameters()))
+    lr = optimizer.param_groups[0]["lr"]
+    save = _saver(args, backbone, teacher, student)
+    metrics = open(out / "metrics.jsonl", "w")  # noqa: SIM115 (closed below)
+    metrics.write(
+        json.dumps({"event": "start", "args": vars(args), "planned_steps": planned}) + "\n"
+    )
+    print(
+        f"lightly peer: {args.backbone}, {len(dataset)} images, batch {args.batch_size}, "
+        f"{args.optimizer} lr {lr:g}, schedule {epochs:.3f} epochs, {planned} steps planned",
+        flush=True,
+    )
+    networks = (student, head, teacher, teacher_head)
+    step, elapsed = _train(
+        args, loader, networks, optimizer, (epochs, planned, every), save, metrics
+    )
     metrics.write(json.dumps({"event": "end", "step": step, "elapsed_s": elapsed}) + "\n")
     metrics.close()
     print(f"lightly peer: {step} steps, {step * args.batch_size} images in {elapsed / 60:.1f} min")
