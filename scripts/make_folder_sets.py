@@ -4,7 +4,8 @@ class) and ``shapes48`` (SyntheticShapes at 48 px, 6 classes, 3,000 train / 600 
 
 Both are ImageFolder trees (``<out>/<set>/{train,test}/<class>/*.png``) written from data on
 this machine (``../shared/data/cifar10`` and the embedded generator); nothing is downloaded and
-nothing is written into the repository. Example::
+nothing is written into the repository. The logic is :mod:`unimix.bench.folder_sets`.
+Example::
 
     python scripts/make_folder_sets.py --cifar10 ../shared/data/cifar10 --out runs/folder_sets
 """
@@ -15,28 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from PIL import Image
-
-
-def write_gray28(cifar10: Path, out: Path, per_class: dict[str, int]) -> None:
-    for split, count in per_class.items():
-        for class_dir in sorted((cifar10 / split).iterdir()):
-            target = out / split / class_dir.name
-            target.mkdir(parents=True, exist_ok=True)
-            for file in sorted(class_dir.iterdir())[:count]:
-                image = Image.open(file).convert("L").resize((28, 28), Image.BILINEAR)
-                image.save(target / f"{file.stem}.png")
-
-
-def write_shapes48(out: Path, sizes: dict[str, int]) -> None:
-    from unimix.data import SyntheticShapes
-
-    for split, count in sizes.items():
-        data = SyntheticShapes(split, num_samples=count, image_size=48, num_classes=6, seed=7)
-        for i, (pixels, label) in enumerate(zip(data.data, data.targets, strict=True)):
-            target = out / split / data.classes[label]
-            target.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(target / f"{i:05d}.png")
+from unimix.bench.folder_sets import write_gray28, write_shapes48
 
 
 def main(argv: list[str] | None = None) -> int:
