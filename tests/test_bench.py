@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,35 @@ def test_tiny_race_of_ours_against_the_lightly_peer(tmp_path: Path) -> None:
     assert "| **lightly mean** |" in format_race(report)
     again = race(base, seeds=[0], peer="lightly")  # finished jobs are read back, not re-run
     assert again["methods"] == report["methods"]
+
+
+def test_knn_speed_exact_faiss_and_torch_mm_agree() -> None:
+    from unimix.bench.knn_speed import (
+        EXACT,
+        REFERENCE,
+        cluster_features,
+        format_knn_speed,
+        knn_speed,
+    )
+
+    bank, labels, queries = cluster_features(bank=600, queries=50, dim=16, classes=4)
+    assert bank.shape == (600, 16) and labels.shape == (600,) and queries.shape == (50, 16)
+    report = knn_speed(bank, labels, queries, k=10, fast_nprobe=2, repeats=1)
+    assert report["identical_predictions"] and report["agreement_with_exact"][REFERENCE] == 1.0
+    table = format_knn_speed(report)
+    assert EXACT in table and "predictions identical: True" in table
+
+
+SCRIPTS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_is_a_command_line_with_help(script: str) -> None:
+    """Each script runs as a program (never imported by path) and its imports resolve."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / script), "--help"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:"), result.stdout[:200]
