@@ -17,6 +17,7 @@ from .decode import (
 )
 from .holdout import DatasetSubset, holdout_indices, split_holdout
 from .image_folder import ImageFolderDataset, list_image_files
+from .options import dataset_options, is_generated
 from .synthetic import SHAPES, SyntheticShapes, render_shapes
 from .torchvision_sets import TORCHVISION_SPLITS, default_data_root, load_torchvision_dataset
 
@@ -32,8 +33,10 @@ __all__ = [
     "UnreadableImageError",
     "UnreadableImageWarning",
     "build_dataset",
+    "dataset_options",
     "default_data_root",
     "holdout_indices",
+    "is_generated",
     "list_image_files",
     "load_rgb",
     "load_torchvision_dataset",

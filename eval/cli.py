@@ -78,7 +78,7 @@ def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
 
 
 def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    from unimix.data import build_dataset
+    from unimix.data import build_dataset, dataset_options
 
     from .features import eval_transform
 
@@ -87,10 +87,7 @@ def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any,
     std = meta.get("std") or (0.229, 0.224, 0.225)
     transform = eval_transform(size, mean, std)
     options: dict[str, Any] = {"transform": transform, "download": args.download}
-    if args.root:
-        options["root"] = args.root
-    if args.data.lower() == "synthetic":
-        options["image_size"] = size
+    options.update(dataset_options(args.data, root=args.root or None, image_size=size))
     train = build_dataset(args.data, args.train_split, **options)
     test = build_dataset(args.data, args.test_split, **options)
     info = {

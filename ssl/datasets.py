@@ -1,0 +1,65 @@
+"""The images a pretraining run reads: its training set (minus the held-out images) and the
+bank and queries of its k-NN monitor. What each dataset kind needs is :mod:`unimix.data`'s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from unimix.data import build_dataset, dataset_options, split_holdout
+from unimix.eval import eval_transform
+
+from .config import PretrainConfig
+
+__all__ = ["build_train_dataset", "knn_datasets"]
+
+
+def build_train_dataset(
+    cfg: PretrainConfig, transform: Any = None, holdout: bool = True
+) -> Dataset:
+    """The training set named by ``cfg.data``, minus its ``data.holdout`` held-out images
+    (``holdout=False``: all of them); untransformed unless ``transform`` is given."""
+    d = cfg.data
+    options = dataset_options(
+        d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size,
+        seed=cfg.seed, cache=d.cache and transform is None,
+    )  # fmt: skip
+    dataset = build_dataset(d.dataset, d.split, download=d.download, transform=transform, **options)
+    if holdout and d.holdout:
+        if d.holdout >= len(dataset):
+            raise ValueError(
+                f"data.holdout={d.holdout}: the training set {d.dataset!r} has only "
+                f"{len(dataset)} images"
+            )
+        dataset = split_holdout(dataset, d.holdout)[0]
+    return dataset
+
+
+def knn_datasets(cfg: PretrainConfig) -> tuple[Dataset, Dataset, str]:
+    """(bank, queries, description) of the run's k-NN, transformed for evaluation.
+
+    With ``data.holdout > 0``: bank = the training images pretraining used, queries = the
+    held-out ones (a validation k-NN; the test split is not read). Otherwise ``eval.dataset``
+    (default: the training dataset), ``eval.train_split`` against ``eval.test_split``.
+    """
+    e = cfg.eval
+    transform = eval_transform(cfg.augment.global_size, cfg.data.mean, cfg.data.std)
+    if cfg.data.holdout:
+        full = build_train_dataset(cfg, transform=transform, holdout=False)
+        bank, held = split_holdout(full, cfg.data.holdout)
+        description = (
+            f"{cfg.data.dataset} {cfg.data.split}: {len(held)} held-out images "
+            f"(bank: the other {len(bank)})"
+        )
+        return bank, held, description
+    name = e.dataset or cfg.data.dataset
+    splits = []
+    for split, count in ((e.train_split, e.num_train), (e.test_split, e.num_test)):
+        options = dataset_options(
+            name, root=e.root or cfg.data.root, num_samples=count,
+            image_size=cfg.data.image_size, seed=cfg.seed,
+        )  # fmt: skip
+        splits.append(build_dataset(name, split, transform=transform, **options))
+    train, test = splits
+    return train, test, f"{name} {e.test_split} (bank: {e.train_split}, {len(train)} images)"

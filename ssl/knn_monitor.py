@@ -1,0 +1,125 @@
+"""The k-NN monitor of a pretraining run: the teacher's top-1 during training, and at the end the
+teacher, the student and the same backbone untrained, like for like
+(:func:`unimix.eval.compare_knn`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import Dataset
+
+from unimix.backbones import create_dino_backbone
+from unimix.eval import compare_knn, like_for_like_top1
+
+from .config import EvalConfig, PretrainConfig
+from .datasets import knn_datasets
+from .model import DINOModel
+from .step import disable_stochastic_layers
+
+__all__ = [
+    "FINAL_BN_IMAGES",
+    "RAW_PIXEL_MAX_SIZE",
+    "final_knn",
+    "final_knn_line",
+    "online_knn",
+]
+
+
+def _knn_rows(
+    e: EvalConfig,
+    seed: int,
+    networks: dict[str, nn.Module],
+    train: Dataset,
+    test: Dataset,
+    device: torch.device,
+    *,
+    bn_images: int = 0,
+    raw_pixels: bool = False,
+) -> list[dict[str, Any]]:
+    return compare_knn(
+        networks, train, test, ks=(min(e.k, len(train)),), temperature=e.temperature,
+        bn_images=bn_images, raw_pixels=raw_pixels, seed=seed, batch_size=e.batch_size,
+        device=device,
+    )  # fmt: skip
+
+
+def online_knn(cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerator) -> float | None:
+    """The teacher's k-NN top-1 during training (main process; None elsewhere); every process
+    waits for it."""
+    top1 = None
+    if accelerator.is_main_process:
+        train, test, _ = knn_datasets(cfg)
+        networks = {"teacher": teacher.backbone}
+        rows = _knn_rows(cfg.eval, cfg.seed, networks, train, test, accelerator.device)
+        top1 = next(iter(v for k, v in rows[0].items() if k.startswith("top1@")))
+        disable_stochastic_layers(teacher)  # extraction put the backbone back in train mode
+    accelerator.wait_for_everyone()
+    return top1
+
+
+#: Clean images that re-estimate BatchNorm statistics before the final k-NN (every network).
+FINAL_BN_IMAGES = 2048
+#: Largest image side at which the final k-NN also reports the raw-pixel floor.
+RAW_PIXEL_MAX_SIZE = 64
+
+
+def final_knn(
+    cfg: PretrainConfig, teacher: DINOModel, student: DINOModel, accelerator: Accelerator
+) -> dict[str, Any] | None:
+    """k-NN top-1 of the trained teacher, the trained student and the same backbone at its
+    initial weights, like for like (:func:`unimix.eval.compare_knn`): one bank, one set of
+    queries, and BatchNorm statistics re-estimated on the same clean bank images for every
+    BatchNorm network (the statistics each came with are reported too); with small images, the
+    raw-pixel floor as well."""
+    if not accelerator.is_main_process:
+        return None
+    train, test, description = knn_datasets(cfg)
+    set_seed(cfg.seed)  # the student's backbone was the first thing built from this seed
+    untrained = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
+    untrained.to(accelerator.device)
+    networks = {"teacher": teacher.backbone, "student": student.backbone, "untrained": untrained}
+    rows = _knn_rows(
+        cfg.eval, cfg.seed, networks, train, test, accelerator.device, bn_images=FINAL_BN_IMAGES,
+        raw_pixels=cfg.augment.global_size <= RAW_PIXEL_MAX_SIZE,
+    )  # fmt: skip
+    disable_stochastic_layers(teacher)
+    k = min(cfg.eval.k, len(train))
+
+    def headline(name: str) -> float | None:
+        return like_for_like_top1(rows, name, k)
+
+    return {
+        "trained": headline("teacher"),
+        "student": headline("student"),
+        "untrained": headline("untrained"),
+        "raw_pixels": headline("raw_pixels"),
+        "bn_images": FINAL_BN_IMAGES if any(r["bn"] != "none" for r in rows) else 0,
+        "rows": rows,
+        "k": k,
+        "temperature": cfg.eval.temperature,
+        "dataset": description,
+    }
+
+
+def final_knn_line(knn: dict[str, Any]) -> str:
+    """The run's last line: trained teacher (and student) against untrained and raw pixels."""
+    trained, untrained = knn["trained"], knn["untrained"]
+    line = (
+        f"k-NN top-1 (k={knn['k']}, T={knn['temperature']}) on {knn['dataset']}: trained teacher "
+        f"{trained:.2f}% (student {knn['student']:.2f}%) vs same backbone untrained "
+        f"{untrained:.2f}% (margin {trained - untrained:+.2f} points)"
+    )
+    if knn.get("raw_pixels") is not None:
+        line += f"; raw pixels {knn['raw_pixels']:.2f}%"
+    if knn.get("bn_images"):
+        kept = {r["network"]: r[f"top1@{knn['k']}"] for r in knn["rows"] if r["bn"] == "kept"}
+        line += (
+            f" [BatchNorm statistics re-estimated on {knn['bn_images']} clean bank images for "
+            f"every network; as kept: teacher {kept['teacher']:.2f}%, untrained "
+            f"{kept['untrained']:.2f}%]"
+        )
+    return line

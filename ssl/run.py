@@ -1,0 +1,166 @@
+"""Building a pretraining run: every object the fit loop and its callbacks use, made in one
+fixed order (the order random numbers are drawn in, which a bit-exact resume relies on)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from unimix.checkpoint import CHECKPOINTS_DIR
+from unimix.config import save_config
+
+from .checkpoint import resolve_resume, restore_training_checkpoint, save_training_checkpoint
+from .config import PretrainConfig
+from .datasets import build_train_dataset
+from .loader import BatchPlan, MultiCropBatches, make_loader
+from .model import DINOModel
+from .monitor import Monitor
+from .multicrop import MultiCropAugment
+from .runtime import configure_logging, make_accelerator
+from .schedules import Schedules
+from .step import DINOStep
+
+__all__ = ["PretrainResult", "Run", "build_run"]
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`~unimix.ssl.trainer.pretrain` returns (on every process)."""
+
+    output_dir: Path
+    steps: int  # optimizer steps done in total (including those before a resume)
+    world_size: int
+    losses: list[float] = field(default_factory=list)  # global-batch loss of each step run here
+    checkpoint: Path | None = None  # the last checkpoint written
+    knn: dict[str, float] | None = None  # {"trained": top1, "untrained": top1, "k": k} at the end
+    wall_time_s: float = 0.0
+    images_per_s: float = 0.0  # source images per second over the steps run here
+
+
+@dataclass
+class Run:
+    """One built pretraining run: steps ``start_step`` → ``end_step`` of ``schedules``."""
+
+    cfg: PretrainConfig
+    accelerator: Accelerator
+    output_dir: Path
+    resume_path: Path | None
+    dataset: Any
+    plan: BatchPlan
+    schedules: Schedules
+    step_fn: DINOStep
+    networks: dict[str, DINOModel]  # "student" (unwrapped) and "teacher"
+    start_step: int
+    end_step: int
+    monitor: Monitor | None = None
+    batches: Iterator[dict[str, Any]] | None = None  # micro-batches of multi-crop views
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def save(self, step: int) -> Path:
+        """Checkpoint the run after ``step`` optimizer steps (every process calls this)."""
+        cfg, student = self.cfg, self.networks["student"]
+        meta = {
+            "backbone": cfg.model.backbone,
+            "backbone_kwargs": cfg.model.backbone_kwargs,
+            "num_features": int(student.backbone.num_features),
+            "image_size": cfg.augment.global_size,
+            "mean": list(cfg.data.mean),
+            "std": list(cfg.data.std),
+        }
+        state = {
+            "step": step,
+            "epoch": step // self.plan.steps_per_epoch,
+            "world_size": self.world,
+            "steps_per_epoch": self.plan.steps_per_epoch,
+            "batch_size": cfg.data.batch_size,
+            "seed": cfg.seed,
+        }
+        return save_training_checkpoint(
+            self.output_dir / CHECKPOINTS_DIR, step, self.accelerator, self.networks,
+            self.step_fn.loss_fn, meta, state, cfg.checkpoint.keep_last,
+        )  # fmt: skip
+
+
+def _announce(run: Run) -> None:
+    """The run's first line: world, backbone, data, batch, steps, schedule, precision, threads."""
+    cfg, plan, acc = run.cfg, run.plan, run.accelerator
+    n_params = sum(p.numel() for p in run.networks["student"].backbone.parameters())
+    run.monitor.info(
+        f"unimix pretrain: world size {run.world} ({acc.distributed_type.value}, {acc.device}), "
+        f"backbone {cfg.model.backbone} ({n_params / 1e6:.2f} M params), {len(run.dataset)} "
+        f"images, global batch {cfg.data.batch_size} = {run.world} process(es) × "
+        f"{cfg.optim.grad_accum_steps} accumulation × {plan.local_batch}, steps "
+        f"{run.start_step}→{run.end_step} of {run.schedules.total_steps} "
+        f"({plan.steps_per_epoch}/epoch), peak lr {run.schedules.peak_lr:.3g}, precision "
+        f"{cfg.precision}, {torch.get_num_threads()} thread(s) per process"
+        + (f", resumed from {run.resume_path}" if run.resume_path else "")
+    )
+    run.monitor.log(
+        {
+            "event": "start",
+            "step": run.start_step,
+            "world_size": run.world,
+            "device": str(acc.device),
+        }
+    )
+
+
+def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
+    """Micro-batches from ``start_step`` on: the same views whatever the process count."""
+    cfg, accum = run.cfg, run.cfg.optim.grad_accum_steps
+    augment = MultiCropAugment(cfg.augment, cfg.data.mean, cfg.data.std, cfg.seed)
+    batches = MultiCropBatches(run.dataset, run.plan, augment, run.end_step * accum)
+    loader = make_loader(batches, run.start_step * accum, cfg.data.num_workers, seed=cfg.seed)
+    return iter(loader)
+
+
+def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
+    """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
+    resuming), metrics sinks and the micro-batch stream, in that order."""
+    accelerator = make_accelerator(cfg.precision, cfg.threads)
+    configure_logging(accelerator.is_main_process)
+    output_dir = Path(cfg.output_dir)
+    resume_path = resolve_resume(resume, output_dir)
+    dataset = build_train_dataset(cfg)
+    plan = BatchPlan(
+        len(dataset), cfg.data.batch_size, cfg.optim.grad_accum_steps,
+        accelerator.num_processes, accelerator.process_index, cfg.seed,
+    )  # fmt: skip
+    schedules = Schedules(cfg, plan.steps_per_epoch)
+    end_step = schedules.total_steps
+    if cfg.max_steps is not None:
+        end_step = min(cfg.max_steps, schedules.total_steps)
+    step_fn = DINOStep(cfg, accelerator)
+    networks = {"student": accelerator.unwrap_model(step_fn.student), "teacher": step_fn.teacher}
+    # Model weights are ours to save (clean keys, process-count independent); Accelerate keeps
+    # the optimizer, the grad scaler and every process's RNG states.
+    accelerator.register_save_state_pre_hook(lambda models, weights, _dir: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, _dir: models.clear())
+    start_step = 0
+    if resume_path is not None:
+        start_step = restore_training_checkpoint(
+            resume_path, accelerator, networks, step_fn.loss_fn
+        )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output_dir / "config.yaml")
+    run = Run(
+        cfg, accelerator, output_dir, resume_path, dataset, plan, schedules, step_fn, networks,
+        start_step, end_step,
+    )  # fmt: skip
+    run.monitor = Monitor(
+        output_dir, end_step, start_step, enabled=accelerator.is_main_process,
+        progress_bar=cfg.logging.progress_bar, tensorboard=cfg.logging.tensorboard,
+    )  # fmt: skip
+    _announce(run)
+    run.batches = _start_batches(run)
+    return run

@@ -1,0 +1,69 @@
+"""The process a run lives in: its Accelerator, CPU threads, log handlers and wall-clock budget."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast
+
+__all__ = ["budget_spent", "configure_logging", "make_accelerator"]
+
+
+def _cpu_threads_per_process() -> int:
+    """The cores this machine lends us, shared evenly by the processes on this node.
+
+    ``accelerate launch`` on a machine without GPU exports ``OMP_NUM_THREADS=1`` unless told
+    ``--num_cpu_threads_per_process``, which leaves all but one core idle (half the speed on 2
+    cores); ``threads=N`` in the config overrides this.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cores or 1) // max(1, local_world))
+
+
+def _has_accelerator() -> bool:
+    # On a machine without GPU, Accelerator() under a multi-process launcher (accelerate launch
+    # --multi_gpu, torchrun) reports one process although every rank joined a gloo group;
+    # cpu=True makes it the MULTI_CPU setup it really is.
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+def make_accelerator(precision: str, threads: int | None) -> Accelerator:
+    """An Accelerator for ``precision``; on CPU, ``threads`` (or this process's share of the
+    cores when 0/None) torch threads."""
+    accelerator = Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
+    threads = threads or (_cpu_threads_per_process() if accelerator.device.type == "cpu" else 0)
+    if threads:
+        torch.set_num_threads(threads)
+    return accelerator
+
+
+def configure_logging(is_main: bool) -> None:
+    """``LEVEL: message`` on stderr for the trainer's and the checkpoint format's loggers; only
+    errors from processes other than the main one."""
+    for name in ("unimix.ssl", "unimix.checkpoint"):
+        log = logging.getLogger(name)
+        if log.handlers:
+            continue
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO if is_main else logging.ERROR)
+        log.propagate = False
+
+
+def budget_spent(max_minutes: float, run_start: float, accelerator: Accelerator) -> bool:
+    """Whether the wall-clock budget is used up; the main process's clock decides for all, so
+    every process stops at the same step."""
+    spent = torch.tensor(
+        float(time.perf_counter() - run_start >= 60 * max_minutes), device=accelerator.device
+    )
+    if accelerator.num_processes > 1:
+        spent = broadcast(spent, from_process=0)
+    return bool(spent.item())
