@@ -219,8 +219,6 @@ def _check(
 ) -> Any:
     """Return ``value`` coerced to ``tp`` or raise a ConfigError naming ``key``."""
     origin_tp = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -228,85 +226,118 @@ def _check(
             value = to_dict(value)
         return _build(tp, value, prefix=key + ".", origin=origin, overridden=overridden)
     if origin_tp in (typing.Union, types.UnionType):
-        is_null = value is None or (
-            isinstance(value, str) and value.lower() in {"null", "none", "~"}
-        )
-        if is_null and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(arg, value, key, origin)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0] if len(errors) == 1 else _type_error(key, _type_name(tp), value, origin)
+        return _check_union(tp, value, key, origin)
     if origin_tp is typing.Literal:
-        if value in args:
+        if value in typing.get_args(tp):
             return value
-        choices = ", ".join(repr(a) for a in args)
+        choices = ", ".join(repr(a) for a in typing.get_args(tp))
         raise ConfigError(
             f"config key '{key}': expected one of {choices}, got {_show(value)} ({origin})"
         )
     if origin_tp in (list, tuple, Sequence) or tp in (list, tuple):
-        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-            raise _type_error(key, _type_name(tp), value, origin)
-        if origin_tp is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(
-                    f"config key '{key}': expected {len(args)} values, got {len(value)} ({origin})"
-                )
-            return tuple(
-                _check(a, v, f"{key}[{i}]", origin)
-                for i, (a, v) in enumerate(zip(args, value, strict=True))
-            )
-        item_tp = args[0] if args else Any
-        items = [_check(item_tp, v, f"{key}[{i}]", origin) for i, v in enumerate(value)]
-        return tuple(items) if origin_tp is tuple or tp is tuple else items
+        return _check_sequence(tp, value, key, origin)
     if origin_tp in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise _type_error(key, "mapping", value, origin)
         return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "on", "off"}:
-            return value.lower() in {"true", "yes", "on"}
-        raise _type_error(key, "bool", value, origin)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        raise _type_error(key, "int", value, origin)
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _type_error(key, "float", value, origin)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise _type_error(key, "str", value, origin)
-    if tp is Path:
-        if isinstance(value, str | Path):
-            return Path(value)
-        raise _type_error(key, "path", value, origin)
+    if isinstance(tp, type) and tp in _SCALARS:
+        converted = _SCALARS[tp](value)
+        if converted is _INVALID:
+            raise _type_error(key, _SCALAR_NAMES.get(tp, tp.__name__), value, origin)
+        return converted
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise _type_error(key, _type_name(tp), value, origin)
+
+
+def _check_union(tp: Any, value: Any, key: str, origin: str) -> Any:
+    """``X | None`` and other unions: null words give None when allowed, else the first member
+    type that accepts ``value``."""
+    args = typing.get_args(tp)
+    is_null = value is None or (isinstance(value, str) and value.lower() in {"null", "none", "~"})
+    if is_null and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _check(arg, value, key, origin)
+        except ConfigError as err:
+            errors.append(err)
+    raise errors[0] if len(errors) == 1 else _type_error(key, _type_name(tp), value, origin)
+
+
+def _check_sequence(tp: Any, value: Any, key: str, origin: str) -> list | tuple:
+    """Lists and tuples (fixed-length tuples checked item by item against their types)."""
+    origin_tp, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise _type_error(key, _type_name(tp), value, origin)
+    if origin_tp is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(
+                f"config key '{key}': expected {len(args)} values, got {len(value)} ({origin})"
+            )
+        return tuple(
+            _check(a, v, f"{key}[{i}]", origin)
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    item_tp = args[0] if args else Any
+    items = [_check(item_tp, v, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    return tuple(items) if origin_tp is tuple or tp is tuple else items
+
+
+_INVALID = object()  # what a scalar converter returns for a value it does not accept
+
+
+def _to_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "on", "off"}:
+        return value.lower() in {"true", "yes", "on"}
+    return _INVALID
+
+
+def _to_int(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            pass
+    return _INVALID
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return _INVALID
+
+
+def _to_str(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return _INVALID
+
+
+def _to_path(value: Any) -> Any:
+    return Path(value) if isinstance(value, str | Path) else _INVALID
+
+
+_SCALARS: dict[type, Any] = {
+    bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, Path: _to_path,
+}  # fmt: skip
+_SCALAR_NAMES = {Path: "path"}
 
 
 def _check_range(f: dataclasses.Field, value: Any, key: str, origin: str) -> None:
