@@ -1,10 +1,11 @@
-"""``unimix pretrain`` / ``scripts/pretrain.py``: DINO pretraining from a recipe and overrides.
+"""``unimix pretrain`` (``python -m unimix.cli pretrain``): DINO pretraining from a recipe and
+overrides.
 
 Examples::
 
     unimix pretrain --config quickstart
-    accelerate launch scripts/pretrain.py --config cifar10_nano data.root=../shared/data
-    torchrun --nproc_per_node 2 scripts/pretrain.py --config cifar10_nano --resume auto
+    accelerate launch -m unimix.cli pretrain --config cifar10_nano data.root=../shared/data
+    torchrun --nproc_per_node 2 -m unimix.cli pretrain --config cifar10_nano --resume auto
     unimix pretrain --config my_run.yaml optim.base_lr=1e-3 model.backbone=resnet18
 
 Exit codes: 0 done, 1 training failed (e.g. non-finite loss), 2 bad config/arguments/files.

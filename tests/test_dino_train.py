@@ -22,7 +22,9 @@ from unimix.checkpoint import find_resume_checkpoint, list_checkpoints
 from unimix.ssl.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = str(REPO / "scripts" / "pretrain.py")
+#: ``unimix pretrain`` as the README runs it: ``python -m unimix.cli pretrain`` (or after
+#: ``accelerate launch``, which takes the same ``-m``).
+PRETRAIN = ["-m", "unimix.cli", "pretrain"]
 
 # A 1-block ViT (LayerNorm: no batch statistics, so any process count computes the same step)
 # with drop-path on, so an exact resume also needs the restored RNG state.
@@ -80,13 +82,13 @@ def _free_port() -> int:
 def test_two_processes_match_one(tmp_path: Path) -> None:
     config = _write_config(tmp_path, max_steps=5)
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([sys.executable, SCRIPT, "-c", str(config), "-o", str(one)])
+    _run([sys.executable, *PRETRAIN, "-c", str(config), "-o", str(one)])
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(_free_port()),
     ]  # fmt: skip
-    proc = _run([*launch, SCRIPT, "-c", str(config), "-o", str(two)], timeout=180)
+    proc = _run([*launch, *PRETRAIN, "-c", str(config), "-o", str(two)], timeout=180)
     assert "world size 2" in proc.stdout + proc.stderr
     m1, m2 = _metrics(one), _metrics(two)
     assert m1[0]["event"] == "start" and m1[0]["world_size"] == 1
@@ -108,10 +110,10 @@ def _final_weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
 def test_sigkill_then_resume_auto_is_bit_identical(tmp_path: Path) -> None:
     config = _write_config(tmp_path, epochs=40)  # 240 steps: long enough to be killed mid-run
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    _run([sys.executable, SCRIPT, "-c", str(config), "-o", str(ref)])
+    _run([sys.executable, *PRETRAIN, "-c", str(config), "-o", str(ref)])
 
     proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "-c", str(config), "-o", str(killed)],
+        [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(killed)],
         env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -127,7 +129,7 @@ def test_sigkill_then_resume_auto_is_bit_identical(tmp_path: Path) -> None:
     assert saved and 8 <= max(saved) < 240  # killed mid-run; 6 steps/epoch, so mid-epoch too
 
     resumed = _run(
-        [sys.executable, SCRIPT, "-c", str(config), "-o", str(killed), "--resume", "auto"]
+        [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(killed), "--resume", "auto"]
     )
     assert "resumed from" in resumed.stdout + resumed.stderr
     a, b = _final_weights(ref), _final_weights(killed)
@@ -146,7 +148,7 @@ def test_damaged_newest_checkpoint_falls_back_and_mismatched_keys_are_listed(
 ) -> None:
     config = _write_config(tmp_path, max_steps=12)
     out = tmp_path / "run"
-    _run([sys.executable, SCRIPT, "-c", str(config), "-o", str(out)])
+    _run([sys.executable, *PRETRAIN, "-c", str(config), "-o", str(out)])
     checkpoints = list_checkpoints(out / "checkpoints")
     assert [p.name for p in checkpoints] == ["step_00000004", "step_00000008", "step_00000012"]
     teacher_file = checkpoints[-1] / "teacher.safetensors"
@@ -201,7 +203,7 @@ def test_max_minutes_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
     # A budget that is spent after the first step: the run stops there and still saves it.
     out = tmp_path / "run"
     config = _write_config(tmp_path, max_minutes=1e-6, output_dir=str(out))
-    proc = _run([sys.executable, SCRIPT, "-c", str(config)])
+    proc = _run([sys.executable, *PRETRAIN, "-c", str(config)])
     assert "max_minutes" in proc.stderr + proc.stdout
     steps = [m["step"] for m in _metrics(out) if "loss" in m]
     assert steps == [1], steps
@@ -243,7 +245,7 @@ def test_validation_knn_on_held_out_images_like_for_like(tmp_path: Path) -> None
     out = tmp_path / "run"
     config = _write_config(tmp_path, epochs=1, output_dir=str(out))
     extra = ["data.holdout=24", "eval.knn_at_end=true", "eval.k=5", "checkpoint.every_steps=0"]
-    proc = _run([sys.executable, SCRIPT, "-c", str(config), *extra])
+    proc = _run([sys.executable, *PRETRAIN, "-c", str(config), *extra])
     start = _metrics(out)[0]
     assert start["event"] == "start"
     logged = [m for m in _metrics(out) if "loss" in m]
