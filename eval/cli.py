@@ -1,4 +1,4 @@
-"""``unimix knn`` / ``linear`` / ``export`` (and ``scripts/knn.py`` etc.): thin wrappers.
+"""``unimix knn`` / ``linear`` / ``export``: thin command lines over ``unimix.eval``.
 
 Each ``main(argv)`` returns an exit code: 0 done, 2 bad arguments or files (one line on stderr).
 """
