@@ -154,6 +154,40 @@ def _accuracy(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torc
         return 100 * hit[..., 0].float().mean(1), 100 * hit.any(-1).float().mean(1)
 
 
+def _probe_settings(
+    y_train: torch.Tensor,
+    lrs: Sequence[float] | None,
+    epochs: int,
+    batch_size: int,
+    val_fraction: float,
+    normalize: str,
+) -> list[float]:
+    """Check :func:`linear_probe`'s settings; returns the learning rates to try."""
+    if len(torch.unique(y_train)) < 2:
+        raise ValueError("train_labels: a linear probe needs at least 2 classes")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: expected 0 < value < 1, got {val_fraction}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    lrs = [lr * batch_size / 256 for lr in DEFAULT_LRS] if lrs is None else list(lrs)
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ValueError(f"lrs: expected one or more learning rates > 0, got {lrs}")
+    if normalize not in ("standardize", "none"):
+        raise ValueError(f"normalize: expected 'standardize' or 'none', got {normalize!r}")
+    return lrs
+
+
+def _standardise(
+    normalize: str, device: torch.device, fit: torch.Tensor, *others: torch.Tensor
+) -> list[torch.Tensor]:
+    """``fit`` and ``others`` (``[N, D]``) on ``device``, standardised with ``fit``'s per-dimension
+    mean and std unless ``normalize == "none"``."""
+    if normalize == "none":
+        return [t.to(device) for t in (fit, *others)]
+    mean, std = fit.mean(0), fit.std(0).clamp_min(1e-6)  # statistics of `fit` only
+    return [((t - mean) / std).to(device) for t in (fit, *others)]
+
+
 def linear_probe(
     train_features: Any,
     train_labels: Any,
@@ -189,26 +223,13 @@ def linear_probe(
     x_train, y_train = _check(train_features, train_labels, "train")
     x_test, y_test = _check(test_features, test_labels, "test", dim=x_train.shape[1])
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if len(torch.unique(y_train)) < 2:
-        raise ValueError("train_labels: a linear probe needs at least 2 classes")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction: expected 0 < value < 1, got {val_fraction}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    lrs = [lr * batch_size / 256 for lr in DEFAULT_LRS] if lrs is None else list(lrs)
-    if not lrs or any(not lr > 0 for lr in lrs):
-        raise ValueError(f"lrs: expected one or more learning rates > 0, got {lrs}")
-    if normalize not in ("standardize", "none"):
-        raise ValueError(f"normalize: expected 'standardize' or 'none', got {normalize!r}")
+    lrs = _probe_settings(y_train, lrs, epochs, batch_size, val_fraction, normalize)
     device = torch.device(device or "cpu")
 
     fit_idx, val_idx = stratified_split(y_train, val_fraction, seed)
 
     def standardise(fit: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-        if normalize == "none":
-            return [t.to(device) for t in (fit, *others)]
-        mean, std = fit.mean(0), fit.std(0).clamp_min(1e-6)  # statistics of `fit` only
-        return [((t - mean) / std).to(device) for t in (fit, *others)]
+        return _standardise(normalize, device, fit, *others)
 
     x_fit, x_val = standardise(x_train[fit_idx], x_train[val_idx])
     kw = {"epochs": epochs, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}
@@ -265,36 +286,11 @@ def linear_probe_augmented(
     Returns:
         ``{"test_top1", "test_top5", "lr", "epochs", "train_size", "test_size"}`` (percent).
     """
-    from torchvision.transforms import v2
-
     from .features import eval_transform, extract_features
 
-    if len(train_dataset) == 0 or len(test_dataset) == 0:
-        raise ValueError(
-            f"linear_probe_augmented: empty dataset (train {len(train_dataset)}, "
-            f"test {len(test_dataset)} items)"
-        )
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(
-            f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}"
-        )
+    labels = _augmented_labels(train_dataset, test_dataset, epochs, batch_size, lr)
     device = torch.device(device or "cpu")
-    train_tf = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop(image_size, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
-    targets = getattr(train_dataset, "targets", None)
-    if targets is None or len(targets) != len(train_dataset):
-        targets = [int(train_dataset[i][1]) for i in range(len(train_dataset))]
-    labels = torch.as_tensor(list(targets)).long()
-    if labels.min() < 0:
-        raise ValueError("train_dataset: negative labels (unlabeled data?) cannot train a probe")
-
+    peak = lr * batch_size / 256
     was_training = model.training
     model.eval().to(device)
     try:
@@ -312,25 +308,8 @@ def linear_probe_augmented(
             head = torch.nn.Linear(test_x.shape[1], num_classes).to(device)
             torch.nn.init.normal_(head.weight, std=0.01)
             torch.nn.init.zeros_(head.bias)
-            peak = lr * batch_size / 256
-            optimizer = torch.optim.SGD(head.parameters(), lr=peak, momentum=0.9)
-            loader = torch.utils.data.DataLoader(
-                _Transformed(train_dataset, train_tf),
-                batch_size=batch_size,
-                shuffle=True,
-                num_workers=num_workers,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
-            for _ in range(epochs):
-                for images, batch_labels in loader:
-                    with torch.no_grad():
-                        feats = model(images.to(device)).float()
-                    loss = F.cross_entropy(head(feats), batch_labels.to(device))
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
+            train = _Transformed(train_dataset, _train_transform(image_size, mean, std))
+            _train_head(model, head, train, epochs, peak, batch_size, num_workers, seed, device)
     finally:
         model.train(was_training)
     with torch.no_grad():
@@ -343,6 +322,76 @@ def linear_probe_augmented(
         "train_size": len(train_dataset),
         "test_size": len(test_y),
     }
+
+
+def _augmented_labels(
+    train_dataset: Any, test_dataset: Any, epochs: int, batch_size: int, lr: float
+) -> torch.Tensor:
+    """Check :func:`linear_probe_augmented`'s inputs; returns the ``[N]`` training labels."""
+    if len(train_dataset) == 0 or len(test_dataset) == 0:
+        raise ValueError(
+            f"linear_probe_augmented: empty dataset (train {len(train_dataset)}, "
+            f"test {len(test_dataset)} items)"
+        )
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(
+            f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}"
+        )
+    targets = getattr(train_dataset, "targets", None)
+    if targets is None or len(targets) != len(train_dataset):
+        targets = [int(train_dataset[i][1]) for i in range(len(train_dataset))]
+    labels = torch.as_tensor(list(targets)).long()
+    if labels.min() < 0:
+        raise ValueError("train_dataset: negative labels (unlabeled data?) cannot train a probe")
+    return labels
+
+
+def _train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """RandomResizedCrop(image_size, scale 0.08–1) + flip → normalised ``[3, S, S]`` float."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+def _train_head(
+    model: torch.nn.Module,
+    head: torch.nn.Linear,
+    train: torch.utils.data.Dataset,
+    epochs: int,
+    peak_lr: float,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    device: torch.device,
+) -> None:
+    """SGD (momentum 0.9) on ``head`` over frozen ``model`` features of ``train``, shuffled with
+    ``seed``, lr cosine-decayed per step from ``peak_lr`` to 0."""
+    optimizer = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=0.9)
+    loader = torch.utils.data.DataLoader(
+        train,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    for _ in range(epochs):
+        for images, batch_labels in loader:
+            with torch.no_grad():
+                feats = model(images.to(device)).float()
+            loss = F.cross_entropy(head(feats), batch_labels.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
 
 
 class _Transformed(torch.utils.data.Dataset):
