@@ -49,7 +49,7 @@ def _fake_checkpoint(
         "step": step,
     }
     (ckpt / "backbone.json").write_text(json.dumps(meta))
-    files = {  # the manifest that marks a complete checkpoint (see unimix.ssl.checkpoint)
+    files = {  # the manifest that marks a complete checkpoint (see unimix.checkpoint)
         f.name: {"bytes": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
         for f in ckpt.iterdir()
     }

@@ -96,6 +96,10 @@ def _targets(node: ast.AST, module: str, is_package: bool) -> list[str]:
     return [stem]
 
 
+def _line_number(problem: str) -> int:
+    return int(problem.split(":")[1])
+
+
 def upward_imports(source: str, module: str, filename: str, is_package: bool = False) -> list[str]:
     """One line per import of ``source`` (module ``module``) that reaches a higher layer or a
     sibling package of the same layer: ``file:line: import text -> target``."""
@@ -118,7 +122,7 @@ def upward_imports(source: str, module: str, filename: str, is_package: bool = F
                     f"{filename}:{node.lineno}: `{text}` imports {other} (layer "
                     f"{LAYERS[other]}) from {unit} (layer {layer})"
                 )
-    return found
+    return sorted(found, key=_line_number)
 
 
 def guarded_own_imports(
@@ -140,7 +144,7 @@ def guarded_own_imports(
                     found.append(
                         f"{filename}:{inner.lineno}: {ast.unparse(inner)} under except {caught}"
                     )
-    return found
+    return sorted(found, key=_line_number)
 
 
 def _check_all(check) -> list[str]:
