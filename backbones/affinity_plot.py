@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .mixer_base import TokenMixer
+from .mixers import TokenMixer
 
 __all__ = [
     "StageAffinity",
