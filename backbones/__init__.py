@@ -1,40 +1,72 @@
-"""Unified token-mixer backbones: every mixer shows its affinity, every preset is a timm model.
+"""Unified token-mixer backbones: every mixer shows its affinity, every family is one skeleton,
+every preset is a timm model.
 
 ``create_backbone(name, **kwargs)`` builds a preset (``num_classes=0`` for a headless backbone
 returning ``[B, num_features]``); ``list_backbones()`` lists them. Importing this package
 registers each preset with timm as ``unimix_<name>``.
+
+Layout: ``mixers/`` (the :class:`TokenMixer` contract, :data:`MIXERS`, one file per mixer),
+``layers/`` (stems, shortcuts, head, relative-position bias, depthwise affinity), ``blocks/``
+(one block per family, :data:`BLOCKS`), ``models/`` (the skeleton :class:`Backbone` and one file
+per family's presets), ``registry.py`` (timm registration).
 """
 
-from .acmix import ACmix
-from .acmix_resnet import ACmixBottleneck, build_acmix_resnet
-from .attention import Attention
-from .coatnet import CoAtNet, CoAtNetCfg, RelPosAttention, RelPosBias
-from .container import Container, ContainerCfg, ContainerMixer
-from .dwconv import DepthwiseConv
+from .blocks import (
+    BLOCKS,
+    ACmixBottleneck,
+    ContainerBlock,
+    MBConvBlock,
+    MetaFormerBlock,
+    TransformerBlock,
+)
 from .factory import create_dino_backbone
-from .mbconv import MBConv, MBConvBlock, depthwise_affinity
-from .metaformer import MIXERS, MetaFormer, MetaFormerBlock, MetaFormerCfg
-from .mixer_base import MixerTrace, TokenMixer
-from .pooling import Pooling
+from .layers import RelPosBias, depthwise_affinity
+from .mixers import (
+    MIXERS,
+    ACmix,
+    Attention,
+    ContainerMixer,
+    DepthwiseConv,
+    MBConv,
+    MixerTrace,
+    Pooling,
+    RelPosAttention,
+    SepConv,
+    TokenMixer,
+    TokenMLP,
+)
+from .models import (
+    Backbone,
+    BackboneCfg,
+    CoAtNetCfg,
+    ContainerCfg,
+    HeadCfg,
+    MetaFormerCfg,
+    StageCfg,
+    build_acmix_resnet,
+    build_coatnet,
+    build_container,
+    build_metaformer,
+)
 from .registry import PRESETS, Preset, create_backbone, list_backbones
-from .sepconv import SepConv
-from .token_mlp import TokenMLP
 
 __all__ = [
+    "BLOCKS",
     "MIXERS",
     "PRESETS",
     "ACmix",
     "ACmixBottleneck",
     "Attention",
-    "CoAtNet",
+    "Backbone",
+    "BackboneCfg",
     "CoAtNetCfg",
-    "Container",
+    "ContainerBlock",
     "ContainerCfg",
     "ContainerMixer",
     "DepthwiseConv",
+    "HeadCfg",
     "MBConv",
     "MBConvBlock",
-    "MetaFormer",
     "MetaFormerBlock",
     "MetaFormerCfg",
     "MixerTrace",
@@ -43,9 +75,14 @@ __all__ = [
     "RelPosAttention",
     "RelPosBias",
     "SepConv",
+    "StageCfg",
     "TokenMLP",
     "TokenMixer",
+    "TransformerBlock",
     "build_acmix_resnet",
+    "build_coatnet",
+    "build_container",
+    "build_metaformer",
     "create_backbone",
     "create_dino_backbone",
     "depthwise_affinity",

@@ -6,9 +6,8 @@ accepts a name with or without the prefix; :func:`list_backbones` lists the bare
 Each :class:`Preset` also carries the number its family is measured against (parameters with a
 1000-class head, and GMACs at 224 px where the source gives one) for ``unimix backbones``.
 
-The DeiT baselines reuse timm's ``VisionTransformer`` with ``dynamic_img_size=True`` (the
-position table is resampled to each input's patch grid, so DINO's 224/96 or 32/16 crops run
-through one instance) and ``dynamic_img_pad=True`` (sides the patch does not divide are padded).
+Every family except the DeiT baselines (timm's own ViT, :mod:`unimix.backbones.models.deit`) is
+built by the one skeleton, :class:`~unimix.backbones.models.Backbone`.
 """
 
 from __future__ import annotations
@@ -20,18 +19,15 @@ from typing import Any
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import is_model, register_model
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from . import acmix_resnet, coatnet, container, metaformer
+from .models import acmix_resnet, coatnet, container, deit, metaformer
 
 __all__ = [
     "PREFIX",
     "PRESETS",
     "Preset",
     "create_backbone",
-    "deit_nano",
-    "deit_small",
     "list_backbones",
 ]
 
@@ -66,112 +62,34 @@ class Preset:
         return self.name.endswith("_nano")
 
 
-# -- DeiT baselines: timm's ViT, made resolution-agnostic --------------------------------------------
-
-
-def _vit_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    kwargs = {k: v for k, v in kwargs.items() if k not in _TIMM_ONLY_KWARGS}
-    kwargs.setdefault("dynamic_img_size", True)
-    kwargs.setdefault("dynamic_img_pad", True)
-    return kwargs
-
-
-def deit_small(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """timm's ``deit_small_patch16_224`` (22.05 M params; patch 16, dim 384, depth 12, 6 heads),
-    any input size (position embeddings resampled per input)."""
-    return timm.create_model("deit_small_patch16_224", pretrained=False, **_vit_kwargs(kwargs))
-
-
-def deit_nano(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """CPU-sized DeiT for 32-px images: patch 4 (8×8 tokens at 32 px, 4×4 at 16 px), dim 192,
-    depth 5, 3 heads, MLP ratio 4; any input size."""
-    args = dict(img_size=32, patch_size=4, embed_dim=192, depth=5, num_heads=3, mlp_ratio=4.0)
-    args.update(_vit_kwargs(kwargs))
-    return VisionTransformer(**args)
-
-
 # -- the preset table -------------------------------------------------------------------------------
 
-_PRESET_LIST: list[Preset] = [
-    Preset(
-        "poolformer_s12",
-        metaformer.poolformer_s12,
-        "pooling",
-        anchor_params_m=11.92,
-        anchor_gmacs=1.81,
-        anchor_source="timm poolformer_s12",
-    ),
-    Preset(
-        "convformer_s18",
-        metaformer.convformer_s18,
-        "sepconv",
-        anchor_params_m=26.77,
-        anchor_source="timm convformer_s18",
-    ),
-    Preset(
-        "caformer_s18",
-        metaformer.caformer_s18,
-        "sepconv+attention",
-        anchor_params_m=26.34,
-        anchor_gmacs=3.88,
-        anchor_source="timm caformer_s18",
-    ),
-    Preset("poolformer_nano", metaformer.poolformer_nano, "pooling", 32),
-    Preset("convformer_nano", metaformer.convformer_nano, "sepconv", 32),
-    Preset("caformer_nano", metaformer.caformer_nano, "sepconv+attention", 32),
-    Preset("attention_nano", metaformer.attention_nano, "attention", 32),
-    Preset(
-        "container_light",
-        container.container_light,
-        "container",
-        anchor_params_m=20.63,
-        anchor_gmacs=3.85,
-        anchor_source="allenai/container container_v1_light",
-    ),
-    Preset("container", container.container, "container"),
-    Preset("container_light_nano", container.container_light_nano, "container", 32),
-    Preset("container_nano", container.container_nano, "container", 32),
-    Preset(
-        "coatnet_0",
-        coatnet.coatnet_0,
-        "coatnet",
-        anchor_params_m=25.04,
-        anchor_gmacs=4.39,
-        anchor_source="timm coatnet_0_224",
-    ),
-    Preset("coatnet_nano", coatnet.coatnet_nano, "coatnet", 32),
-    Preset(
-        "acmix_resnet26",
-        acmix_resnet.acmix_resnet26,
-        "acmix",
-        anchor_params_m=10.6,
-        anchor_source="ACmix paper",
-    ),
-    Preset(
-        "acmix_resnet38",
-        acmix_resnet.acmix_resnet38,
-        "acmix",
-        anchor_params_m=14.6,
-        anchor_source="ACmix paper",
-    ),
-    Preset(
-        "acmix_resnet50",
-        acmix_resnet.acmix_resnet50,
-        "acmix",
-        anchor_params_m=18.6,
-        anchor_source="ACmix paper",
-    ),
-    Preset("acmix_nano", acmix_resnet.acmix_nano, "acmix", 32),
-    Preset(
-        "deit_small",
-        deit_small,
-        "attention",
-        anchor_params_m=22.05,
-        anchor_gmacs=4.24,
-        anchor_source="timm deit_small_patch16_224",
-    ),
-    Preset("deit_nano", deit_nano, "attention", 32),
+# fmt: off
+_ANCHORED = ("anchor_params_m", "anchor_gmacs", "anchor_source")
+#  name                   builder                           family               size  anchor: params M, GMACs, source
+_TABLE: list[tuple] = [
+    ("poolformer_s12",       metaformer.poolformer_s12,       "pooling",            224, 11.92, 1.81, "timm poolformer_s12"),
+    ("convformer_s18",       metaformer.convformer_s18,       "sepconv",            224, 26.77, None, "timm convformer_s18"),
+    ("caformer_s18",         metaformer.caformer_s18,         "sepconv+attention",  224, 26.34, 3.88, "timm caformer_s18"),
+    ("poolformer_nano",      metaformer.poolformer_nano,      "pooling",             32),
+    ("convformer_nano",      metaformer.convformer_nano,      "sepconv",             32),
+    ("caformer_nano",        metaformer.caformer_nano,        "sepconv+attention",   32),
+    ("attention_nano",       metaformer.attention_nano,       "attention",           32),
+    ("container_light",      container.container_light,       "container",          224, 20.63, 3.85, "allenai/container container_v1_light"),
+    ("container",            container.container,             "container",          224),
+    ("container_light_nano", container.container_light_nano,  "container",           32),
+    ("container_nano",       container.container_nano,        "container",           32),
+    ("coatnet_0",            coatnet.coatnet_0,               "coatnet",            224, 25.04, 4.39, "timm coatnet_0_224"),
+    ("coatnet_nano",         coatnet.coatnet_nano,            "coatnet",             32),
+    ("acmix_resnet26",       acmix_resnet.acmix_resnet26,     "acmix",              224, 10.6,  None, "ACmix paper"),
+    ("acmix_resnet38",       acmix_resnet.acmix_resnet38,     "acmix",              224, 14.6,  None, "ACmix paper"),
+    ("acmix_resnet50",       acmix_resnet.acmix_resnet50,     "acmix",              224, 18.6,  None, "ACmix paper"),
+    ("acmix_nano",           acmix_resnet.acmix_nano,         "acmix",               32),
+    ("deit_small",           deit.deit_small,                 "attention",          224, 22.05, 4.24, "timm deit_small_patch16_224"),
+    ("deit_nano",            deit.deit_nano,                  "attention",           32),
 ]
+# fmt: on
+_PRESET_LIST = [Preset(*row[:4], **dict(zip(_ANCHORED, row[4:], strict=False))) for row in _TABLE]
 
 #: bare preset name → :class:`Preset`, in table order.
 PRESETS: dict[str, Preset] = {p.name: p for p in _PRESET_LIST}

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from unimix.backbones import acmix as acmix_module
-from unimix.backbones.acmix import ACmix
-from unimix.backbones.acmix_resnet import (
+from unimix.backbones import ACmix
+from unimix.backbones.mixers import acmix as acmix_module
+from unimix.backbones.models.acmix_resnet import (
     acmix_nano,
     acmix_resnet26,
     acmix_resnet38,
@@ -159,16 +159,14 @@ def test_one_hot_shift_conv_equals_explicit_shifts() -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_trace_is_the_truth(size: tuple[int, int]) -> None:
+def test_trace_rows_are_rate1_and_stay_in_the_window(size: tuple[int, int]) -> None:
     torch.manual_seed(2)
     mixer = ACmix(12, num_heads=3, window_size=5)
     with torch.no_grad():
         mixer.rate1.fill_(0.8)
         mixer.rate2.fill_(0.3)
     x = torch.randn(2, 12, *size)
-    trace = mixer.trace(x)
-    torch.testing.assert_close(trace.affinity @ trace.values, trace.aggregated, atol=1e-5, rtol=0)
-    torch.testing.assert_close(trace.output, mixer(x), atol=1e-5, rtol=0)
+    trace = mixer.trace(x)  # the generic contract: tests/test_backbones_mixers.py
     rows = trace.affinity.sum(-1) / 0.8
     torch.testing.assert_close(rows, torch.ones_like(rows))
     # sparse rows: nothing outside the 5×5 window
@@ -247,14 +245,3 @@ def test_acmix_resnet50_forward_backward_224() -> None:
     out.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert time.perf_counter() - start < 120
-
-
-def test_timm_create_model_after_import_unimix() -> None:
-    timm = pytest.importorskip("timm")
-    import unimix  # noqa: F401  (registers presets)
-
-    if "unimix_acmix_nano" not in timm.list_models("unimix_*"):
-        pytest.skip("presets not registered yet (unimix.backbones.__init__ wiring pending)")
-    model = timm.create_model("unimix_acmix_nano", num_classes=0)
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_features)
-    assert "acmix_resnet50" in unimix.backbones.list_backbones()

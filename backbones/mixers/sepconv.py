@@ -16,8 +16,8 @@ import torch
 from timm.models.metaformer import StarReLU
 from torch import nn
 
-from .mbconv import depthwise_affinity
-from .mixer_base import MixerTrace, TokenMixer
+from ..layers.affinity import depthwise_affinity
+from .base import MixerTrace, TokenMixer
 
 __all__ = ["SepConv"]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mixer_base import MixerTrace, TokenMixer
+from .base import MixerTrace, TokenMixer
 
 __all__ = ["Pooling", "pooling_affinity"]
 

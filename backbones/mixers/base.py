@@ -51,8 +51,11 @@ class TokenMixer(nn.Module):
     """Base class: ``forward(x: [B, C, H, W]) -> [B, C, H, W]`` plus ``trace`` and ``affinity``.
 
     Subclasses are built as ``mixer_cls(dim=dim, **kwargs)`` and implement ``trace``; they may
-    override ``forward`` with a path that skips building the trace.
+    override ``forward`` with a path that skips building the trace. ``no_weight_decay_names``
+    lists the mixer's own parameters (bare names) that a model keeps out of weight decay.
     """
+
+    no_weight_decay_names: tuple[str, ...] = ()
 
     def trace(self, x: torch.Tensor) -> MixerTrace:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} does not implement trace()")

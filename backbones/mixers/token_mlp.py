@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mixer_base import MixerTrace, TokenMixer
+from .base import MixerTrace, TokenMixer
 
 __all__ = ["TokenMLP"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .mbconv import depthwise_affinity
-from .mixer_base import MixerTrace, TokenMixer
+from ..layers.affinity import depthwise_affinity
+from .base import MixerTrace, TokenMixer
 
 __all__ = ["DepthwiseConv"]
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mixer_base import MixerTrace, TokenMixer
+from .base import MixerTrace, TokenMixer
 
 __all__ = ["ACmix", "window_mask"]
 

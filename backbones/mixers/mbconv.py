@@ -1,58 +1,28 @@
-"""MBConv: CoAtNet's convolution block (inverted bottleneck with squeeze-excitation).
+"""MBConv: the residual branch of CoAtNet's convolution block (inverted bottleneck with SE).
 
 Papers: Dai et al., *CoAtNet: Marrying Convolution and Attention for All Data Sizes*, NeurIPS 2021
 (https://arxiv.org/abs/2106.04803), after Sandler et al., *MobileNetV2* and Tan & Le,
 *EfficientNet*. Layout and sizes follow timm's ``MbConvBlock`` for ``coatnet_0_224``
 (``timm/models/maxxvit.py``): pre-norm (BatchNorm, no activation) → 1×1 expand (×4 of the
 *output* width) → BN+GELU → depthwise 3×3 (carries the stride) → BN+GELU → SE (reduction to 1/4
-of the output width, SiLU) → 1×1 project (with bias); the shortcut of a downsampling block is a
-2×2 average pool followed by a 1×1 conv.
+of the output width, SiLU) → 1×1 project (with bias). The block around it (pre-norm, shortcut) is
+:class:`~unimix.backbones.blocks.MBConvBlock`.
 
 Token-mixer view: the only step that mixes positions is the depthwise conv, a per-channel
 Toeplitz affinity over the expanded features. :meth:`MBConv.trace` shows exactly that
 (``[B, C_mid, N_out, N_in]``; square when the stride is 1).
-
-Guarantees (tested): any input size ≥ 1×1 works, odd sizes included. timm pools the shortcut
-with ``AvgPool2d(2)`` (``floor(H/2)``) while its strided depthwise conv gives ``ceil(H/2)``, so
-timm breaks on odd maps; we pool with ``ceil_mode=True`` (averaging only real pixels at the
-edge), identical to timm on even sizes.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
-from timm.layers import DropPath, SEModule, get_norm_act_layer
+from timm.layers import SEModule, get_norm_act_layer
 from torch import nn
 
-from .mixer_base import MixerTrace, TokenMixer
+from ..layers.affinity import depthwise_affinity
+from .base import MixerTrace, TokenMixer
 
-__all__ = ["MBConv", "MBConvBlock", "depthwise_affinity"]
-
-
-def depthwise_affinity(
-    weight: torch.Tensor, height: int, width: int, stride: int = 1, padding: int = 0
-) -> torch.Tensor:
-    """Affinity of a bias-free depthwise conv, ``[C, N_out, N_in]``.
-
-    Column ``j`` is the conv's response to a unit impulse at input position ``j``, so
-    ``A @ x.flatten(-2)`` equals ``conv2d(x, weight, stride, padding, groups=C)`` exactly.
-    """
-    channels = weight.shape[0]
-    n_in = height * width
-    impulses = torch.eye(n_in, device=weight.device, dtype=weight.dtype).view(
-        n_in, 1, height, width
-    )
-    response = F.conv2d(
-        impulses.expand(n_in, channels, height, width),
-        weight,
-        stride=stride,
-        padding=padding,
-        groups=channels,
-    )  # [N_in, C, H_out, W_out]
-    return response.flatten(2).permute(1, 2, 0)
+__all__ = ["MBConv"]
 
 
 class MBConv(TokenMixer):
@@ -132,45 +102,3 @@ class MBConv(TokenMixer):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, dim_out={self.dim_out}, stride={self.stride}"
-
-
-class Downsample(nn.Module):
-    """Shortcut of a downsampling block: 2×2 average pool (ceil mode) then 1×1 conv if widths differ."""
-
-    def __init__(self, dim: int, dim_out: int, stride: int = 2) -> None:
-        super().__init__()
-        self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=True) if stride == 2 else nn.Identity()
-        self.expand = nn.Conv2d(dim, dim_out, 1, bias=True) if dim != dim_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.pool(x))
-
-
-class MBConvBlock(nn.Module):
-    """``shortcut(x) + DropPath(MBConv(BatchNorm(x)))``: one CoAtNet convolution block.
-
-    Args:
-        dim, dim_out, stride: as :class:`MBConv`; the shortcut pools/projects to match.
-        drop_path: stochastic-depth rate of the branch.
-        **mbconv_kwargs: forwarded to :class:`MBConv` (``expand_ratio``, ``se_ratio``...).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        dim_out: int | None = None,
-        stride: int = 1,
-        drop_path: float = 0.0,
-        **mbconv_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        dim_out = dim_out or dim
-        self.shortcut = (
-            Downsample(dim, dim_out, stride) if stride != 1 or dim != dim_out else nn.Identity()
-        )
-        self.pre_norm = nn.BatchNorm2d(dim)
-        self.mixer = MBConv(dim, dim_out, stride=stride, **mbconv_kwargs)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.drop_path(self.mixer(self.pre_norm(x)))
