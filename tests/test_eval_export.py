@@ -201,7 +201,8 @@ def test_acmix_traces_to_torchscript_at_any_batch(
 ) -> None:
     """ACmix's window attention is a custom autograd Function; tracing must record plain ops
     and must not bake the trace's batch into its chunking (tiny chunks force several)."""
-    from unimix.backbones import acmix, create_backbone
+    from unimix.backbones import create_backbone
+    from unimix.backbones.mixers import acmix
 
     monkeypatch.setattr(acmix, "_CHUNK_ELEMENTS", 1)
     torch.manual_seed(0)
