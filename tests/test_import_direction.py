@@ -65,7 +65,7 @@ def package_files() -> list[Path]:
     files = sorted(REPO_ROOT.glob("*.py"))
     for folder in _package_dirs().values():
         files += sorted((REPO_ROOT / folder).rglob("*.py"))
-    return files
+    return sorted(set(files))  # nested package dirs are listed under their parent too
 
 
 def unit_of(module: str) -> str:
