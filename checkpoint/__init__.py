@@ -20,7 +20,14 @@ from .layout import (
     network_file,
 )
 from .manifest import CheckpointError, read_trainer_state, verify_checkpoint, write_checkpoint
-from .weights import check_keys, clean_state_dict, load_backbone, load_strict, read_backbone_meta
+from .weights import (
+    check_keys,
+    clean_state_dict,
+    load_backbone,
+    load_strict,
+    read_backbone_meta,
+    unwrapped_key,
+)
 
 __all__ = [
     "BACKBONE_META",
@@ -41,6 +48,7 @@ __all__ = [
     "read_backbone_meta",
     "read_trainer_state",
     "resolve_weights",
+    "unwrapped_key",
     "verify_checkpoint",
     "write_checkpoint",
 ]

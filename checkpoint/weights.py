@@ -21,9 +21,26 @@ from unimix.backbones import create_dino_backbone
 
 from .find import resolve_weights
 
-__all__ = ["check_keys", "clean_state_dict", "load_backbone", "load_strict", "read_backbone_meta"]
+__all__ = [
+    "check_keys",
+    "clean_state_dict",
+    "load_backbone",
+    "load_strict",
+    "read_backbone_meta",
+    "unwrapped_key",
+]
 
 _PREFIXES = ("module.", "_orig_mod.", "backbone.")
+_COMPILED = "_orig_mod"  # torch.compile's OptimizedModule keeps the module it wraps under this
+
+
+def unwrapped_key(key: str) -> str:
+    """A parameter name without what wrappers add: every ``_orig_mod.`` (torch.compile, of the
+    whole model or of any submodule) and leading ``module.`` (DDP), in any nesting."""
+    parts = [p for p in key.split(".") if p != _COMPILED]
+    while len(parts) > 1 and parts[0] == "module":
+        parts.pop(0)
+    return ".".join(parts)
 
 
 def _listed(label: str, keys: list[str], limit: int) -> str:
@@ -50,9 +67,11 @@ def check_keys(expected: Iterable[str], file: str | os.PathLike, what: str) -> N
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, ``backbone.``) from every key."""
+    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, ``backbone.``) from every key, and
+    ``_orig_mod.`` wherever it is (a compiled submodule)."""
     out = {}
     for key, value in state.items():
+        key = unwrapped_key(key)
         changed = True
         while changed:
             changed = False

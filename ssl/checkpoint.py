@@ -29,6 +29,7 @@ from unimix.checkpoint import (
     find_resume_checkpoint,
     list_checkpoints,
     network_file,
+    unwrapped_key,
     verify_checkpoint,
     write_checkpoint,
 )
@@ -65,7 +66,20 @@ def resolve_resume(resume: str | os.PathLike | None, output_dir: Path) -> Path |
 
 
 def _clean_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    """``module``'s state on the CPU, keyed as the plain module would be (no ``_orig_mod.`` from
+    torch.compile, no ``module.`` from DDP): a compiled run's checkpoint loads into an
+    uncompiled model and the other way round."""
+    return {
+        unwrapped_key(k): v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()
+    }
+
+
+def _load_clean(module: nn.Module, file: Path, name: str, device: str) -> None:
+    """Load clean-keyed ``file`` into ``module`` (compiled or not), strictly."""
+    own = {unwrapped_key(k): k for k in module.state_dict()}
+    check_keys(own.keys(), file, name)
+    state = load_file(str(file), device=device)
+    module.load_state_dict({own[k]: v for k, v in state.items()}, strict=True)
 
 
 def save_training_checkpoint(
@@ -113,9 +127,7 @@ def restore_training_checkpoint(
     """Restore everything from checkpoint ``path``; returns the step to continue from."""
     state = verify_checkpoint(path)
     for name in ("student", "teacher"):
-        module, file = networks[name], path / network_file(name)
-        check_keys(module.state_dict().keys(), file, name)
-        module.load_state_dict(load_file(str(file), device=str(accelerator.device)), strict=True)
+        _load_clean(networks[name], path / network_file(name), name, str(accelerator.device))
     center = load_file(str(path / DINO_STATE))["center"]
     if center.shape != loss_fn.center.shape:
         raise ValueError(

@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from unimix.checkpoint import unwrapped_key
+
 __all__ = ["TeacherEMA", "make_teacher"]
 
 
@@ -21,15 +23,15 @@ def make_teacher(student: nn.Module) -> nn.Module:
 class TeacherEMA:
     """Moves ``teacher`` towards ``student``: every parameter ← m·teacher + (1 − m)·student.
 
-    Parameters are paired by name once (a ``module.`` prefix from DDP on the student is
-    ignored; a missing or extra name is an error) and updated in one fused multi-tensor
+    Parameters are paired by name once (what wrappers add is ignored on either side: DDP's
+    ``module.`` and torch.compile's ``_orig_mod.``; a missing or extra name is an error) and updated in one fused multi-tensor
     ``lerp`` per step, instead of a Python loop over parameters. Buffers (BatchNorm running
     statistics) stay the teacher's own, as in the reference.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module) -> None:
-        s_params = {k.removeprefix("module."): p for k, p in student.named_parameters()}
-        t_params = dict(teacher.named_parameters())
+        s_params = {unwrapped_key(k): p for k, p in student.named_parameters()}
+        t_params = {unwrapped_key(k): p for k, p in teacher.named_parameters()}
         if set(s_params) != set(t_params):
             diff = sorted(set(s_params) ^ set(t_params))
             raise ValueError(f"teacher and student parameters differ: {', '.join(diff[:10])}")
