@@ -131,6 +131,12 @@ class ModelConfig:
     #: steps for the pooling / CAFormer / CoAtNet / ACmix nanos on CPU, neutral (0.94–1.09×) for
     #: the attention-only ones; outputs are the same to float rounding.
     channels_last: bool = True
+    #: torch.compile the student: None (as the launcher says: ``accelerate launch
+    #: --dynamo_backend``), true (compile with ``compile_backend``, whatever the launcher says) or
+    #: false (never). Checkpoint keys are the same either way.
+    compile: bool | None = None
+    #: The torch.compile backend when ``compile`` is true (``inductor``, ``aot_eager``, ...).
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
 
 
 @dataclass
@@ -246,7 +252,9 @@ class PretrainConfig:
     #: limit). Schedules still span ``epochs``: set ``epochs`` to what the budget can reach.
     max_minutes: float | None = field(default=None, metadata={"gt": 0})
     seed: int = field(default=0, metadata=_NON_NEGATIVE)
-    precision: Literal["no", "bf16", "fp16"] = "no"
+    #: ``auto``: what ``accelerate launch --mixed_precision`` / ``accelerate config`` says (fp32
+    #: without a launcher); an explicit value (``fp32`` = ``no``, ``bf16``, ``fp16``) wins over it.
+    precision: Literal["auto", "no", "fp32", "bf16", "fp16"] = "auto"
     #: torch intra-op threads per process (0: on CPU, the machine's cores shared evenly by the
     #: processes on the node, whatever ``OMP_NUM_THREADS`` says; on GPU, torch's default).
     threads: int = field(default=0, metadata=_NON_NEGATIVE)

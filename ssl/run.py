@@ -18,11 +18,12 @@ from unimix.config import save_config
 from .checkpoint import resolve_resume, restore_training_checkpoint, save_training_checkpoint
 from .config import PretrainConfig
 from .datasets import build_train_dataset
+from .launch import LaunchSettings, resolve_launch, world_origin
 from .loader import BatchPlan, MultiCropBatches, make_loader
 from .model import DINOModel
 from .monitor import Monitor
 from .multicrop import MultiCropAugment
-from .runtime import configure_logging, make_accelerator
+from .runtime import configure_logging, device_origin, make_accelerator
 from .schedules import Schedules
 from .step import DINOStep
 
@@ -49,6 +50,7 @@ class Run:
 
     cfg: PretrainConfig
     accelerator: Accelerator
+    launch: LaunchSettings  # precision and compilation, with where each came from
     output_dir: Path
     resume_path: Path | None
     dataset: Any
@@ -91,17 +93,18 @@ class Run:
 
 
 def _announce(run: Run) -> None:
-    """The run's first line: world, backbone, data, batch, steps, schedule, precision, threads."""
+    """The run's first line: world and device (and where they come from), backbone, data, batch,
+    steps, schedule, precision and compilation (and where they come from), threads."""
     cfg, plan, acc = run.cfg, run.plan, run.accelerator
     n_params = sum(p.numel() for p in run.networks["student"].backbone.parameters())
     run.monitor.info(
-        f"unimix pretrain: world size {run.world} ({acc.distributed_type.value}, {acc.device}), "
-        f"backbone {cfg.model.backbone} ({n_params / 1e6:.2f} M params), {len(run.dataset)} "
-        f"images, global batch {cfg.data.batch_size} = {run.world} process(es) × "
+        f"unimix pretrain: world size {run.world} ({acc.distributed_type.value}, "
+        f"{world_origin(run.world)}), device {device_origin(acc)}, backbone "
+        f"{cfg.model.backbone} ({n_params / 1e6:.2f} M params), {len(run.dataset)} images, global batch {cfg.data.batch_size} = {run.world} process(es) × "
         f"{cfg.optim.grad_accum_steps} accumulation × {plan.local_batch}, steps "
         f"{run.start_step}→{run.end_step} of {run.schedules.total_steps} "
-        f"({plan.steps_per_epoch}/epoch), peak lr {run.schedules.peak_lr:.3g}, precision "
-        f"{cfg.precision}, {torch.get_num_threads()} thread(s) per process"
+        f"({plan.steps_per_epoch}/epoch), peak lr {run.schedules.peak_lr:.3g}, "
+        f"{run.launch.describe()}, {torch.get_num_threads()} thread(s) per process"
         + (f", resumed from {run.resume_path}" if run.resume_path else "")
     )
     run.monitor.log(
@@ -110,6 +113,8 @@ def _announce(run: Run) -> None:
             "step": run.start_step,
             "world_size": run.world,
             "device": str(acc.device),
+            "precision": run.launch.precision_name,
+            "compile": run.launch.compile_backend,
         }
     )
 
@@ -126,7 +131,8 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
 def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
     """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
     resuming), metrics sinks and the micro-batch stream, in that order."""
-    accelerator = make_accelerator(cfg.precision, cfg.threads)
+    launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
+    accelerator = make_accelerator(launch, cfg.threads)
     configure_logging(accelerator.is_main_process)
     output_dir = Path(cfg.output_dir)
     resume_path = resolve_resume(resume, output_dir)
@@ -140,7 +146,9 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
     if cfg.max_steps is not None:
         end_step = min(cfg.max_steps, schedules.total_steps)
     step_fn = DINOStep(cfg, accelerator)
-    networks = {"student": accelerator.unwrap_model(step_fn.student), "teacher": step_fn.teacher}
+    # The plain student (no DDP, no torch.compile wrapper): clean keys for checkpoints.
+    student = accelerator.unwrap_model(step_fn.student, keep_torch_compile=False)
+    networks = {"student": student, "teacher": step_fn.teacher}
     # Model weights are ours to save (clean keys, process-count independent); Accelerate keeps
     # the optimizer, the grad scaler and every process's RNG states.
     accelerator.register_save_state_pre_hook(lambda models, weights, _dir: weights.clear())
@@ -154,8 +162,8 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "config.yaml")
     run = Run(
-        cfg, accelerator, output_dir, resume_path, dataset, plan, schedules, step_fn, networks,
-        start_step, end_step,
+        cfg, accelerator, launch, output_dir, resume_path, dataset, plan, schedules, step_fn,
+        networks, start_step, end_step,
     )  # fmt: skip
     run.monitor = Monitor(
         output_dir, end_step, start_step, enabled=accelerator.is_main_process,

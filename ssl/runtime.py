@@ -10,7 +10,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast
 
-__all__ = ["budget_spent", "configure_logging", "make_accelerator"]
+from .launch import LaunchSettings
+
+__all__ = ["budget_spent", "configure_logging", "device_origin", "make_accelerator"]
 
 
 def _cpu_threads_per_process() -> int:
@@ -34,14 +36,30 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
-def make_accelerator(precision: str, threads: int | None) -> Accelerator:
-    """An Accelerator for ``precision``; on CPU, ``threads`` (or this process's share of the
-    cores when 0/None) torch threads."""
-    accelerator = Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
+def make_accelerator(settings: LaunchSettings, threads: int | None) -> Accelerator:
+    """An Accelerator with ``settings``' precision and compile backend (passed explicitly, so
+    a config value wins over the launcher's); on CPU, ``threads`` (or this process's share of
+    the cores when 0/None) torch threads."""
+    accelerator = Accelerator(
+        mixed_precision=settings.precision,
+        dynamo_backend=settings.compile_backend or "no",
+        cpu=not _has_accelerator(),
+    )
     threads = threads or (_cpu_threads_per_process() if accelerator.device.type == "cpu" else 0)
     if threads:
         torch.set_num_threads(threads)
     return accelerator
+
+
+def device_origin(accelerator: Accelerator) -> str:
+    """``cuda:0 (accelerator found)``, ``cpu (no accelerator found)`` or ``cpu (forced by
+    accelerate launch --cpu)``."""
+    device = accelerator.device
+    if device.type != "cpu":
+        return f"{device} (accelerator found)"
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}:
+        return "cpu (forced by accelerate launch --cpu)"
+    return "cpu (no accelerator found)"
 
 
 def configure_logging(is_main: bool) -> None:

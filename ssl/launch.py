@@ -1,0 +1,97 @@
+"""What the launcher asked for, and where each setting of a run comes from.
+
+``accelerate launch`` (its flags, or ``accelerate config``'s file) hands its choices to the
+processes it starts as ``ACCELERATE_*`` environment variables; ``torchrun`` sets ``WORLD_SIZE``
+and friends. A recipe's explicit ``precision`` / ``model.compile`` wins over the launcher;
+``precision: auto`` and ``model.compile: null`` (the defaults) take what the launcher says.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["LaunchSettings", "launcher_name", "resolve_launch", "world_origin"]
+
+_PRECISION_NAMES = {"no": "fp32", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Resolved precision and compilation, each with the place it came from."""
+
+    precision: str  # for Accelerator(mixed_precision=...): "no", "bf16", "fp16" (or "fp8")
+    precision_from: str
+    compile_backend: str | None  # a torch.compile backend, None: not compiled
+    compile_from: str
+
+    @property
+    def precision_name(self) -> str:
+        """``fp32`` for ``no``, else the precision itself."""
+        return _PRECISION_NAMES.get(self.precision, self.precision)
+
+    def describe(self) -> str:
+        """``precision bf16 (from accelerate launch), compile off (default)``."""
+        compiled = self.compile_backend or "off"
+        return (
+            f"precision {self.precision_name} ({self.precision_from}), "
+            f"compile {compiled} ({self.compile_from})"
+        )
+
+
+def launcher_name(env: Mapping[str, str] | None = None) -> str | None:
+    """``accelerate launch``, ``torchrun`` (or another torch.distributed launcher) or None."""
+    env = os.environ if env is None else env
+    if "ACCELERATE_MIXED_PRECISION" in env:  # accelerate launch always exports it
+        return "accelerate launch"
+    if "TORCHELASTIC_RUN_ID" in env:
+        return "torchrun"
+    if "WORLD_SIZE" in env:
+        return "a torch.distributed launcher"
+    return None
+
+
+def world_origin(world: int, env: Mapping[str, str] | None = None) -> str:
+    """``2 machine(s) × 1 process(es), from accelerate launch`` (or ``no launcher``)."""
+    env = os.environ if env is None else env
+    launcher = launcher_name(env)
+    if launcher is None:
+        return "one process, no launcher"
+    local = max(1, int(env.get("LOCAL_WORLD_SIZE", world) or world))
+    machines = max(1, world // local)
+    return f"{machines} machine(s) × {local} process(es), from {launcher}"
+
+
+def _precision(precision: str, env: Mapping[str, str]) -> tuple[str, str]:
+    if precision != "auto":
+        return ("no" if precision == "fp32" else precision), "from the config"
+    launched = env.get("ACCELERATE_MIXED_PRECISION")
+    if launched:
+        return launched.lower(), "from accelerate launch"
+    return "no", "default: no launcher setting"
+
+
+def _compile(enabled: bool | None, backend: str, env: Mapping[str, str]) -> tuple[str | None, str]:
+    if enabled is True:
+        return backend, "from model.compile"
+    if enabled is False:
+        return None, "model.compile=false"
+    launched = env.get("ACCELERATE_DYNAMO_BACKEND", "NO").lower()
+    if launched != "no":
+        return launched, "from accelerate launch"
+    return None, "default"
+
+
+def resolve_launch(
+    precision: str,
+    compile_model: bool | None,
+    compile_backend: str,
+    env: Mapping[str, str] | None = None,
+) -> LaunchSettings:
+    """The run's precision and compilation: the config's explicit values, else the launcher's
+    (``ACCELERATE_MIXED_PRECISION``, ``ACCELERATE_DYNAMO_BACKEND``), else fp32 / not compiled."""
+    env = os.environ if env is None else env
+    mixed, mixed_from = _precision(precision, env)
+    backend, backend_from = _compile(compile_model, compile_backend, env)
+    return LaunchSettings(mixed, mixed_from, backend, backend_from)
