@@ -126,8 +126,10 @@ def restore_training_checkpoint(
 ) -> int:
     """Restore everything from checkpoint ``path``; returns the step to continue from."""
     state = verify_checkpoint(path)
+    # safetensors takes "cpu", not the "cpu:0" a multi-machine CPU run's device prints as
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
     for name in ("student", "teacher"):
-        _load_clean(networks[name], path / network_file(name), name, str(accelerator.device))
+        _load_clean(networks[name], path / network_file(name), name, device)
     center = load_file(str(path / DINO_STATE))["center"]
     if center.shape != loss_fn.center.shape:
         raise ValueError(

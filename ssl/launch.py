@@ -12,7 +12,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["LaunchSettings", "launcher_name", "resolve_launch", "world_origin"]
+__all__ = [
+    "LaunchSettings",
+    "check_launch",
+    "launcher_name",
+    "resolve_launch",
+    "world_origin",
+]
 
 _PRECISION_NAMES = {"no": "fp32", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}
 
@@ -61,6 +67,27 @@ def world_origin(world: int, env: Mapping[str, str] | None = None) -> str:
     local = max(1, int(env.get("LOCAL_WORLD_SIZE", world) or world))
     machines = max(1, world // local)
     return f"{machines} machine(s) × {local} process(es), from {launcher}"
+
+
+def check_launch(env: Mapping[str, str] | None = None) -> None:
+    """Refuse a launch that would train alone while others do the same.
+
+    ``accelerate launch --num_machines N`` (or ``--num_processes N``) without ``--multi_gpu``
+    (or a config with ``distributed_type: MULTI_GPU``) starts one unconnected process per
+    machine: it sets ``MASTER_ADDR`` but no ``WORLD_SIZE``, and every machine would train alone
+    and write the same checkpoints.
+
+    Raises:
+        ValueError: one line saying what to add.
+    """
+    env = os.environ if env is None else env
+    if launcher_name(env) != "accelerate launch" or "WORLD_SIZE" in env:
+        return
+    if "MASTER_ADDR" in env and "MASTER_PORT" in env:
+        raise ValueError(
+            "accelerate launch was given several machines or processes but started this one "
+            "alone (no WORLD_SIZE): add --multi_gpu (it also runs CPU processes, over gloo)"
+        )
 
 
 def _precision(precision: str, env: Mapping[str, str]) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from unimix.config import save_config
 from .checkpoint import resolve_resume, restore_training_checkpoint, save_training_checkpoint
 from .config import PretrainConfig
 from .datasets import build_train_dataset
-from .launch import LaunchSettings, resolve_launch, world_origin
+from .launch import LaunchSettings, check_launch, resolve_launch, world_origin
 from .loader import BatchPlan, MultiCropBatches, make_loader
 from .model import DINOModel
 from .monitor import Monitor
@@ -131,6 +131,7 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
 def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
     """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
     resuming), metrics sinks and the micro-batch stream, in that order."""
+    check_launch()
     launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
     accelerator = make_accelerator(launch, cfg.threads)
     configure_logging(accelerator.is_main_process)
