@@ -4,15 +4,17 @@ recipe says otherwise, the start-up line says where each came from, and a compil
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_dino_train import PRETRAIN, _metrics, _run, _write_config
 from torch import nn
 
-from unimix.checkpoint import clean_state_dict, unwrapped_key
+from unimix.checkpoint import clean_state_dict, list_checkpoints, load_backbone, unwrapped_key
 from unimix.ssl.config import load_pretrain_config
 from unimix.ssl.launch import resolve_launch, world_origin
 from unimix.ssl.teacher import TeacherEMA, make_teacher
@@ -105,3 +107,43 @@ def test_accelerate_launch_precision_is_honoured_and_the_recipe_wins(tmp_path: P
     l16 = [r["loss"] for r in _metrics(tmp_path / "bf16") if "loss" in r]
     l32 = [r["loss"] for r in _metrics(tmp_path / "fp32") if "loss" in r]
     assert l16 != l32 and l16 == pytest.approx(l32, abs=0.05)  # bf16 really ran, close to fp32
+
+
+def _final_state(out: Path) -> dict[str, dict[str, torch.Tensor]]:
+    last = list_checkpoints(out / "checkpoints")[-1]
+    return {f: load_file(str(last / f)) for f in ("student.safetensors", "teacher.safetensors")}
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_checkpoints_resumes_and_exports(tmp_path: Path) -> None:
+    # accelerate launch --dynamo_backend inductor compiles the student of a nano preset (the
+    # first run on a machine compiles C++ kernels for minutes; torch's cache makes reruns fast).
+    nano = ["model.backbone=poolformer_nano", "model.backbone_kwargs={}", "augment.num_local=0"]
+    config = _write_config(tmp_path, max_steps=4)
+    inductor = [*LAUNCH[:-1], "inductor", "--mixed_precision", "no", *PRETRAIN, "-c", str(config)]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    proc = _run([*inductor, "-o", str(full), *nano], timeout=900)
+    assert "compile inductor (from accelerate launch)" in proc.stdout + proc.stderr
+    _run([*inductor, "-o", str(cut), *nano, "max_steps=2"], timeout=900)
+    _run([*inductor, "-o", str(cut), *nano, "--resume", "auto"], timeout=900)
+    a, b = _final_state(full), _final_state(cut)
+    for file in a:
+        assert not any("_orig_mod" in k or k.startswith("module.") for k in a[file])
+        assert a[file].keys() == b[file].keys()
+        assert all(torch.equal(a[file][k], b[file][k]) for k in a[file]), f"{file} after resume"
+    losses_full = [r["loss"] for r in _metrics(full) if "loss" in r]
+    assert losses_full == [r["loss"] for r in _metrics(cut) if "loss" in r]
+
+    # The compiled run's checkpoint resumes uncompiled (model.compile=false beats the launcher),
+    # loads into a plain backbone and exports.
+    plain = tmp_path / "plain"
+    shutil.copytree(cut, plain)
+    resume = ["model.compile=false", "max_steps=5", "--resume", "auto"]
+    proc = _run([*inductor, "-o", str(plain), *nano, *resume])
+    assert "compile off (model.compile=false)" in proc.stdout + proc.stderr
+    assert len([r for r in _metrics(plain) if "loss" in r]) == 5
+    model, meta = load_backbone(full)
+    assert meta["step"] == 4 and not hasattr(model, "_orig_mod")
+    exported = tmp_path / "teacher.safetensors"
+    _run([sys.executable, "-m", "unimix.cli", "export", str(full), "-o", str(exported)])
+    assert load_file(str(exported)).keys() == model.state_dict().keys()
