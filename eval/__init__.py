@@ -1,10 +1,12 @@
-"""Frozen-feature evaluation and export: feature extraction, FAISS k-NN, linear probe, export, reports.
+"""Frozen-feature evaluation and export: feature extraction on any device and in any number of
+processes, k-NN (FAISS / torch, exact or approximate), linear probe, export, reports.
 
 Public API::
 
-    from unimix.eval import (load_backbone, eval_transform, extract_features, knn_classify,
-                             knn_evaluate, compare_knn, linear_probe, export_extractor,
-                             load_extractor, calibrate_batchnorm)
+    from unimix.eval import (load_backbone, eval_transform, extract_features, extract_to_store,
+                             FeatureStore, resolve_device, knn_classify, knn_evaluate,
+                             compare_knn, linear_probe, export_extractor, load_extractor,
+                             calibrate_batchnorm)
 """
 
 from .compare import (
@@ -14,18 +16,22 @@ from .compare import (
     like_for_like_top1,
     pixel_features,
 )
+from .device import resolve_device
 from .export import export_extractor, load_extractor
+from .feature_store import FeatureStore
 from .features import (
     calibrate_batchnorm,
     clean_state_dict,
     eval_transform,
     extract_features,
+    extract_to_store,
     load_backbone,
 )
 from .knn import approximate_agreement, knn_classify, knn_evaluate, knn_search
 from .linear_probe import linear_probe, linear_probe_augmented
 
 __all__ = [
+    "FeatureStore",
     "approximate_agreement",
     "calibrate_batchnorm",
     "clean_state_dict",
@@ -33,6 +39,7 @@ __all__ = [
     "eval_transform",
     "export_extractor",
     "extract_features",
+    "extract_to_store",
     "has_batchnorm",
     "is_like_for_like",
     "knn_classify",
@@ -44,4 +51,5 @@ __all__ = [
     "load_backbone",
     "load_extractor",
     "pixel_features",
+    "resolve_device",
 ]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .device import resolve_device
 from .features import calibrate_batchnorm, extract_features
 from .knn import knn_evaluate
 
@@ -64,6 +65,8 @@ def compare_knn(
     seed: int = 0,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    accelerator: Any = None,
+    num_workers: int = 0,
 ) -> list[dict[str, Any]]:
     """k-NN top-1 of each network (and of raw pixels), all measured the same way.
 
@@ -76,6 +79,9 @@ def compare_knn(
             rows; 0: report only the statistics each network came with).
         raw_pixels: add the normalised raw-pixel floor as a row named ``raw_pixels``.
         seed: picks the BatchNorm calibration images (the same for every network).
+        device, accelerator, num_workers: where features are extracted and searched; with an
+            ``accelerate`` accelerator of several processes every process must call this: each
+            extracts its block of the data, and all return the same rows.
 
     Returns:
         One dict per row: ``{"network": name, "bn": "none" | "kept" | "recalibrated",
@@ -84,13 +90,17 @@ def compare_knn(
     ks = tuple(k for k in ks if k <= len(bank))
     if not ks:
         raise ValueError(f"every k in {tuple(ks)} exceeds the bank's {len(bank)} images")
+    where = accelerator.device if accelerator is not None else resolve_device(device or "cpu")
 
     def score(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y) -> dict[str, float]:
-        result = knn_evaluate(train_x, train_y, test_x, test_y, ks=ks, temperature=temperature)
+        result = knn_evaluate(
+            train_x, train_y, test_x, test_y, ks=ks, temperature=temperature, device=where
+        )
         return {f"top1@{k}": float(result["top1"][k]) for k in ks}
 
     def network_score(model: nn.Module) -> dict[str, float]:
-        kw: dict[str, Any] = {"batch_size": batch_size, "device": device, "progress": False}
+        kw: dict[str, Any] = {"batch_size": batch_size, "device": where, "progress": False,
+                              "accelerator": accelerator, "num_workers": num_workers}  # fmt: skip
         train_x, train_y = extract_features(model, bank, **kw)
         test_x, test_y = extract_features(model, queries, **kw)
         return score(train_x, train_y, test_x, test_y)

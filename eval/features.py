@@ -1,4 +1,5 @@
-"""Frozen features: the evaluation transform, batched extraction (with a cache), BatchNorm
+"""Frozen features: the evaluation transform, batched extraction on any device and in any number
+of processes (into memory, a safetensors cache or a memory-mapped store), BatchNorm
 recalibration. Checkpoints are read by :func:`unimix.checkpoint.load_backbone` (re-exported).
 """
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,16 @@ from torchvision.transforms import v2
 
 from unimix.checkpoint import clean_state_dict, load_backbone
 
+from .device import is_accelerator, resolve_device
+from .distributed import barrier, gather_rows, shard_range, world
+from .feature_store import FeatureStore
+
 __all__ = [
     "calibrate_batchnorm",
     "clean_state_dict",
     "eval_transform",
     "extract_features",
+    "extract_to_store",
     "load_backbone",
 ]
 
@@ -94,7 +100,55 @@ def _cache_key(model: nn.Module, dataset: Any, cache_tag: str | None) -> str:
     return h.hexdigest()[:24]
 
 
-@torch.no_grad()  # not inference_mode: callers may train on the features
+def _batches(
+    model: nn.Module,
+    dataset: Any,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(features [B, D] float32 on the CPU, labels [B] int64)`` batch by batch, in order.
+
+    Loader workers feed the model; on an accelerator the batches come from pinned memory and
+    are copied without blocking. The model runs in eval mode on ``device`` (mode restored)."""
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=is_accelerator(device),
+        persistent_workers=False,
+        drop_last=False,
+    )
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="features", unit="batch", leave=False)
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        with torch.no_grad():  # not inference_mode: callers may train on the features
+            for images, targets in loader:
+                out = model(images.to(device, non_blocking=True)).float().cpu()
+                yield out, torch.as_tensor(targets).long().reshape(-1)
+    finally:
+        model.train(was_training)
+
+
+def _placement(
+    device: torch.device | str | None, accelerator: Any, shard: bool | None
+) -> tuple[torch.device, int, int]:
+    """``(device, rank, world size)``: the accelerator's device and processes when given; the
+    process group's when ``shard`` is True; else one process."""
+    if accelerator is not None:
+        device = accelerator.device
+        if shard is None:
+            shard = accelerator.num_processes > 1
+    rank, size = world() if shard else (0, 1)
+    return resolve_device(device or "cpu"), rank, size
+
+
 def extract_features(
     model: nn.Module,
     dataset: Any,
@@ -103,6 +157,7 @@ def extract_features(
     num_workers: int = 0,
     device: torch.device | str | None = None,
     accelerator: Any = None,
+    shard: bool | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
     cache_tag: str | None = None,
@@ -112,8 +167,14 @@ def extract_features(
     Args:
         model: ``[B, 3, H, W]`` → ``[B, D]``; run in eval mode (restored afterwards).
         dataset: map-style, yielding already transformed image tensors and int labels.
-        accelerator: an ``accelerate.Accelerator``: each process extracts a shard and the
-            features are gathered (duplicated padding dropped), so every process gets all.
+        device: where the model runs (``"auto"``, ``"cuda:1"`` …; default the CPU).
+        num_workers: DataLoader workers; memory is pinned when ``device`` is an accelerator.
+        accelerator: an ``accelerate.Accelerator`` (or ``PartialState``): its device, and with
+            several processes each extracts its block of the dataset
+            (:func:`~unimix.eval.distributed.shard_range`) and the blocks are gathered, so every
+            process returns the same tensors as one process would.
+        shard: force sharding over the default process group (True) or not (False); default:
+            when ``accelerator`` has several processes.
         cache_dir: when given, features are stored as safetensors under a key hashed from the
             model's weights, the dataset (type, root/files/targets, subset indices, three
             transformed items) and its transform's repr; a later call, in this process or
@@ -123,7 +184,7 @@ def extract_features(
             size and modification time).
 
     Returns:
-        ``(features [N, D] float32, labels [N] int64)``; features are not normalised.
+        ``(features [N, D] float32, labels [N] int64)`` on the CPU; features are not normalised.
     """
     cache_file = None
     if cache_dir is not None:
@@ -135,39 +196,86 @@ def extract_features(
             return stored["features"], stored["labels"]
     if len(dataset) == 0:
         raise ValueError(f"extract_features: dataset {dataset!r} is empty")
-    if accelerator is not None:
-        device = accelerator.device
-    device = torch.device(device or "cpu")
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False
-    )
-    if accelerator is not None:
-        loader = accelerator.prepare_data_loader(loader)
-    was_training = model.training
-    model.eval().to(device)
-    show = progress and (accelerator is None or accelerator.is_main_process)
-    if show:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="features", unit="batch", leave=False)
+    device, rank, size = _placement(device, accelerator, shard)
+    block = shard_range(len(dataset), rank, size)
+    part = dataset if size == 1 else torch.utils.data.Subset(dataset, list(block))
     features, labels = [], []
-    try:
-        for images, targets in loader:
-            out = model(images.to(device, non_blocking=True)).float()
-            targets = torch.as_tensor(targets, device=out.device)
-            if accelerator is not None:
-                out, targets = accelerator.gather_for_metrics((out, targets))
-            features.append(out.cpu())
-            labels.append(targets.cpu().long())
-    finally:
-        model.train(was_training)
-    result = torch.cat(features), torch.cat(labels)
-    if cache_file is not None and (accelerator is None or accelerator.is_main_process):
+    if len(block):
+        for out, targets in _batches(
+            model, part, device, batch_size, num_workers, progress and rank == 0
+        ):
+            features.append(out)
+            labels.append(targets)
+    else:  # more processes than items: an empty block, shaped like the others
+        dim = _feature_dim(model, dataset, device)
+        features, labels = [torch.empty(0, dim)], [torch.empty(0, dtype=torch.long)]
+    result = (
+        gather_rows(torch.cat(features), len(dataset)),
+        gather_rows(torch.cat(labels), len(dataset)),
+    )
+    if cache_file is not None and rank == 0:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
         save_file({"features": result[0].contiguous(), "labels": result[1]}, os.fspath(tmp))
         os.replace(tmp, cache_file)
     return result
+
+
+def _feature_dim(model: nn.Module, dataset: Any, device: torch.device) -> int:
+    """D of ``model``'s features, from the dataset's first item."""
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        with torch.no_grad():
+            return int(model(torch.as_tensor(dataset[0][0])[None].to(device)).shape[1])
+    finally:
+        model.train(was_training)
+
+
+def extract_to_store(
+    model: nn.Module,
+    dataset: Any,
+    directory: str | os.PathLike,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    accelerator: Any = None,
+    shard: bool | None = None,
+    progress: bool = True,
+    cache_tag: str | None = None,
+) -> FeatureStore:
+    """Stream the features of ``dataset`` into a :class:`FeatureStore` under ``directory``
+    (``store_<key>``, the key as for ``extract_features``' cache; a complete store is reused).
+
+    Batches go straight to the memory-mapped file, so memory holds one batch, not the bank.
+    With several processes each writes its own block of rows (the directory must be on a
+    filesystem every process sees) and every process returns the same store.
+    """
+    if len(dataset) == 0:
+        raise ValueError(f"extract_to_store: dataset {dataset!r} is empty")
+    target = Path(directory) / f"store_{_cache_key(model, dataset, cache_tag)}"
+    if FeatureStore.is_complete(target):
+        return FeatureStore(target)
+    device, rank, size = _placement(device, accelerator, shard)
+    if rank == 0:
+        FeatureStore.allocate(target, len(dataset), _feature_dim(model, dataset, device))
+    barrier()
+    store = FeatureStore(target)
+    block = shard_range(len(dataset), rank, size)
+    if len(block):
+        part = dataset if size == 1 else torch.utils.data.Subset(dataset, list(block))
+        row = block.start
+        for out, targets in _batches(
+            model, part, device, batch_size, num_workers, progress and rank == 0
+        ):
+            store.write(row, out.numpy(), targets.numpy())
+            row += out.shape[0]
+    barrier()
+    if rank == 0:
+        store.mark_complete()
+    barrier()
+    return store
 
 
 def calibrate_batchnorm(

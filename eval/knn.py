@@ -5,45 +5,40 @@ The protocol is DINO's ``eval_knn.py``: features are L2-normalised, similarity i
 ``exp(sim / T)``; the prediction is the class with the largest total. One search at the largest
 k serves every k asked for (the neighbours of a smaller k are a prefix).
 
-Why FAISS: the peers (dino, lightly, solo-learn, dinov2) multiply the whole query block by the
-whole bank with ``torch.mm`` and ``topk``, whose memory grows with the bank; FAISS's exact
-inner-product index keeps a bounded heap per query, and we also bound the queries per search
-(``chunk_size``), so banks of millions fit. An approximate index (IVF or HNSW) is an option for
-very large banks; :func:`approximate_agreement` reports how often it predicts as exact search does.
+Search (:mod:`unimix.eval.search`): the bank, in memory or a memory-mapped
+:class:`~unimix.eval.feature_store.FeatureStore`, is read and normalised in chunks of rows and
+searched on the chosen device: GPU FAISS, DINO's chunked ``torch.mm`` + top-k on an accelerator,
+or CPU FAISS, all with the same neighbours. ``index="ivf"``/``"hnsw"`` use an approximate FAISS
+index (``"auto"`` switches to IVF for banks of a million rows on the CPU);
+:func:`approximate_agreement` reports how often it predicts as exact search does.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from .search import Bank, as_queries, bank_shape, choose_backend, exact_search, index_search
+
 __all__ = [
+    "AUTO_APPROXIMATE_ROWS",
     "approximate_agreement",
     "knn_classify",
     "knn_evaluate",
     "knn_search",
+    "resolve_index",
     "torch_knn_search",
 ]
 
 logger = logging.getLogger("unimix.eval")
-IndexKind = Literal["exact", "ivf", "hnsw"]
-
-
-def _as_float32(name: str, x: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D [N, D] array, got shape {tuple(array.shape)}")
-    if array.shape[0] == 0:
-        raise ValueError(f"{name}: is empty (0 rows)")
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).any(axis=1).sum())
-        raise ValueError(f"{name}: {bad} row(s) contain NaN or inf")
-    return np.ascontiguousarray(array, dtype=np.float32)
+IndexKind = Literal["exact", "ivf", "hnsw", "auto"]
+#: ``index="auto"`` switches to IVF on CPU FAISS from this bank size (ImageNet-1k's 1.28M
+#: train images are above it): exact search of 10k queries there takes minutes on a CPU.
+AUTO_APPROXIMATE_ROWS = 1_000_000
 
 
 def _as_labels(name: str, y: torch.Tensor | np.ndarray | Sequence[int], n: int) -> np.ndarray:
@@ -55,62 +50,22 @@ def _as_labels(name: str, y: torch.Tensor | np.ndarray | Sequence[int], n: int) 
     return labels.astype(np.int64)
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def _check(
-    train: torch.Tensor | np.ndarray, test: torch.Tensor | np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    bank = _as_float32("train_features", train)
-    queries = _as_float32("test_features", test)
-    if bank.shape[1] != queries.shape[1]:
-        raise ValueError(
-            f"feature dimensions differ: train_features has {bank.shape[1]}, "
-            f"test_features has {queries.shape[1]}"
-        )
-    if k < 1:
-        raise ValueError(f"k: expected >= 1, got {k}")
-    if k > bank.shape[0]:
-        raise ValueError(f"k={k} exceeds the bank size ({bank.shape[0]} train features)")
-    return _normalize(bank), _normalize(queries)
-
-
-def _build_index(bank: np.ndarray, kind: IndexKind, nlist: int | None, seed: int):
-    import faiss
-
-    d = bank.shape[1]
-    if kind == "exact":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
-        nlist = nlist or max(1, min(int(math.sqrt(bank.shape[0])), bank.shape[0] // 39 or 1))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.train(bank)
-        # 2·sqrt(nlist) cells: 99.7% agreement on the test bank, 98.7% on 20k noisy 64-d
-        # clusters; IVF scans vectors without BLAS (≈5× slower per distance than IndexFlatIP
-        # here), so it only wins when it visits a small share of a large bank
-        index.nprobe = min(nlist, max(1, math.ceil(2 * math.sqrt(nlist))))
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
-    else:
-        raise ValueError(f"index: expected 'exact', 'ivf' or 'hnsw', got {kind!r}")
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 and kind != "hnsw":
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(bank)
-    return index
+def resolve_index(index: str, n: int, backend: str) -> str:
+    """``"auto"``: ``"ivf"`` for banks of at least :data:`AUTO_APPROXIMATE_ROWS` rows searched
+    by CPU FAISS, else ``"exact"`` (an accelerator searches such banks exactly in seconds)."""
+    if index != "auto":
+        return index
+    return "ivf" if n >= AUTO_APPROXIMATE_ROWS and backend == "faiss" else "exact"
 
 
 def knn_search(
-    train_features: torch.Tensor | np.ndarray,
+    train_features: Bank,
     test_features: torch.Tensor | np.ndarray,
     k: int,
     *,
     index: IndexKind = "exact",
-    chunk_size: int = 8192,
+    backend: str = "auto",
+    device: torch.device | str | None = None,
     nlist: int | None = None,
     nprobe: int | None = None,
     seed: int = 0,
@@ -118,37 +73,47 @@ def knn_search(
     """Cosine similarities and indices of the ``k`` nearest bank rows of every query.
 
     Args:
-        train_features: the bank ``[N, D]``; test_features: the queries ``[M, D]``; both are
-            L2-normalised here (copies; the inputs are left alone).
-        index: ``"exact"`` (``IndexFlatIP``), ``"ivf"`` (``IndexIVFFlat``, ``nlist`` cells,
-            default ≈ sqrt(N); ``nprobe`` cells searched, default 2·sqrt(nlist)) or ``"hnsw"``
-            (``IndexHNSWFlat``, 32 links, efSearch 128). On GPU FAISS (``get_num_gpus() > 0``)
-            exact and IVF indexes run on every GPU.
-        chunk_size: queries per FAISS call, so the result buffers stay bounded.
+        train_features: the bank ``[N, D]``: a tensor, an array or a
+            :class:`~unimix.eval.feature_store.FeatureStore` (read in chunks, never whole);
+            test_features: the queries ``[M, D]``; both are L2-normalised here (copies).
+        index: ``"exact"``; ``"ivf"`` (FAISS IVF-Flat, ``nlist`` cells, default about
+            sqrt(N); ``nprobe`` cells searched, default 8, see default_nprobe); ``"hnsw"`` (32
+            links, efSearch 128); ``"auto"``: :func:`resolve_index`.
+        backend, device: where exact search runs (:func:`~unimix.eval.search.choose_backend`:
+            GPU FAISS, chunked ``torch.mm`` + top-k on the device, or CPU FAISS); every backend
+            gives the same neighbours up to float rounding.
 
     Returns:
         ``(similarities [M, k] float32, indices [M, k] int64)``, most similar first. An
         approximate index that finds fewer than k neighbours pads with index -1 (and a
         similarity of about -3.4e38), which the vote ignores.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
-    bank, queries = _check(train_features, test_features, k)
-    faiss_index = _build_index(bank, index, nlist, seed)
-    if nprobe is not None and hasattr(faiss_index, "nprobe"):
-        faiss_index.nprobe = nprobe
-    sims, ids = [], []
-    for start in range(0, queries.shape[0], chunk_size):
-        s, i = faiss_index.search(queries[start : start + chunk_size], k)
-        sims.append(s)
-        ids.append(i)
-    return torch.from_numpy(np.concatenate(sims)), torch.from_numpy(np.concatenate(ids))
+    n, dim = bank_shape(train_features)
+    queries = as_queries(test_features)
+    if dim != queries.shape[1]:
+        raise ValueError(
+            f"feature dimensions differ: train_features has {dim}, "
+            f"test_features has {queries.shape[1]}"
+        )
+    if k < 1:
+        raise ValueError(f"k: expected >= 1, got {k}")
+    if k > n:
+        raise ValueError(f"k={k} exceeds the bank size ({n} train features)")
+    backend = choose_backend(backend, device)
+    kind = resolve_index(index, n, backend)
+    if kind == "exact":
+        return exact_search(train_features, queries, k, backend=backend, device=device)
+    return index_search(
+        train_features, queries, k, kind, nlist=nlist, nprobe=nprobe, seed=seed,
+        use_gpu=backend == "faiss-gpu",
+    )  # fmt: skip
 
 
 def torch_knn_search(
     train_features: torch.Tensor, test_features: torch.Tensor, k: int, chunk_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The peers' method (dino's ``eval_knn.py``): chunked ``torch.mm`` + ``topk``. For benchmarks."""
+    """The peers' method as they write it (dino's ``eval_knn.py``): the whole bank normalised
+    in memory, chunked ``torch.mm`` + ``topk``. A reference for tests and benchmarks."""
     bank = torch.nn.functional.normalize(train_features.float(), dim=1)
     queries = torch.nn.functional.normalize(test_features.float(), dim=1)
     sims, ids = [], []
@@ -177,25 +142,23 @@ def _vote(
 
 
 def knn_classify(
-    train_features: torch.Tensor | np.ndarray,
+    train_features: Bank,
     train_labels: torch.Tensor | np.ndarray | Sequence[int],
     test_features: torch.Tensor | np.ndarray,
     k: int = 20,
     temperature: float = 0.07,
     num_classes: int | None = None,
-    *,
-    index: IndexKind = "exact",
-    chunk_size: int = 8192,
-    nlist: int | None = None,
-    nprobe: int | None = None,
+    **search: Any,
 ) -> torch.Tensor:
     """Predicted labels ``[M]`` of the test features by DINO's weighted k-NN vote.
 
     Args:
-        train_features: the bank ``[N, D]``; test_features: the queries ``[M, D]``.
+        train_features: the bank ``[N, D]`` (tensor, array or FeatureStore); test_features:
+            the queries ``[M, D]``.
         train_labels: ``[N]`` non-negative ints.
         num_classes: defaults to ``max(train_labels) + 1``.
-        index, chunk_size, nlist, nprobe: see :func:`knn_search`.
+        search: ``index``, ``backend``, ``device``, ``nlist``, ``nprobe``, ``seed``: see
+            :func:`knn_search`.
 
     Raises:
         ValueError: NaN/inf features, empty bank, dimension or label-count mismatch, k < 1 or
@@ -204,17 +167,9 @@ def knn_classify(
     """
     if temperature <= 0:
         raise ValueError(f"temperature: expected > 0, got {temperature}")
-    n = train_features.shape[0] if hasattr(train_features, "shape") else len(train_features)
+    n = bank_shape(train_features)[0]
     labels = torch.from_numpy(_as_labels("train_labels", train_labels, n))
-    sims, ids = knn_search(
-        train_features,
-        test_features,
-        k,
-        index=index,
-        chunk_size=chunk_size,
-        nlist=nlist,
-        nprobe=nprobe,
-    )
+    sims, ids = knn_search(train_features, test_features, k, **search)
     classes = num_classes or int(labels.max()) + 1
     if int(labels.max()) >= classes:
         raise ValueError(f"train_labels: label {int(labels.max())} >= num_classes={classes}")
@@ -223,76 +178,72 @@ def knn_classify(
 
 
 def knn_evaluate(
-    train_features: torch.Tensor | np.ndarray,
+    train_features: Bank,
     train_labels: torch.Tensor | np.ndarray | Sequence[int],
     test_features: torch.Tensor | np.ndarray,
     test_labels: torch.Tensor | np.ndarray | Sequence[int],
     ks: Sequence[int] = (10, 20, 100, 200),
     temperature: float = 0.07,
     *,
-    index: IndexKind = "exact",
-    chunk_size: int = 8192,
-    nlist: int | None = None,
-    nprobe: int | None = None,
+    return_predictions: bool = False,
+    **search: Any,
 ) -> dict:
     """Top-1 and top-5 accuracy (percent) for every k in ``ks`` from one search.
 
+    ``search``: ``index``, ``backend``, ``device``, ``nlist``, ``nprobe``, ``seed`` (see
+    :func:`knn_search`).
+
     Returns:
-        ``{"top1": {k: float}, "top5": {k: float}, "bank": N, "queries": M, "index": index}``.
+        ``{"top1": {k: float}, "top5": {k: float}, "bank": N, "queries": M, "index": kind,
+        "backend": name}`` (``kind``/``name`` as resolved), and with ``return_predictions``
+        ``"predictions": {k: [M] list of ints}``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature: expected > 0, got {temperature}")
     if not ks:
         raise ValueError("ks: give at least one k")
-    n = train_features.shape[0]
+    n = bank_shape(train_features)[0]
     y_train = torch.from_numpy(_as_labels("train_labels", train_labels, n))
     y_test = torch.from_numpy(_as_labels("test_labels", test_labels, test_features.shape[0]))
-    sims, ids = knn_search(
-        train_features,
-        test_features,
-        max(ks),
-        index=index,
-        chunk_size=chunk_size,
-        nlist=nlist,
-        nprobe=nprobe,
-    )
+    sims, ids = knn_search(train_features, test_features, max(ks), **search)
     classes = int(max(y_train.max(), y_test.max())) + 1
-    top1, top5 = {}, {}
+    top1, top5, predictions = {}, {}, {}
     for k in sorted(ks):
         scores = _vote(sims[:, :k], ids[:, :k], y_train, classes, temperature)
         # stable: ties (e.g. classes without votes) rank by class index, deterministically
         ranked = scores.sort(dim=1, descending=True, stable=True).indices[:, :5]
         top1[k] = 100.0 * (ranked[:, 0] == y_test).double().mean().item()
         top5[k] = 100.0 * (ranked == y_test[:, None]).any(dim=1).double().mean().item()
-    return {
+        predictions[k] = ranked[:, 0].tolist()
+    backend = choose_backend(search.get("backend", "auto"), search.get("device"))
+    result = {
         "top1": top1,
         "top5": top5,
         "bank": n,
         "queries": int(test_features.shape[0]),
-        "index": index,
+        "index": resolve_index(search.get("index", "exact"), n, backend),
+        "backend": backend,
     }
+    if return_predictions:
+        result["predictions"] = predictions
+    return result
 
 
 def approximate_agreement(
-    train_features: torch.Tensor | np.ndarray,
+    train_features: Bank,
     train_labels: torch.Tensor | np.ndarray | Sequence[int],
     test_features: torch.Tensor | np.ndarray,
     k: int = 20,
     temperature: float = 0.07,
     index: IndexKind = "ivf",
-    nlist: int | None = None,
-    nprobe: int | None = None,
+    **search: Any,
 ) -> float:
-    """Share (0–1) of queries whose approximate-index prediction equals exact search's."""
-    exact = knn_classify(train_features, train_labels, test_features, k, temperature)
+    """Share (0–1) of queries whose approximate-index prediction equals exact search's
+    (``search``: ``backend``, ``device``, ``nlist``, ``nprobe``, ``seed``)."""
+    exact_options = {key: v for key, v in search.items() if key in ("backend", "device")}
+    exact = knn_classify(train_features, train_labels, test_features, k, temperature,
+                         index="exact", **exact_options)  # fmt: skip
     approx = knn_classify(
-        train_features,
-        train_labels,
-        test_features,
-        k,
-        temperature,
-        index=index,
-        nlist=nlist,
-        nprobe=nprobe,
+        train_features, train_labels, test_features, k, temperature, index=index, **search
     )
     return (exact == approx).double().mean().item()

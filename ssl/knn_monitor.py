@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -35,30 +34,29 @@ def _knn_rows(
     networks: dict[str, nn.Module],
     train: Dataset,
     test: Dataset,
-    device: torch.device,
+    accelerator: Accelerator,
     *,
     bn_images: int = 0,
     raw_pixels: bool = False,
 ) -> list[dict[str, Any]]:
+    """Every process calls this: each extracts its block of the data on its device (the same
+    distributed code as ``unimix knn``) and all get the same rows."""
     return compare_knn(
         networks, train, test, ks=(min(e.k, len(train)),), temperature=e.temperature,
         bn_images=bn_images, raw_pixels=raw_pixels, seed=seed, batch_size=e.batch_size,
-        device=device,
+        accelerator=accelerator,
     )  # fmt: skip
 
 
 def online_knn(cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerator) -> float | None:
-    """The teacher's k-NN top-1 during training (main process; None elsewhere); every process
-    waits for it."""
-    top1 = None
-    if accelerator.is_main_process:
-        train, test, _ = knn_datasets(cfg)
-        networks = {"teacher": teacher.backbone}
-        rows = _knn_rows(cfg.eval, cfg.seed, networks, train, test, accelerator.device)
-        top1 = next(iter(v for k, v in rows[0].items() if k.startswith("top1@")))
-        disable_stochastic_layers(teacher)  # extraction put the backbone back in train mode
-    accelerator.wait_for_everyone()
-    return top1
+    """The teacher's k-NN top-1 during training, computed by every process (each extracts its
+    share of the images); returned on the main process, None elsewhere."""
+    train, test, _ = knn_datasets(cfg)
+    networks = {"teacher": teacher.backbone}
+    rows = _knn_rows(cfg.eval, cfg.seed, networks, train, test, accelerator)
+    top1 = next(iter(v for k, v in rows[0].items() if k.startswith("top1@")))
+    disable_stochastic_layers(teacher)  # extraction put the backbone back in train mode
+    return top1 if accelerator.is_main_process else None
 
 
 #: Clean images that re-estimate BatchNorm statistics before the final k-NN (every network).
@@ -74,20 +72,22 @@ def final_knn(
     initial weights, like for like (:func:`unimix.eval.compare_knn`): one bank, one set of
     queries, and BatchNorm statistics re-estimated on the same clean bank images for every
     BatchNorm network (the statistics each came with are reported too); with small images, the
-    raw-pixel floor as well."""
-    if not accelerator.is_main_process:
-        return None
+    raw-pixel floor as well. Every process computes it (each extracts its share of the images);
+    returned on the main process, None elsewhere."""
     train, test, description = knn_datasets(cfg)
     set_seed(cfg.seed)  # the student's backbone was the first thing built from this seed
     untrained = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
     untrained.to(accelerator.device)
     networks = {"teacher": teacher.backbone, "student": student.backbone, "untrained": untrained}
     rows = _knn_rows(
-        cfg.eval, cfg.seed, networks, train, test, accelerator.device, bn_images=FINAL_BN_IMAGES,
+        cfg.eval, cfg.seed, networks, train, test, accelerator, bn_images=FINAL_BN_IMAGES,
         raw_pixels=cfg.augment.global_size <= RAW_PIXEL_MAX_SIZE,
     )  # fmt: skip
     disable_stochastic_layers(teacher)
     k = min(cfg.eval.k, len(train))
+
+    if not accelerator.is_main_process:
+        return None
 
     def headline(name: str) -> float | None:
         return like_for_like_top1(rows, name, k)

@@ -1,0 +1,108 @@
+"""A feature bank on disk: ``features.f32`` (``[N, D]`` float32, row-major), ``labels.i64``
+(``[N]`` int64) and ``store.json`` (``n``, ``dim``, ``complete``).
+
+Extraction streams rows into the files (``os.pwrite`` at each row's offset, so several processes
+can fill one store on a shared filesystem, each its own rows), and readers map the file
+(``np.memmap``) one chunk at a time: the bank never has to be in memory, and a chunk's pages
+leave the process's resident set when its map is closed. This is what keeps peak memory near
+one bank's size on ImageNet-scale k-NN (an approximate index holds one copy; nothing else does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FeatureStore"]
+
+FEATURES, LABELS, META = "features.f32", "labels.i64", "store.json"
+
+
+class FeatureStore:
+    """An ``[N, D]`` float32 bank and its ``[N]`` int64 labels in a directory."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        meta_path = self.directory / META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.directory}: no feature store ({META} missing)")
+        meta = json.loads(meta_path.read_text())
+        self.n, self.dim = int(meta["n"]), int(meta["dim"])
+        self.shape = (self.n, self.dim)
+
+    # ------------------------------------------------------------------ writing
+    @classmethod
+    def allocate(cls, directory: str | os.PathLike, n: int, dim: int) -> FeatureStore:
+        """Create (or truncate) the files at their final size, not yet marked complete."""
+        if n < 1 or dim < 1:
+            raise ValueError(f"feature store: expected n, dim >= 1, got {n}, {dim}")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / META).write_text(json.dumps({"n": n, "dim": dim, "complete": False}))
+        for name, itemsize in ((FEATURES, 4 * dim), (LABELS, 8)):
+            with open(directory / name, "wb") as f:
+                f.truncate(n * itemsize)
+        return cls(directory)
+
+    def write(self, start: int, features: np.ndarray, labels: np.ndarray) -> None:
+        """Rows ``start .. start + len(features)``: features ``[B, D]``, labels ``[B]``."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"feature store: expected [B, {self.dim}], got {features.shape}")
+        if start < 0 or start + features.shape[0] > self.n:
+            raise ValueError(f"feature store: rows {start}+{features.shape[0]} exceed {self.n}")
+        labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+        for name, array, itemsize in ((FEATURES, features, 4 * self.dim), (LABELS, labels, 8)):
+            fd = os.open(self.directory / name, os.O_WRONLY)
+            try:
+                os.pwrite(fd, array.tobytes(), start * itemsize)
+            finally:
+                os.close(fd)
+
+    def mark_complete(self) -> None:
+        """Record that every row is written (:meth:`is_complete` reads it back)."""
+        meta = {"n": self.n, "dim": self.dim, "complete": True}
+        tmp = self.directory / (META + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.directory / META)
+
+    @staticmethod
+    def is_complete(directory: str | os.PathLike) -> bool:
+        """Whether ``directory`` holds a store whose every row was written."""
+        path = Path(directory) / META
+        return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self.n
+
+    def _map(self) -> np.memmap:
+        return np.memmap(self.directory / FEATURES, np.float32, "r", shape=self.shape)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """A copy of rows ``start:stop`` ``[stop - start, D]`` (the map is closed again)."""
+        mapped = self._map()
+        try:
+            return np.array(mapped[start:stop])
+        finally:
+            del mapped
+
+    def chunks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, features [<=rows, D])`` over the bank in order, one chunk in memory."""
+        for start in range(0, self.n, rows):
+            yield start, self.rows(start, min(self.n, start + rows))
+
+    def labels(self) -> np.ndarray:
+        """All labels ``[N]`` int64 (8 bytes a row: small next to the features)."""
+        return np.fromfile(self.directory / LABELS, dtype=np.int64, count=self.n)
+
+    def memmap(self) -> np.memmap:
+        """The whole bank as a read-only map ``[N, D]`` (pages load as they are read)."""
+        return self._map()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.directory)!r}, n={self.n}, dim={self.dim})"
