@@ -20,6 +20,11 @@ __all__ = ["load_model", "main_export", "main_knn", "main_linear"]
 # ------------------------------------------------------------------------------ shared
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (an accelerator when present, else the CPU) | cpu | cuda | cuda:N | mps",
+    )
+    p.add_argument(
         "checkpoint",
         help="run output dir (newest checkpoint), checkpoint dir, *.safetensors with backbone.json, "
         "or an exported extractor",
@@ -37,7 +42,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=int, help="random subset of the train split")
     p.add_argument("--limit-test", type=int, help="random subset of the test split")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument(
+        "--workers",
+        "--num-workers",
+        dest="workers",
+        type=int,
+        help="DataLoader workers per process (default: the CPUs per process minus one, <= 8)",
+    )
     p.add_argument("--cache-dir", help="store/reuse extracted features here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -104,22 +115,49 @@ def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any,
     )
 
 
+def _placement(args: argparse.Namespace) -> tuple[torch.device, int, int]:
+    """``(device, rank, world size)``: ``--device`` resolved (one-line error when absent), and
+    the launcher's process group joined when ``accelerate launch`` / ``torchrun`` started
+    several processes."""
+    from .device import resolve_device
+    from .distributed import init_from_launcher
+
+    device = resolve_device(args.device)
+    rank, size = init_from_launcher(device)
+    return device, rank, size
+
+
 def _features(
-    args: argparse.Namespace, model: torch.nn.Module, meta: dict[str, Any]
-) -> tuple[torch.Tensor, ...]:
-    from .features import extract_features
+    args: argparse.Namespace, model: torch.nn.Module, meta: dict[str, Any], device: torch.device
+) -> tuple[Any, ...]:
+    """Train and test features with labels (tensors, or the train bank as a memory-mapped
+    store with ``--features-cache``), each process extracting its block of the data."""
+    from .device import default_workers
+    from .distributed import world
+    from .features import extract_features, extract_to_store
 
     train, test, info = _datasets(args, meta)
+    size = world()[1]
+    workers = default_workers(size) if args.workers is None else args.workers
     kw = {
         "batch_size": args.batch_size,
-        "num_workers": args.num_workers,
+        "num_workers": workers,
+        "device": device,
+        "shard": size > 1,
         "progress": not args.no_progress,
-        "cache_dir": args.cache_dir,
         "cache_tag": f"{_file_tag(meta.get('model_file') or meta.get('source'))}|{info}",
     }
+    info.update(device=str(device), processes=size, workers=workers)
     start = time.perf_counter()
-    x_train, y_train = extract_features(model, train, **kw)
-    x_test, y_test = extract_features(model, test, **kw)
+    if getattr(args, "features_cache", None):
+        bank = extract_to_store(model, train, args.features_cache, **kw)
+        queries = extract_to_store(model, test, args.features_cache, **kw)
+        x_train, y_train = bank, torch.from_numpy(bank.labels())
+        x_test, y_test = queries.memmap(), torch.from_numpy(queries.labels())
+        info["features_cache"] = str(bank.directory)
+    else:
+        x_train, y_train = extract_features(model, train, cache_dir=args.cache_dir, **kw)
+        x_test, y_test = extract_features(model, test, cache_dir=args.cache_dir, **kw)
     info["extract_s"] = time.perf_counter() - start
     return x_train, y_train, x_test, y_test, info
 
@@ -134,50 +172,52 @@ def _run(main: Any, argv: Sequence[str] | None) -> int:
 
 
 # ------------------------------------------------------------------------------ knn
-def _knn(argv: Sequence[str] | None) -> int:
+def _knn_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unimix knn",
-        description="Weighted k-NN top-1/top-5 of frozen features (FAISS, DINO's protocol).",
+        description="Weighted k-NN top-1/top-5 of frozen features (DINO's protocol), on any "
+        "device; under `accelerate launch` / `torchrun` each process extracts its share.",
     )
     _add_model_args(p)
     _add_data_args(p)
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
     p.add_argument("--temperature", type=float, default=0.07)
-    p.add_argument("--index", choices=("exact", "ivf", "hnsw"), default="exact")
+    p.add_argument(
+        "--index",
+        choices=("exact", "ivf", "hnsw", "auto"),
+        default="exact",
+        help="auto: IVF for banks of >= 1M rows searched on the CPU, else exact",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "faiss", "faiss-gpu", "torch"),
+        default="auto",
+        help="exact search: GPU FAISS, chunked torch.mm+topk on the device, or CPU FAISS",
+    )
     p.add_argument("--nlist", type=int, help="IVF cells (default: about sqrt(bank size))")
     p.add_argument(
-        "--nprobe", type=int, help="IVF cells searched per query (default: 2*sqrt(nlist))"
+        "--nprobe",
+        type=int,
+        help="IVF cells searched per query (default: 8; a quarter of <= 64 cells)",
+    )
+    p.add_argument(
+        "--features-cache",
+        help="stream features to memory-mapped files in this directory (reused when complete; "
+        "shared by every process): peak memory near one bank instead of several",
+    )
+    p.add_argument(
+        "--predictions", action="store_true", help="add each k's predictions to the JSON"
     )
     p.add_argument("--out", default="knn.json", help="JSON report path")
-    args = p.parse_args(argv)
-    from .knn import approximate_agreement, knn_evaluate
-    from .report import format_table, write_report
+    return p
 
-    model, meta = load_model(args.checkpoint, args.which)
-    x_train, y_train, x_test, y_test, info = _features(args, model, meta)
-    ks = sorted({k for k in args.k if k <= len(y_train)})
-    if not ks:
-        raise ValueError(f"--k {args.k}: every k exceeds the bank size {len(y_train)}")
-    if len(ks) < len(set(args.k)):
-        skipped = sorted(set(args.k) - set(ks))
-        print(
-            f"warning: skipping k={skipped}: larger than the bank ({len(y_train)})", file=sys.stderr
-        )
-    index_options = {"index": args.index, "nlist": args.nlist, "nprobe": args.nprobe}
-    start = time.perf_counter()
-    result = knn_evaluate(
-        x_train, y_train, x_test, y_test, ks=ks, temperature=args.temperature, **index_options
-    )
-    search_s = time.perf_counter() - start
-    if args.index != "exact":
-        result["agreement_with_exact"] = approximate_agreement(
-            x_train, y_train, x_test, max(ks), args.temperature, **index_options
-        )
-    rows = [
+
+def _knn_rows(args: argparse.Namespace, result: dict[str, Any], ks: list[int], search_s: float):
+    return [
         {
             "dataset": f"{args.data}:{args.test_split}",
-            "bank": len(y_train),
-            "queries": len(y_test),
+            "bank": result["bank"],
+            "queries": result["queries"],
             "k": k,
             "top-1": result["top1"][k],
             "top-5": result["top5"][k],
@@ -185,10 +225,42 @@ def _knn(argv: Sequence[str] | None) -> int:
         }
         for k in ks
     ]
+
+
+def _knn(argv: Sequence[str] | None) -> int:
+    args = _knn_parser().parse_args(argv)
+    from .knn import approximate_agreement, knn_evaluate
+    from .report import format_table, write_report
+
+    device, rank, _ = _placement(args)
+    model, meta = load_model(args.checkpoint, args.which)
+    x_train, y_train, x_test, y_test, info = _features(args, model, meta, device)
+    ks = sorted({k for k in args.k if k <= len(y_train)})
+    if not ks:
+        raise ValueError(f"--k {args.k}: every k exceeds the bank size {len(y_train)}")
+    if len(ks) < len(set(args.k)) and rank == 0:
+        skipped = sorted(set(args.k) - set(ks))
+        print(
+            f"warning: skipping k={skipped}: larger than the bank ({len(y_train)})", file=sys.stderr
+        )
+    search = {"index": args.index, "backend": args.backend, "device": device,
+              "nlist": args.nlist, "nprobe": args.nprobe}  # fmt: skip
+    start = time.perf_counter()
+    result = knn_evaluate(x_train, y_train, x_test, y_test, ks=ks, temperature=args.temperature,
+                          return_predictions=args.predictions, **search)  # fmt: skip
+    search_s = time.perf_counter() - start
+    if result["index"] != "exact":
+        result["agreement_with_exact"] = approximate_agreement(
+            x_train, y_train, x_test, max(ks), args.temperature, **search
+        )
+    if rank != 0:  # every process holds the same result; one reports it
+        return 0
+    rows = _knn_rows(args, result, ks, search_s)
     print(format_table(rows, ["dataset", "bank", "queries", "k", "top-1", "top-5", "time_s"]))
     if "agreement_with_exact" in result:
         print(
-            f"{args.index} index agrees with exact search on {100 * result['agreement_with_exact']:.2f}%"
+            f"{result['index']} index agrees with exact search on "
+            f"{100 * result['agreement_with_exact']:.2f}%"
         )
     report = {
         "command": "knn",
@@ -229,8 +301,11 @@ def _linear(argv: Sequence[str] | None) -> int:
     from .linear_probe import linear_probe
     from .report import format_table, write_report
 
+    device, rank, _ = _placement(args)
     model, meta = load_model(args.checkpoint, args.which)
-    x_train, y_train, x_test, y_test, info = _features(args, model, meta)
+    x_train, y_train, x_test, y_test, info = _features(args, model, meta, device)
+    if rank != 0:  # the probe is cheap next to extraction: one process trains it
+        return 0
     start = time.perf_counter()
     result = linear_probe(
         x_train,
@@ -289,20 +364,24 @@ def _export(argv: Sequence[str] | None) -> int:
     p.add_argument("--output", "-o", required=True, help="file path (suffix added if missing)")
     p.add_argument("--image-size", type=int, help="export resolution (default: the checkpoint's)")
     args = p.parse_args(argv)
+    from .device import resolve_device
     from .export import export_extractor, load_extractor, sidecar_path
 
+    device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, args.which)
     if args.image_size:
         meta["image_size"] = args.image_size
-    path = export_extractor(model, meta, args.output, args.format)
-    # check the round trip before telling the user it worked
+    path = export_extractor(model, meta, args.output, args.format)  # written from the CPU
+    # check the round trip on --device before telling the user it worked (ONNX Runtime: CPU)
+    check = torch.device("cpu") if args.format == "onnx" else device
     size = int(meta.get("image_size") or 224)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        diff = (load_extractor(path)(x) - model(x)).abs().max().item()
+        exported = load_extractor(path).to(check)(x.to(check)).cpu()
+        diff = (exported - model.to(device)(x.to(device)).cpu()).abs().max().item()
     print(
         f"wrote {path} and {sidecar_path(path)} ({args.format}, {meta.get('backbone')}, "
-        f"{size} px, max |diff| vs the checkpoint {diff:.2e})"
+        f"{size} px, checked on {device}: max |diff| vs the checkpoint {diff:.2e})"
     )
     return 0
 
