@@ -109,6 +109,21 @@ def test_accelerate_launch_precision_is_honoured_and_the_recipe_wins(tmp_path: P
     assert l16 != l32 and l16 == pytest.approx(l32, abs=0.05)  # bf16 really ran, close to fp32
 
 
+@pytest.mark.slow
+def test_accelerate_config_file_precision_is_honoured(tmp_path: Path) -> None:
+    # What `accelerate config` writes: mixed_precision there reaches the run through the launcher.
+    acc_config = tmp_path / "accelerate.yaml"
+    acc_config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nmixed_precision: bf16\n"
+        "num_machines: 1\nnum_processes: 1\nuse_cpu: true\n"
+    )
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc_config)]
+    config = _write_config(tmp_path, max_steps=1)
+    proc = _run([*launch, *PRETRAIN, "-c", str(config), "-o", str(tmp_path / "run")], timeout=180)
+    assert "precision bf16 (from accelerate launch)" in proc.stdout + proc.stderr
+    assert _metrics(tmp_path / "run")[0]["precision"] == "bf16"
+
+
 def _final_state(out: Path) -> dict[str, dict[str, torch.Tensor]]:
     last = list_checkpoints(out / "checkpoints")[-1]
     return {f: load_file(str(last / f)) for f in ("student.safetensors", "teacher.safetensors")}
