@@ -21,8 +21,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     Raises:
         ValueError: an unknown spec, or a CUDA/MPS device this machine does not have (one line).
     """
-    if isinstance(spec, torch.device):
-        spec = str(spec)
+    if isinstance(spec, torch.device):  # already resolved (an accelerator's, e.g. cpu:0)
+        return spec
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -30,7 +30,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if spec == "cpu":
+    if spec == "cpu" or spec.startswith("cpu:"):
         return torch.device("cpu")
     if spec == "mps":
         if not torch.backends.mps.is_available():

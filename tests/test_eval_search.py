@@ -76,7 +76,8 @@ def test_search_options_and_device_strings() -> None:
     assert choose_backend("torch", None) == "torch"
     with pytest.raises(ValueError, match="expected auto, faiss"):
         choose_backend("blas", "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu") == resolve_device("cpu:0") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu", 0)) == torch.device("cpu", 0)  # an accelerator's
     if not torch.cuda.is_available():
         assert resolve_device("auto").type in ("cpu", "mps")
         for spec in ("cuda", "cuda:0"):
