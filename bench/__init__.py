@@ -14,8 +14,8 @@ Public API::
 - :mod:`unimix.bench.peer_lightly`: lightly's CIFAR-10 DINO recipe as a plain loop.
 - :mod:`unimix.bench.throughput` (with :mod:`~unimix.bench.step_runners` and
   :mod:`~unimix.bench.machine`): DINO step img/s next to lightly's example loop
-  (``scripts/bench_train.py``); :mod:`unimix.bench.knn_speed`: FAISS against ``torch.mm`` + topk
-  (``scripts/bench_knn.py``); :mod:`unimix.bench.folder_sets`: two small image folders
+  (``scripts/bench_train.py``); :mod:`unimix.bench.knn_speed`: k-NN at ImageNet scale, exact
+  FAISS against an approximate index on a memory-mapped bank (``scripts/bench_knn.py``); :mod:`unimix.bench.folder_sets`: two small image folders
   (``scripts/make_folder_sets.py``).
 
 lightly (the ``bench`` extra) is imported only where a peer loop is built or run. The scripts in

@@ -1,135 +1,203 @@
-"""k-NN search speed: FAISS (exact and IVF) next to the peers' chunked ``torch.mm`` + ``topk``.
+"""k-NN at ImageNet scale: exact FAISS against an approximate index on a memory-mapped bank.
 
-Same features, same k, one run: each method's time (index build included, and timed apart),
-whether exact FAISS and ``torch.mm`` give identical predictions (DINO's weighted vote), and the
-IVF index's agreement with exact search at its default ``nprobe`` (2·sqrt(nlist)) and a smaller
-one. The reference is :func:`unimix.eval.knn.torch_knn_search` (dino's ``eval_knn.py`` loop).
-``scripts/bench_knn.py`` is its command line.
+The bank is a mixture of Gaussians on the unit sphere (one cluster per class, each feature
+``normalise(centre + spread · noise / sqrt(D))``), streamed chunk by chunk into a
+:class:`~unimix.eval.feature_store.FeatureStore` as ``extract_to_store`` writes extracted
+features; it is then searched in place. Per phase (writing, exact search, each method) the
+report has the time, the peak resident memory (``VmHWM``, reset before each phase) against
+the bank's size, and DINO's weighted-vote predictions (k = 20, T = 0.07) compared with exact
+search. ``scripts/bench_knn.py`` is its command line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from unimix.eval.feature_store import FeatureStore
 
 __all__ = [
     "EXACT",
-    "REFERENCE",
-    "cluster_features",
     "format_knn_speed",
     "knn_speed",
-    "load_features",
+    "measure_phase",
+    "peak_rss",
+    "sphere_mixture",
+    "write_bank",
 ]
 
-EXACT = "faiss exact (IndexFlatIP)"
-REFERENCE = "torch.mm + topk (chunked)"
+EXACT = "faiss exact"
 
 
-def cluster_features(
-    bank: int, queries: int, dim: int, classes: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random class clusters (seed 0): bank ``[bank, dim]``, its labels ``[bank]``, queries
-    ``[queries, dim]``."""
-    g = torch.Generator().manual_seed(0)
-    centres = torch.randn(classes, dim, generator=g)
-    labels = torch.randint(0, classes, (bank,), generator=g)
-    bank_x = centres[labels] + 2.0 * torch.randn(bank, dim, generator=g)
-    q_labels = torch.randint(0, classes, (queries,), generator=g)
-    queries_x = centres[q_labels] + 2.0 * torch.randn(queries, dim, generator=g)
-    return bank_x, labels, queries_x
+def _centres(classes: int, dim: int, seed: int) -> np.ndarray:
+    c = np.random.default_rng([seed, 0]).standard_normal((classes, dim)).astype(np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
-def load_features(path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``train`` ``[N, D]``, ``train_labels`` ``[N]``, ``test`` ``[M, D]`` from a safetensors file."""
-    from safetensors.torch import load_file
+def sphere_mixture(
+    n: int, dim: int, classes: int, spread: float, seed: int, part: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit features ``[n, dim]`` float32 and their cluster labels ``[n]``; ``part``
+    seeds an independent draw (chunks of the bank, the queries) around the same centres."""
+    centres = _centres(classes, dim, seed)
+    g = np.random.default_rng([seed, 1, part])
+    labels = g.integers(0, classes, n)
+    x = centres[labels] + (spread / np.sqrt(dim)) * g.standard_normal((n, dim), np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
 
-    tensors = load_file(path)
-    return tensors["train"], tensors["train_labels"], tensors["test"]
+
+def write_bank(
+    directory: str | Path, n: int, dim: int, classes: int, spread: float, seed: int = 0,
+    chunk: int = 65536,
+) -> FeatureStore:  # fmt: skip
+    """Stream an ``[n, dim]`` :func:`sphere_mixture` bank into a store, ``chunk`` rows at a
+    time (memory holds one chunk)."""
+    store = FeatureStore.allocate(directory, n, dim)
+    for i, start in enumerate(range(0, n, chunk)):
+        x, y = sphere_mixture(min(chunk, n - start), dim, classes, spread, seed, part=1 + i)
+        store.write(start, x, y)
+    store.mark_complete()
+    return store
 
 
-def _methods(
-    bank: torch.Tensor, queries: torch.Tensor, k: int, fast_nprobe: int
-) -> dict[str, tuple[Callable[[], Any], str | None]]:
-    """name → (search, index kind for the build-only timing; None: no index)."""
-    from unimix.eval.knn import knn_search, torch_knn_search
+def _reset_peak() -> None:
+    with contextlib.suppress(OSError):  # Linux: "5" resets this process's peak RSS (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
 
-    return {
-        EXACT: (lambda: knn_search(bank, queries, k), "exact"),
-        "faiss ivf": (lambda: knn_search(bank, queries, k, index="ivf"), "ivf"),
-        f"faiss ivf nprobe={fast_nprobe}": (
-            lambda: knn_search(bank, queries, k, index="ivf", nprobe=fast_nprobe),
-            "ivf",
-        ),
-        REFERENCE: (lambda: torch_knn_search(bank, queries, k), None),
-    }
+
+def peak_rss() -> int:
+    """Peak resident memory of this process in bytes (since the last phase's reset)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_phase(run: Callable[[], Any]) -> tuple[Any, float, int]:
+    """``(result, seconds, peak RSS bytes)`` of one call (the peak is reset before it)."""
+    _reset_peak()
+    start = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - start, peak_rss()
+
+
+def _predict(sims: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, t: float):
+    from unimix.eval.knn import _vote
+
+    classes = int(labels.max()) + 1
+    scores = _vote(sims, ids, labels, classes, t)
+    return scores.sort(dim=1, descending=True, stable=True).indices[:, 0]
+
+
+def _run_method(bank: FeatureStore, queries: np.ndarray, k: int, options: dict[str, Any]):
+    """``((sims, ids), build s, search s, peak RSS)``: approximate indexes are built and
+    searched as two timed phases; exact search is one."""
+    from unimix.eval.knn import knn_search
+    from unimix.eval.search import build_index, search_index
+
+    if options.get("index", "exact") == "exact":
+        found, seconds, peak = measure_phase(lambda: knn_search(bank, queries, k, **options))
+        return found, 0.0, seconds, peak
+    build = {key: v for key, v in options.items() if key != "index"}
+    index, build_s, build_peak = measure_phase(lambda: build_index(bank, options["index"], **build))
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    found, search_s, peak = measure_phase(lambda: search_index(index, unit, k))
+    return found, build_s, search_s, max(build_peak, peak)
 
 
 def knn_speed(
-    bank: torch.Tensor,
-    labels: torch.Tensor,
-    queries: torch.Tensor,
+    bank: FeatureStore,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    methods: dict[str, dict[str, Any]],
     *,
-    k: int = 200,
-    fast_nprobe: int = 8,
+    k: int = 20,
     temperature: float = 0.07,
-    repeats: int = 3,
 ) -> dict[str, Any]:
-    """Time every method (best of ``repeats``) on bank ``[N, D]`` / labels ``[N]`` / queries
-    ``[M, D]``; returns the JSON report (``seconds``, ``build_seconds``,
-    ``agreement_with_exact``, ``identical_predictions`` …). Prints one line per method."""
-    from unimix.eval.knn import _build_index, _check, _vote
-
-    classes = int(labels.max()) + 1
-    methods = _methods(bank, queries, k, fast_nprobe)
-    unit_bank, _ = _check(bank, queries[:1], k)
-    times, builds, preds = {}, {}, {}
-    for name, (run, kind) in methods.items():
-        best = build = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            sims, ids = run()
-            best = min(best, time.perf_counter() - start)
-            if kind is not None:
-                start = time.perf_counter()
-                _build_index(unit_bank, kind, None, 0)
-                build = min(build, time.perf_counter() - start)
-        times[name], builds[name] = best, (build if kind is not None else 0.0)
-        preds[name] = _vote(sims, ids, labels, classes, temperature).argmax(1)
-        print(f"  {name:<28} {best:8.3f} s", flush=True)
-    exact = preds[EXACT]
+    """Search the store with exact FAISS, then with each of ``methods`` (name → ``knn_search``
+    options, e.g. ``{"index": "ivf", "nprobe": 8}``); returns the JSON report (per method:
+    build and search seconds, speed-ups over exact, prediction agreement, top-1, peak RSS).
+    Prints a line per method."""
+    labels = torch.from_numpy(bank.labels())
+    bank_bytes = bank.n * bank.dim * 4
+    rows: dict[str, dict[str, Any]] = {}
+    exact_pred, idle = None, _rss()
+    for name, options in {EXACT: {"index": "exact", "backend": "faiss"}, **methods}.items():
+        found, build_s, search_s, peak = _run_method(bank, queries, k, options)
+        pred = _predict(*found, labels, temperature)
+        exact_pred = pred if exact_pred is None else exact_pred
+        exact_s = rows[EXACT]["search_seconds"] if rows else search_s
+        rows[name] = {
+            "options": {key: str(v) for key, v in options.items()},
+            "build_seconds": build_s,
+            "search_seconds": search_s,
+            "speedup_search": exact_s / search_s,
+            "speedup_with_build": exact_s / (build_s + search_s),
+            "agreement_with_exact": (pred == exact_pred).double().mean().item(),
+            "top1": 100 * float((pred.numpy() == query_labels).mean()),
+            "peak_rss_bytes": peak,
+            "peak_rss_vs_bank": peak / bank_bytes,
+            "peak_above_idle_vs_bank": (peak - idle) / bank_bytes,
+        }
+        r = rows[name]
+        print(f"  {name:<34} build {build_s:7.1f} s  search {search_s:7.1f} s  agrees "
+              f"{100 * r['agreement_with_exact']:6.2f}%  peak {peak / 2**30:5.2f} GiB",
+              flush=True)  # fmt: skip
     return {
-        "bank": list(bank.shape),
+        "bank": [bank.n, bank.dim],
+        "bank_bytes": bank_bytes,
+        "idle_rss_bytes": idle,
         "queries": list(queries.shape),
         "k": k,
         "temperature": temperature,
         "threads": torch.get_num_threads(),
-        "seconds": times,
-        "build_seconds": builds,
-        "agreement_with_exact": {n: (p == exact).double().mean().item() for n, p in preds.items()},
-        "faiss_vs_torch_speedup": times[REFERENCE] / times[EXACT],
-        "identical_predictions": bool(torch.equal(exact, preds[REFERENCE])),
+        "methods": rows,
         "machine": platform.platform(),
     }
 
 
 def format_knn_speed(report: dict[str, Any]) -> str:
-    """The report as a table: total and build seconds, speed-up over torch.mm, agreement."""
-    times, builds = report["seconds"], report["build_seconds"]
-    agree = report["agreement_with_exact"]
+    """The report as a table: build and search seconds, speed-ups, agreement, peak memory."""
     lines = [
-        f"{'method':<28} {'total s':>8} {'build s':>8} {'vs torch.mm':>12} {'agrees w/ exact':>16}"
+        f"{'method':<34} {'build s':>8} {'search s':>9} {'speed-up':>9} {'w/ build':>9} "
+        f"{'agrees':>8} {'top-1':>7} {'peak GiB':>9} {'× bank':>7} {'above idle':>10}"
     ]
-    for name in times:
-        ratio = times[REFERENCE] / times[name]
+    for name, r in report["methods"].items():
         lines.append(
-            f"{name:<28} {times[name]:>8.3f} {builds[name]:>8.3f} {ratio:>11.2f}× "
-            f"{100 * agree[name]:>15.2f}%"
+            f"{name:<34} {r['build_seconds']:>8.1f} {r['search_seconds']:>9.1f} "
+            f"{r['speedup_search']:>8.1f}× {r['speedup_with_build']:>8.1f}× "
+            f"{100 * r['agreement_with_exact']:>7.2f}% {r['top1']:>7.2f} "
+            f"{r['peak_rss_bytes'] / 2**30:>9.2f} {r['peak_rss_vs_bank']:>7.2f} "
+            f"{r['peak_above_idle_vs_bank']:>9.2f}×"
         )
+    gib = 2**30
     lines.append(
-        f"exact FAISS and torch.mm predictions identical: {report['identical_predictions']}"
+        f"bank {report['bank_bytes'] / gib:.2f} GiB; the process idles at "
+        f"{report['idle_rss_bytes'] / gib:.2f} GiB (torch, faiss, queries)"
     )
+    if "write" in report:
+        w = report["write"]
+        lines.append(
+            f"bank streamed to disk in {w['seconds']:.1f} s, peak {w['peak_rss_bytes'] / gib:.2f} "
+            f"GiB ({w['peak_rss_vs_bank']:.2f}× the bank)"
+        )
     return "\n".join(lines)

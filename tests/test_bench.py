@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unimix.bench import JobSpec, format_table, summarize
@@ -75,21 +76,27 @@ def test_tiny_race_of_ours_against_the_lightly_peer(tmp_path: Path) -> None:
     assert again["methods"] == report["methods"]
 
 
-def test_knn_speed_exact_faiss_and_torch_mm_agree() -> None:
+def test_knn_speed_reports_exact_approximate_and_memory(tmp_path: Path) -> None:
     from unimix.bench.knn_speed import (
         EXACT,
-        REFERENCE,
-        cluster_features,
         format_knn_speed,
         knn_speed,
+        sphere_mixture,
+        write_bank,
     )
 
-    bank, labels, queries = cluster_features(bank=600, queries=50, dim=16, classes=4)
-    assert bank.shape == (600, 16) and labels.shape == (600,) and queries.shape == (50, 16)
-    report = knn_speed(bank, labels, queries, k=10, fast_nprobe=2, repeats=1)
-    assert report["identical_predictions"] and report["agreement_with_exact"][REFERENCE] == 1.0
-    table = format_knn_speed(report)
-    assert EXACT in table and "predictions identical: True" in table
+    store = write_bank(tmp_path / "bank", n=900, dim=16, classes=6, spread=1.0, chunk=200)
+    x, y = store.rows(0, 900), store.labels()
+    assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5) and set(y.tolist()) == set(range(6))
+    queries, labels = sphere_mixture(60, 16, 6, 1.0, seed=0, part=0)
+    methods = {"ivf": {"index": "ivf", "nlist": 6, "nprobe": 6}, "torch": {"backend": "torch"}}
+    report = knn_speed(store, queries, labels, methods, k=10)
+    rows = report["methods"]
+    assert rows[EXACT]["agreement_with_exact"] == 1.0
+    assert rows["ivf"]["agreement_with_exact"] == 1.0  # every cell searched: exact again
+    assert rows["torch"]["agreement_with_exact"] == 1.0 and rows["ivf"]["build_seconds"] > 0
+    assert rows[EXACT]["peak_rss_bytes"] > 0 and report["bank_bytes"] == 900 * 16 * 4
+    assert EXACT in format_knn_speed(report)
 
 
 SCRIPTS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
