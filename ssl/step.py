@@ -194,7 +194,7 @@ class DINOStep:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
                 f"loss is {global_loss} at step {step + 1} (lr {values.lr:.3g}, precision "
-                f"{cfg.precision}); try a lower optim.base_lr or optim.clip_grad, or precision=bf16/no"
+                f"{acc.mixed_precision}); try a lower optim.base_lr or optim.clip_grad, or precision=bf16/no"
             )
         if values.freeze_last_layer:
             for p in self.last_layer_params:
