@@ -68,7 +68,13 @@ def write_bank(
 
 
 def _reset_peak() -> None:
-    with contextlib.suppress(OSError):  # Linux: "5" resets this process's peak RSS (VmHWM)
+    """Return freed heap to the OS (glibc keeps it, and it would count against the next phase),
+    then reset the peak resident set size (Linux: "5" to clear_refs resets VmHWM)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -140,6 +146,7 @@ def knn_speed(
     labels = torch.from_numpy(bank.labels())
     bank_bytes = bank.n * bank.dim * 4
     rows: dict[str, dict[str, Any]] = {}
+    _reset_peak()
     exact_pred, idle = None, _rss()
     for name, options in {EXACT: {"index": "exact", "backend": "faiss"}, **methods}.items():
         found, build_s, search_s, peak = _run_method(bank, queries, k, options)

@@ -84,14 +84,16 @@ class FeatureStore:
         return np.memmap(self.directory / FEATURES, np.float32, "r", shape=self.shape)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """A copy of rows ``start:stop`` ``[stop - start, D]`` (the map is closed again)."""
-        mapped = self._map()
-        try:
-            return np.array(mapped[start:stop])
-        finally:
-            del mapped
+        """Rows ``start:stop`` ``[stop - start, D]``, read into a new array (no map stays
+        resident: one copy of the chunk in memory)."""
+        start, stop = max(0, start), min(self.n, stop)
+        count = max(0, stop - start) * self.dim
+        data = np.fromfile(
+            self.directory / FEATURES, np.float32, count, offset=start * self.dim * 4
+        )
+        return data.reshape(-1, self.dim)
 
-    def chunks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+    def chunks(self, rows: int = 32768) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, features [<=rows, D])`` over the bank in order, one chunk in memory."""
         for start in range(0, self.n, rows):
             yield start, self.rows(start, min(self.n, start + rows))

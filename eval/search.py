@@ -32,8 +32,8 @@ __all__ = ["BANK_ROWS", "Bank", "as_queries", "bank_chunks", "build_index", "cho
 
 Bank = torch.Tensor | np.ndarray | FeatureStore
 Backend = Literal["auto", "faiss", "faiss-gpu", "torch"]
-#: Bank rows normalised and searched at a time (100 MB at D = 384).
-BANK_ROWS = 65536
+#: Bank rows normalised and searched at a time (50 MB at D = 384).
+BANK_ROWS = 32768
 
 
 def faiss_gpus() -> int:
@@ -222,9 +222,30 @@ def build_index(
         raise ValueError(f"index: expected 'exact', 'ivf', 'hnsw' or 'auto', got {kind!r}")
     if use_gpu and kind == "ivf":
         index = faiss.index_cpu_to_all_gpus(index)
+    elif kind == "ivf":
+        _add_reserved(index, bank)
+        return index
     for _, chunk in bank_chunks(bank):
         index.add(chunk)
     return index
+
+
+def _add_reserved(index: Any, bank: Bank) -> None:
+    """Add the bank to a CPU IVF index with every inverted list allocated once at its final
+    size: FAISS's own ``add`` grows each list as it goes, which leaves up to twice the bank's
+    size allocated (measured: 2.2× the bank at peak instead of about 1×). One pass assigns the
+    rows to cells, a second adds them."""
+    import faiss
+
+    cells = np.concatenate([index.quantizer.assign(c, 1).reshape(-1) for _, c in bank_chunks(bank)])
+    lists = faiss.downcast_InvertedLists(index.invlists)
+    for cell, count in enumerate(np.bincount(cells, minlength=index.nlist).tolist()):
+        if count:
+            lists.resize(cell, count)  # allocate, then empty: the capacity stays
+            lists.resize(cell, 0)
+    for start, chunk in bank_chunks(bank):
+        where = np.ascontiguousarray(cells[start : start + chunk.shape[0]], dtype=np.int64)
+        index.add_core(chunk.shape[0], faiss.swig_ptr(chunk), None, faiss.swig_ptr(where))
 
 
 def search_index(index: Any, queries: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -143,3 +143,23 @@ def test_store_errors_are_one_line(tmp_path: Path) -> None:
     store.write(0, np.full((4, 3), np.nan), np.zeros(4))
     with pytest.raises(ValueError, match="train_features: 4 row"):
         knn_search(store, np.ones((2, 3)), 2)
+
+
+def test_ivf_with_reserved_lists_equals_faiss_add() -> None:
+    import faiss
+
+    from unimix.eval.search import build_index, search_index
+
+    bank, _, queries = _data(n=3000, m=50, d=16, seed=2)
+    unit_q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    index = build_index(bank, "ivf", nlist=20, nprobe=4)
+    ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, 20, faiss.METRIC_INNER_PRODUCT)
+    ref.cp.seed = 0
+    unit = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    ref.train(unit[np.linspace(0, 2999, num=64 * 20).astype(np.int64)])
+    ref.nprobe = 4
+    ref.add(unit)
+    sims, ids = search_index(index, unit_q.astype(np.float32), 10)
+    ref_sims, ref_ids = ref.search(unit_q.astype(np.float32), 10)
+    assert index.ntotal == 3000 and np.array_equal(ids.numpy(), ref_ids)
+    np.testing.assert_allclose(sims.numpy(), ref_sims, atol=1e-6)
