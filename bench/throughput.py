@@ -45,6 +45,7 @@ class ThroughputSpec:
     rounds: int = 3
     num_workers: int = 1  # DataLoader workers (both sides)
     threads: int = 0  # torch threads (0: torch's default)
+    compile: str = ""  # torch.compile backend for our student, as model.compile does ("": eager)
     out: str = "bench_train.json"  # JSON report path
 
 
@@ -127,6 +128,10 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
     print(f"peak fp32 matmul on {device} with {torch.get_num_threads()} threads …", flush=True)
     peak = peak_matmul_flops(device)
     runners, backbone, step_flops = _runners(cfg, dataset, accelerator)
+    if spec.compile:  # after the FLOP count, which needs the eager model
+        ours = runners["unimix"].step_fn
+        ours.student = torch.compile(ours.student, backend=spec.compile)
+        print(f"compiling our student ({spec.compile}) …", flush=True)
     times, rss_after_warmup = _alternate(runners, spec, device)
     # Measured again at the end, the higher counts: a shared machine's speed drifts, and a peak
     # caught in a slow moment would flatter both loops' share of it.

@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=d.threads, help="torch threads (0: torch's default)"
     )
+    p.add_argument(
+        "--compile",
+        default=d.compile,
+        help="torch.compile backend for our student, e.g. inductor (default: eager)",
+    )
     p.add_argument("--out", default=d.out, help="JSON report path")
     return p.parse_args(argv)
 
