@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--torch", action="store_true", help="also time chunked torch mm + topk")
     p.add_argument("--dir", help="where the bank's files go (default: a temporary directory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="time every method this many times in turn, keep each one's best")  # fmt: skip
     p.add_argument("--out", default="bench_knn.json")
     return p.parse_args(argv)
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         queries, labels = sphere_mixture(args.queries, args.dim, args.classes, args.spread,
                                          args.seed, part=0)  # fmt: skip
         report = knn_speed(bank, queries, labels, _methods(args), k=args.k,
-                           temperature=args.temperature)  # fmt: skip
+                           temperature=args.temperature, rounds=args.rounds)  # fmt: skip
     write["peak_rss_vs_bank"] = write["peak_rss_bytes"] / report["bank_bytes"]
     report.update(write=write, classes=args.classes, spread=args.spread, seed=args.seed,
                   command="python scripts/bench_knn.py "
