@@ -237,11 +237,6 @@ def test_channels_last_changes_speed_not_results(tmp_path: Path) -> None:
 def test_validation_knn_on_held_out_images_like_for_like(tmp_path: Path) -> None:
     # data.holdout: pretraining never sees the held-out images; the final k-NN uses them as
     # queries (bank = the other training images) for teacher, student, untrained and pixels.
-    from test_eval_compare import brute_force_top1
-
-    from unimix.data import build_dataset, holdout_indices
-    from unimix.eval import eval_transform, load_backbone
-
     out = tmp_path / "run"
     config = _write_config(tmp_path, epochs=1, output_dir=str(out))
     extra = ["data.holdout=24", "eval.knn_at_end=true", "eval.k=5", "checkpoint.every_steps=0"]
@@ -260,16 +255,26 @@ def test_validation_knn_on_held_out_images_like_for_like(tmp_path: Path) -> None
     assert "trained teacher" in proc.stdout and "raw pixels" in proc.stdout
 
     # the teacher's number by brute force over the held-out split, from its saved weights
+    assert knn["trained"] == pytest.approx(saved_teacher_top1(out, held=24))
+
+
+def saved_teacher_top1(out: Path, held: int, k: int = 5, t: float = 0.07) -> float:
+    """k-NN top-1 of a run's saved teacher by numpy brute force: the 96-image synthetic training
+    set at 16 px, ``held`` images held out as queries, the rest as the bank."""
+    from test_eval_compare import brute_force_top1
+
+    from unimix.data import build_dataset, holdout_indices
+    from unimix.eval import eval_transform, load_backbone
+
     data = build_dataset(
         "synthetic", "train", num_samples=96, image_size=16, transform=eval_transform(16, *_norm())
     )
-    kept, held = holdout_indices(96, 24)
+    kept, queries = holdout_indices(96, held)
     model, _ = load_backbone(out)
     with torch.no_grad():
         feats = torch.stack([model(data[i][0][None])[0] for i in range(96)]).double().numpy()
     labels = torch.tensor(data.targets).numpy()
-    expected = brute_force_top1(feats[kept], labels[kept], feats[held], labels[held], 5, 0.07)
-    assert knn["trained"] == pytest.approx(expected)
+    return brute_force_top1(feats[kept], labels[kept], feats[queries], labels[queries], k, t)
 
 
 def _norm() -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from test_dino_train import PRETRAIN, _free_port, _metrics, _norm, _run, _write_config
-from test_eval_compare import brute_force_top1
+from test_dino_train import (
+    PRETRAIN,
+    _free_port,
+    _metrics,
+    _run,
+    _write_config,
+    saved_teacher_top1,
+)
 
 
 @pytest.mark.slow
 def test_two_process_online_and_final_knn_equal_brute_force(tmp_path: Path) -> None:
-    from unimix.data import build_dataset, holdout_indices
-    from unimix.eval import eval_transform, load_backbone
-
     out = tmp_path / "two"
     config = _write_config(tmp_path, epochs=1, output_dir=str(out))
     extra = ["data.holdout=25", "eval.knn_at_end=true", "eval.k=5", "eval.knn_every_epochs=0.5",
@@ -33,13 +35,4 @@ def test_two_process_online_and_final_knn_equal_brute_force(tmp_path: Path) -> N
     assert online, "no online k-NN was logged"
     knn = json.loads((out / "knn.json").read_text())
     # an odd number of queries (25) and bank (71): the two processes' blocks differ in size
-    data = build_dataset(
-        "synthetic", "train", num_samples=96, image_size=16, transform=eval_transform(16, *_norm())
-    )
-    kept, held = holdout_indices(96, 25)
-    model, _ = load_backbone(out)
-    with torch.no_grad():
-        feats = torch.stack([model(data[i][0][None])[0] for i in range(96)]).double().numpy()
-    labels = torch.tensor(data.targets).numpy()
-    expected = brute_force_top1(feats[kept], labels[kept], feats[held], labels[held], 5, 0.07)
-    assert knn["trained"] == pytest.approx(expected)
+    assert knn["trained"] == pytest.approx(saved_teacher_top1(out, held=25))
