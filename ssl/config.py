@@ -196,15 +196,31 @@ class CheckpointConfig:
     keep_last: int = field(default=3, metadata={"ge": 1})
 
 
+#: ``logging.trackers`` names: ``jsonl`` (always on) and Accelerate's optional trackers.
+TrackerName = Literal["jsonl", "tensorboard", "wandb", "mlflow"]
+
+
 @dataclass
 class LoggingConfig:
     """Metrics cadence and outputs."""
 
     every_steps: int = field(default=10, metadata={"ge": 1})
     progress_bar: bool = True
-    tensorboard: bool = True
+    #: Where metrics go: ``jsonl`` (``<output_dir>/metrics.jsonl``, written even if not listed),
+    #: ``tensorboard``, ``wandb``, ``mlflow`` (through Accelerate; each an optional package, checked
+    #: before the run starts), e.g. ``logging.trackers=[jsonl,tensorboard]``.
+    trackers: list[TrackerName] = field(default_factory=lambda: ["jsonl"])
+    #: The project name trackers file the run under (W&B project, MLflow experiment, TensorBoard
+    #: ``<output_dir>/tensorboard/<project>``).
+    project: str = "unimix"
+    #: Deprecated: ``true`` adds ``tensorboard`` to ``trackers``; ``false``/null does nothing.
+    tensorboard: bool | None = None
     #: Warn after this many consecutive logged steps whose teacher outputs look collapsed.
     collapse_patience: int = field(default=20, metadata={"ge": 1})
+
+    def __post_init__(self) -> None:
+        if self.tensorboard and "tensorboard" not in self.trackers:
+            self.trackers = [*self.trackers, "tensorboard"]
 
 
 @dataclass

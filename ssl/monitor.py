@@ -1,8 +1,9 @@
-"""Training monitor: progress bar, JSONL metrics, TensorBoard and the collapse warning.
+"""Training monitor: progress bar, JSONL metrics, Accelerate's trackers and the collapse warning.
 
 Only the main process writes or prints; other processes get a monitor that does nothing.
-``metrics.jsonl`` is always written (one JSON object per logged step); TensorBoard event
-files go to ``<output_dir>/tensorboard`` when ``tensorboard`` is importable.
+``metrics.jsonl`` is always written (one JSON object per logged step); the trackers the
+Accelerator was made with (``logging.trackers``: TensorBoard, W&B, MLflow; see
+:mod:`~unimix.ssl.trackers`) get every numeric value of each record at its step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from accelerate import Accelerator
 from tqdm.auto import tqdm
+
+from .trackers import tracker_init_kwargs
 
 __all__ = ["CollapseDetector", "Monitor", "ProgressTracker"]
 
@@ -83,7 +87,12 @@ class ProgressTracker:
 
 
 class Monitor:
-    """Progress bar + metrics sinks for one run (no-op on non-main processes)."""
+    """Progress bar + metrics sinks for one run (no-op on non-main processes).
+
+    ``accelerator``: when it was made with ``log_with`` trackers, they are started here under
+    ``project`` with ``config`` (flat ``{key: value}``) as the run's hyperparameters, fed by
+    :meth:`log` and finished by :meth:`close`.
+    """
 
     def __init__(
         self,
@@ -93,12 +102,14 @@ class Monitor:
         *,
         enabled: bool,
         progress_bar: bool = True,
-        tensorboard: bool = True,
+        accelerator: Accelerator | None = None,
+        project: str = "unimix",
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
         self.bar = None
-        self.writer = None
+        self.trackers = None  # the Accelerator whose trackers get the metrics
         self.metrics_file = None
         if not enabled:
             return
@@ -106,13 +117,10 @@ class Monitor:
         path = output_dir / "metrics.jsonl"
         _truncate_after(path, start_step)  # a resumed run rewrites what followed its checkpoint
         self.metrics_file = open(path, "a")  # noqa: SIM115 (closed in close())
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step)
-            except ImportError:
-                logger.info("tensorboard not installed: metrics go to metrics.jsonl only")
+        if accelerator is not None and accelerator.log_with:
+            self.trackers = accelerator
+            kwargs = tracker_init_kwargs(output_dir, start_step)
+            accelerator.init_trackers(project, config=config, init_kwargs=kwargs)
         if progress_bar:
             self.bar = tqdm(
                 total=total_steps, initial=start_step, desc="dino", unit="step", dynamic_ncols=True
@@ -134,10 +142,10 @@ class Monitor:
             return
         self.metrics_file.write(json.dumps(record) + "\n")
         self.metrics_file.flush()
-        if self.writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, int | float):
-                    self.writer.add_scalar(key, value, record["step"])
+        if self.trackers is not None:
+            values = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
+            if values:
+                self.trackers.log(values, step=record["step"])
         if self.bar is not None and "loss" in record:
             self.bar.set_postfix(
                 loss=f"{record['loss']:.4f}",
@@ -157,8 +165,11 @@ class Monitor:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+        if self.trackers is not None:  # finished here, so a failed run keeps its events too
+            for tracker in self.trackers.trackers:
+                tracker.finish()
+            self.trackers.trackers.clear()
+            self.trackers = None
         if self.metrics_file is not None:
             self.metrics_file.close()
 

@@ -26,6 +26,7 @@ from .multicrop import MultiCropAugment
 from .runtime import configure_logging, device_origin, make_accelerator
 from .schedules import Schedules
 from .step import DINOStep
+from .trackers import flat_config
 
 __all__ = ["PretrainResult", "Run", "build_run"]
 
@@ -133,7 +134,7 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
     resuming), metrics sinks and the micro-batch stream, in that order."""
     check_launch()
     launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
-    accelerator = make_accelerator(launch, cfg.threads)
+    accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
     configure_logging(accelerator.is_main_process)
     output_dir = Path(cfg.output_dir)
     resume_path = resolve_resume(resume, output_dir)
@@ -168,7 +169,8 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
     )  # fmt: skip
     run.monitor = Monitor(
         output_dir, end_step, start_step, enabled=accelerator.is_main_process,
-        progress_bar=cfg.logging.progress_bar, tensorboard=cfg.logging.tensorboard,
+        progress_bar=cfg.logging.progress_bar, accelerator=accelerator,
+        project=cfg.logging.project, config=flat_config(cfg),
     )  # fmt: skip
     _announce(run)
     run.batches = _start_batches(run)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
+from accelerate.utils import ProjectConfiguration, broadcast
 
 from .launch import LaunchSettings
+from .trackers import PROJECT_SUBDIR, accelerate_trackers
 
 __all__ = ["budget_spent", "configure_logging", "device_origin", "make_accelerator"]
 
@@ -36,14 +39,29 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
-def make_accelerator(settings: LaunchSettings, threads: int | None) -> Accelerator:
+def make_accelerator(
+    settings: LaunchSettings,
+    threads: int | None,
+    trackers: Sequence[str] = (),
+    output_dir: str | os.PathLike | None = None,
+) -> Accelerator:
     """An Accelerator with ``settings``' precision and compile backend (passed explicitly, so
     a config value wins over the launcher's); on CPU, ``threads`` (or this process's share of
-    the cores when 0/None) torch threads."""
+    the cores when 0/None) torch threads. ``trackers`` (``logging.trackers``) are checked first
+    (a one-line ConfigError when one is unknown or not installed); Accelerate runs all but
+    ``jsonl``, with its logging dir ``<output_dir>/tensorboard``."""
+    log_with = accelerate_trackers(trackers)
+    project = None
+    if output_dir is not None:
+        project = ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(Path(output_dir) / PROJECT_SUBDIR)
+        )
     accelerator = Accelerator(
         mixed_precision=settings.precision,
         dynamo_backend=settings.compile_backend or "no",
         cpu=not _has_accelerator(),
+        log_with=log_with or None,
+        project_config=project,
     )
     threads = threads or (_cpu_threads_per_process() if accelerator.device.type == "cpu" else 0)
     if threads:
