@@ -35,8 +35,21 @@ BACKGROUND_RGB: tuple[int, int, int] = (255, 255, 255)
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
-class UnreadableImageError(OSError):
-    """An image file could not be decoded; the message names the file and PIL's reason."""
+class UnreadableImageError(OSError, ValueError):
+    """An image file could not be decoded; the message names the file and PIL's reason.
+
+    Also a ``ValueError`` (bad input), so command lines report it as one ``error:`` line with
+    exit code 2. Re-raised from a DataLoader worker, torch builds it from a multi-line message
+    ("Caught UnreadableImageError in DataLoader worker ... Original Traceback ..."); the message
+    is cut back to the original one line, which names the file.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        if "\n" in message:
+            tail = [ln for ln in message.splitlines() if f"{type(self).__name__}: " in ln]
+            if tail:
+                message = tail[-1].split(f"{type(self).__name__}: ", 1)[1]
+        super().__init__(message)
 
 
 class UnreadableImageWarning(UserWarning):

@@ -2,9 +2,10 @@
 
 Listing uses ``os.walk`` (``scandir`` underneath, no per-file ``stat``): 50,000 CIFAR JPEGs list
 in well under a second. Files are decoded lazily in ``__getitem__``; a file that cannot be decoded
-is warned about once (naming it), remembered in a bitmap shared with DataLoader workers, and
-replaced by the next readable image, so one bad file never stops a run. ``strict=True`` raises
-instead. ``cache=True`` decodes everything once at construction (in threads) and keeps the
+is reported once on one line (naming it; :mod:`~unimix.data.skips`), remembered in a bitmap
+shared with DataLoader workers, and replaced by the next readable image, so one bad file never
+stops a run (evaluation then drops those rows: :func:`~unimix.data.skips.skipped_mask`).
+``strict=True`` raises instead. ``cache=True`` decodes everything once at construction (in threads) and keeps the
 uint8 pixels in RAM — worth it for many epochs over small images (CIFAR-10 train: 150 MB).
 """
 
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,12 +23,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .decode import IMAGE_EXTENSIONS, UnreadableImageError, UnreadableImageWarning, load_rgb
+from .decode import IMAGE_EXTENSIONS, UnreadableImageError, load_rgb
+from .skips import SkipLog, summary_line, warn_unreadable
 
 __all__ = ["ImageFolderDataset", "list_image_files"]
 
 _log = logging.getLogger(__name__)
-_MAX_NAMED_IN_SUMMARY = 5
+#: What a training run does in place of a skipped file (the summary line's ending).
+REPLACED = "each replaced by the next readable image"
 
 
 def _is_image_name(name: str) -> bool:
@@ -61,32 +63,6 @@ def _scan_top_level(root: str) -> tuple[list[str], list[str]]:
             elif _is_image_name(entry.name):
                 images.append(entry.name)
     return sorted(folders), sorted(images)
-
-
-def _summarize_skipped(root: str, files: Sequence[str], bad: torch.Tensor, total: int) -> str:
-    skipped = [files[i] for i in torch.nonzero(bad).flatten().tolist()]
-    named = ", ".join(skipped[:_MAX_NAMED_IN_SUMMARY])
-    more = (
-        f" and {len(skipped) - _MAX_NAMED_IN_SUMMARY} more"
-        if len(skipped) > _MAX_NAMED_IN_SUMMARY
-        else ""
-    )
-    return (
-        f"{len(skipped)} of {total} images under {root} could not be decoded and were skipped "
-        f"(each replaced by the next readable image): {named}{more}"
-    )
-
-
-def _report_at_end(
-    root: str, files: list[str], bad: torch.Tensor, reported: list[int], owner_pid: int
-) -> None:
-    """Finalizer: one summary warning when the dataset dies or the program exits."""
-    count = int(bad.sum())
-    if os.getpid() == owner_pid and count > reported[0]:
-        reported[0] = count
-        warnings.warn(
-            _summarize_skipped(root, files, bad, len(files)), UnreadableImageWarning, stacklevel=1
-        )
 
 
 class ImageFolderDataset(Dataset):
@@ -139,11 +115,8 @@ class ImageFolderDataset(Dataset):
             self._fill_cache(cache_threads)
         # One byte per file, in shared memory so DataLoader workers' discoveries reach the main
         # process (torch pickles shared tensors by handle, for fork and spawn workers alike).
-        self._bad = torch.zeros(len(self.files), dtype=torch.uint8).share_memory_()
-        self._reported = [0]
-        self._finalizer = weakref.finalize(
-            self, _report_at_end, self.root, self.files, self._bad, self._reported, os.getpid()
-        )
+        self.skip_log = SkipLog(self.root, self.files)
+        self._finalizer = weakref.finalize(self, self.skip_log.finish, REPLACED)
 
     # ----------------------------------------------------------------------------- listing
     @staticmethod
@@ -207,14 +180,12 @@ class ImageFolderDataset(Dataset):
         decoded = [item for part in parts for item in part]
         failed = [i for i, item in enumerate(decoded) if isinstance(item, UnreadableImageError)]
         for i in failed:
-            warnings.warn(f"skipping {decoded[i]}", UnreadableImageWarning, stacklevel=3)
+            warn_unreadable(f"skipping unreadable image {self.files[i]}: {decoded[i]}")
         if failed:
             bad = set(failed)
-            warnings.warn(
-                f"{len(failed)} of {n} images under {self.root} could not be decoded and were "
-                "left out of the dataset",
-                UnreadableImageWarning,
-                stacklevel=3,
+            first = self.files[failed[0]]
+            warn_unreadable(
+                summary_line(len(failed), n, first, self.root, "left out of the dataset")
             )
             keep = [i for i in range(n) if i not in bad]
             if not keep:
@@ -244,21 +215,16 @@ class ImageFolderDataset(Dataset):
         n = len(self.files)
         for step in range(n):
             j = (index + step) % n
-            if self._bad[j]:
+            if self.skip_log.bad[j]:
                 continue
             try:
                 return load_rgb(self.files[j]), j
             except UnreadableImageError as error:
                 if self.strict:
                     raise UnreadableImageError(
-                        f"{error} (strict=True; use strict=False to skip unreadable files)"
+                        f"{error} (strict mode; without it unreadable files are skipped)"
                     ) from error
-                self._bad[j] = 1
-                warnings.warn(
-                    f"skipping {error}; using the next readable image instead",
-                    UnreadableImageWarning,
-                    stacklevel=3,
-                )
+                self.skip_log.found(j, error)
         raise UnreadableImageError(f"none of the {n} images under {self.root} can be decoded")
 
     def get_uint8(self, index: int) -> np.ndarray:
@@ -282,29 +248,21 @@ class ImageFolderDataset(Dataset):
     @property
     def num_skipped(self) -> int:
         """Number of distinct files found undecodable so far (by this process or its workers)."""
-        return int(self._bad.sum())
+        return int(self.skip_log.bad.sum())
 
     @property
     def skipped_files(self) -> list[str]:
         """Paths of the files found undecodable so far, in dataset order."""
-        return [self.files[i] for i in torch.nonzero(self._bad).flatten().tolist()]
+        return [self.files[i] for i in torch.nonzero(self.skip_log.bad).flatten().tolist()]
 
     def report_skipped(self) -> int:
-        """Warn once with a summary of newly skipped files (call at the end of an epoch).
+        """Announce files found by loader workers, then one summary line if files were found
+        since the last summary (call at the end of an epoch); returns the total skipped.
 
-        Returns the total number skipped. Whatever is still unreported when the dataset is
-        garbage-collected or the program exits is reported then, so a run always ends with
-        the count.
+        Whatever is still unreported when the dataset is garbage-collected or the program exits
+        is reported then, so a run always ends with the count.
         """
-        count = self.num_skipped
-        if count > self._reported[0]:
-            self._reported[0] = count
-            warnings.warn(
-                _summarize_skipped(self.root, self.files, self._bad, len(self.files)),
-                UnreadableImageWarning,
-                stacklevel=2,
-            )
-        return count
+        return self.skip_log.summarize(REPLACED)
 
     def __getstate__(self) -> dict[str, Any]:
         # The finalizer is not picklable and belongs to the creating process only.
