@@ -1,14 +1,85 @@
 """unimix: DINO pretraining of unified token-mixer vision backbones.
 
-Importing ``unimix`` registers every backbone preset with timm under the ``unimix_`` prefix,
-so ``timm.create_model("unimix_container_light", num_classes=0)`` works afterwards.
+After ``import unimix``, ``timm.create_model("unimix_container_light", num_classes=0)`` works:
+the backbone presets are registered with timm under the ``unimix_`` prefix.
+
+Python API (see docs/python_api.md)::
+
+    import unimix
+    result = unimix.pretrain("quickstart", dataset=my_dataset)  # a recipe, a YAML path or a config
 
 Subpackages, bottom to top (imports run one way, see tests/test_import_direction.py):
 ``unimix.config``; ``unimix.data`` (datasets), ``unimix.backbones`` (mixers, skeleton, presets);
 ``unimix.checkpoint`` (the checkpoint format); ``unimix.eval`` (k-NN, linear probe, export);
 ``unimix.ssl`` (DINO); ``unimix.bench``, ``unimix.viz`` (affinity plots), ``unimix.cli``.
+Each is imported on first use (``unimix.ssl``, ``unimix.pretrain``, ...), so ``import unimix``
+(and ``unimix --help``) does not pay for torch and timm.
 """
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from typing import Any
 
 __version__ = "0.1.0"
 
-from unimix import backbones  # noqa: E402,F401  (registers the timm presets)
+#: Attributes resolved on first access: name -> module holding it.
+_LAZY = {
+    "pretrain": "unimix.ssl",
+    "PretrainConfig": "unimix.ssl",
+    "PretrainResult": "unimix.ssl",
+    "load_pretrain_config": "unimix.ssl",
+    "create_backbone": "unimix.backbones",
+    "list_backbones": "unimix.backbones",
+}
+_SUBPACKAGES = ("backbones", "bench", "checkpoint", "cli", "config", "data", "eval", "ssl", "viz")
+
+__all__ = ["__version__", *_LAZY, *_SUBPACKAGES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"unimix.{name}")
+    raise AttributeError(f"module 'unimix' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _RegisterPresetsAfterTimm(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when ``timm`` is first imported, wraps its loader's
+    ``exec_module`` so that ``unimix.backbones`` (the preset registration) is imported right
+    after timm's own ``__init__`` has run; then removes itself from ``sys.meta_path``."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")  # the real finders, without this one
+        if spec is None or spec.loader is None:
+            return spec
+        exec_timm = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            exec_timm(module)
+            importlib.import_module("unimix.backbones")  # registers unimix_* with timm
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+# Importing torch and timm takes seconds, which `unimix --help` must not pay; the registration
+# still has to happen before anyone calls timm.create_model("unimix_..."). So: register now if
+# timm is already loaded, else as soon as timm finishes importing (whoever imports it).
+if "timm" in sys.modules:
+    importlib.import_module("unimix.backbones")
+elif not any(isinstance(f, _RegisterPresetsAfterTimm) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterPresetsAfterTimm())

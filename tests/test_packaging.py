@@ -1,5 +1,6 @@
-"""Packaging: ``ssl/`` never shadows the standard library, and ``unimix.*`` imports both from the
-editable install and from a regular (wheel) install (BRIEF §4)."""
+"""Packaging: ``ssl/`` never shadows the standard library (its ``__init__`` hands ``import ssl``
+over to the stdlib module when found as a top-level package), and ``unimix.*`` imports both from
+the editable install and from a regular (wheel) install (BRIEF §4)."""
 
 from __future__ import annotations
 
@@ -40,11 +41,45 @@ def _shipped_subpackages() -> list[str]:
     return [name for name in SUBPACKAGES if any((REPO_ROOT / name).glob("*.py"))]
 
 
+STDLIB_SSL = Path(sysconfig.get_paths()["stdlib"]).resolve() / "ssl.py"
+
+
 def test_stdlib_ssl_is_not_shadowed_from_the_repo_root() -> None:
-    out = _python("import ssl; ssl.create_default_context(); print(ssl.__file__)", REPO_ROOT)
-    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    assert Path(out.strip()).resolve() == stdlib / "ssl.py"
-    assert not (REPO_ROOT / "ssl" / "__init__.py").exists(), "ssl/__init__.py shadows stdlib ssl"
+    # `python -c` puts the repository root (cwd) first on sys.path, as `python -m pytest` does
+    code = "import ssl, sys; ssl.create_default_context(); print(ssl.__file__, sys.path[0] == '')"
+    path, cwd_first = _python(code, REPO_ROOT).split()
+    assert cwd_first == "True"
+    assert Path(path).resolve() == STDLIB_SSL
+    assert (REPO_ROOT / "ssl" / "__init__.py").is_file()  # the case the guard is there for
+
+
+def test_stdlib_users_of_ssl_import_from_the_repo_root() -> None:
+    code = (
+        "import urllib.request, http.client, ssl\n"
+        "assert http.client.HTTPSConnection and urllib.request.HTTPSHandler\n"
+        "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+        "print(ssl.__file__, type(ctx).__module__)"
+    )
+    path, module = _python(code, REPO_ROOT).split()
+    assert Path(path).resolve() == STDLIB_SSL and module == "ssl"
+
+
+def test_unimix_ssl_exports_its_public_names() -> None:
+    out = _python(
+        "import sys\n"
+        "import unimix.ssl\n"
+        "light = 'torch' not in sys.modules\n"
+        "from unimix.ssl import pretrain, PretrainConfig, PretrainResult, DINOLoss\n"
+        "from unimix.ssl import trainer\n"
+        "import unimix\n"
+        "assert pretrain is trainer.pretrain is unimix.pretrain\n"
+        "assert all(hasattr(unimix.ssl, name) for name in unimix.ssl.__all__)\n"
+        "print(light, unimix.ssl.__file__)",
+        REPO_ROOT,
+    )
+    light, path = out.split()
+    assert light == "True"  # the names are imported on first use
+    assert Path(path) == REPO_ROOT / "ssl" / "__init__.py"
 
 
 @pytest.mark.parametrize("where", ["repo_root", "elsewhere"])
@@ -72,7 +107,7 @@ def test_wheel_install_ships_unimix_only_and_imports(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"unimix", wheel.name.split("-py")[0] + ".dist-info"}, top_level
     assert "unimix/__init__.py" in names and "unimix/data/__init__.py" in names
-    assert "ssl/__init__.py" not in names and "unimix/ssl/__init__.py" not in names
+    assert "ssl/__init__.py" not in names and "unimix/ssl/__init__.py" in names
     for path in sorted((REPO_ROOT / "ssl").glob("*.py")):
         assert f"unimix/ssl/{path.name}" in names
     for path in sorted((REPO_ROOT / "ssl" / "recipes").glob("*.yaml")):
@@ -95,7 +130,6 @@ def test_wheel_install_ships_unimix_only_and_imports(tmp_path: Path) -> None:
         ]
     )
     lines = _python(code, run, PYTHONPATH=str(site)).split()
-    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    assert Path(lines[0]).resolve() == stdlib / "ssl.py"
+    assert Path(lines[0]).resolve() == STDLIB_SSL
     for line in lines[1:]:  # unimix and every subpackage come from the installed wheel
         assert Path(line).resolve().is_relative_to(site.resolve()), line
