@@ -8,6 +8,19 @@ Each :class:`Preset` also carries the number its family is measured against (par
 
 Every family except the DeiT baselines (timm's own ViT, :mod:`unimix.backbones.models.deit`) is
 built by the one skeleton, :class:`~unimix.backbones.models.Backbone`.
+
+Each entry point builds through timm's ``build_model_with_cfg``, so timm's own paths work:
+
+- ``pretrained=True`` loads the weights the ``pretrained_cfg`` names. ``unimix export RUN
+  --format hf --output DIR`` writes such a folder, and
+  ``timm.create_model("local-dir:DIR", pretrained=True, num_classes=0)`` (or ``"hf-hub:ID"`` for
+  the same folder pushed to the Hugging Face Hub) loads it with the run's mean/std in
+  ``model.pretrained_cfg``. With no weights configured, ``pretrained=True`` is a one-line
+  ``ValueError``.
+- ``features_only=True`` (+ ``out_indices``) wraps the model in timm's ``FeatureGetterNet`` over
+  ``forward_intermediates``: one ``[B, C_i, H/r_i, W/r_i]`` map per index, ``C_i`` and ``r_i`` as
+  in ``feature_info``. Default indices: every stage (skeleton families), the last 3 blocks (DeiT,
+  as timm's ViT).
 """
 
 from __future__ import annotations
@@ -18,7 +31,8 @@ from typing import Any
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import is_model, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
+from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
 from .models import acmix_resnet, coatnet, container, deit, metaformer
@@ -32,7 +46,6 @@ __all__ = [
 ]
 
 PREFIX = "unimix_"
-_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 @dataclass(frozen=True)
@@ -95,33 +108,60 @@ _PRESET_LIST = [Preset(*row[:4], **dict(zip(_ANCHORED, row[4:], strict=False))) 
 PRESETS: dict[str, Preset] = {p.name: p for p in _PRESET_LIST}
 
 
-def _model_cfg(preset: Preset, num_classes: int) -> dict[str, Any]:
-    """A timm ``pretrained_cfg`` (no weights): what ``timm.data.resolve_data_config`` reads."""
+def _is_vit(preset: Preset) -> bool:
+    return preset.builder.__module__ == deit.__name__
+
+
+def _model_cfg(preset: Preset) -> dict[str, Any]:
+    """A timm ``pretrained_cfg`` without weights: what ``timm.data.resolve_data_config`` reads
+    until an export (``local-dir:`` / ``hf-hub:``) replaces it with the run's."""
     size = preset.image_size
+    vit = _is_vit(preset)
     return dict(
-        architecture=PREFIX + preset.name,
         input_size=(3, size, size),
         crop_pct=1.0 if preset.nano else 0.875,
         interpolation="bicubic",
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
-        num_classes=num_classes,
+        num_classes=1000,
+        fixed_input_size=False,
+        first_conv="patch_embed.proj" if vit else None,
+        classifier="head" if vit else "head.fc",
+        license="apache-2.0",
     )
 
 
+#: timm reads a module's ``default_cfgs`` when :func:`register_model` registers its entry points.
+default_cfgs = generate_default_cfgs({PREFIX + p.name: _model_cfg(p) for p in _PRESET_LIST})
+
+
+def _require_weights(name: str, kwargs: dict[str, Any]) -> None:
+    """``pretrained=True`` needs a weights source (file, url, hub id or state dict)."""
+    cfg = resolve_pretrained_cfg(
+        name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")
+    )
+    if not (cfg.has_weights or cfg.state_dict is not None):
+        raise ValueError(
+            f"{name}: no pretrained weights are configured; load an export with "
+            f"timm.create_model('local-dir:DIR', pretrained=True) (unimix export --format hf) or "
+            f"pass pretrained_cfg_overlay=dict(file=...)"
+        )
+
+
 def _entrypoint(preset: Preset) -> Callable[..., nn.Module]:
+    name = PREFIX + preset.name
+    # DeiT: timm's ViT default (last 3 blocks); the skeleton: every stage (None)
+    out_indices = 3 if _is_vit(preset) else None
+
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
-            raise ValueError(f"{PREFIX}{preset.name}: no pretrained weights are published")
-        for key in _TIMM_ONLY_KWARGS:
-            kwargs.pop(key, None)
-        model = preset.builder(**kwargs)
-        model.pretrained_cfg = model.default_cfg = _model_cfg(
-            preset, getattr(model, "num_classes", 0)
+            _require_weights(name, kwargs)
+        feature_cfg = dict(feature_cls="getter", out_indices=out_indices)
+        return build_model_with_cfg(
+            preset.builder, name, pretrained, feature_cfg=feature_cfg, **kwargs
         )
-        return model
 
-    entrypoint.__name__ = entrypoint.__qualname__ = PREFIX + preset.name
+    entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = preset.builder.__doc__
     return entrypoint
