@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .image_folder import ImageFolderDataset
+from .shards import ShardDataset, is_shard_spec
 from .synthetic import SyntheticShapes
 from .torchvision_sets import TORCHVISION_SPLITS, load_torchvision_dataset
 
@@ -23,6 +24,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "synthetic": frozenset({"num_samples", "image_size", "num_classes", "seed"}),
     "torchvision": frozenset({"root"}),
     "folder": frozenset({"labeled", "cache", "cache_threads"}),
+    "shards": frozenset({"seed", "buffer_size"}),
 }
 
 
@@ -50,10 +52,14 @@ def build_dataset(
         name: ``"synthetic"`` (:class:`SyntheticShapes`, embedded, no files), ``"cifar10"``,
             ``"cifar100"``, ``"stl10"`` (torchvision; option ``root``), or a folder path (an
             ImageFolder tree ``root/<class>/<image>`` or a flat folder of unlabeled images;
-            options ``labeled``, ``cache``, ``cache_threads``). Names are matched
-            case-insensitively and win over a folder of the same name (write ``./synthetic``).
-        split: which split. For a folder: ``<folder>/<split>/`` if that folder exists,
-            otherwise the folder itself (so a folder without splits serves every split).
+            options ``labeled``, ``cache``, ``cache_threads``), or WebDataset tar shards: a
+            ``.tar`` path, a brace pattern ``dir/shard-{000000..000009}.tar`` or a folder of
+            ``.tar`` files (a streaming :class:`~unimix.data.ShardDataset`; options ``seed``,
+            ``buffer_size``). Names are matched case-insensitively and win over a folder of
+            the same name (write ``./synthetic``).
+        split: which split. For a folder (of images or shards): ``<folder>/<split>/`` if that
+            folder exists, otherwise the folder itself (so a folder without splits serves
+            every split). Ignored for a shard pattern.
         download: torchvision datasets only: fetch into ``root`` when missing.
         strict: folders only: raise on an undecodable image instead of skipping it.
         transform: applied to each PIL RGB image.
@@ -61,7 +67,8 @@ def build_dataset(
             not given, so config fields can be passed through unconditionally.
 
     Returns:
-        A map-style Dataset whose items are ``(transform(image) or PIL RGB image, label: int)``
+        A map-style Dataset (for shards: an iterable one, without ``targets`` and ``get_uint8``)
+        whose items are ``(transform(image) or PIL RGB image, label: int)``
         (label ``-1`` when unlabeled), with ``classes: list[str]``, ``targets: list[int]`` and
         ``get_uint8(i) -> [H, W, 3] uint8``.
 
@@ -81,6 +88,9 @@ def build_dataset(
             key, split, root=options.get("root"), download=download, transform=transform
         )
 
+    if is_shard_spec(name, split):
+        _check_options("shards", os.fspath(name), options)
+        return ShardDataset(name, split, transform=transform, strict=strict, **options)
     folder = Path(os.fspath(name)).expanduser()
     if not folder.exists():
         raise FileNotFoundError(

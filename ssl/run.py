@@ -25,6 +25,7 @@ from .monitor import Monitor
 from .multicrop import MultiCropAugment
 from .runtime import configure_logging, device_origin, make_accelerator
 from .schedules import Schedules
+from .shard_loader import ShardBatches, ShardPlan, make_stream_loader, resume_message, stream_plan
 from .step import DINOStep
 from .trackers import flat_config
 
@@ -121,9 +122,16 @@ def _announce(run: Run) -> None:
 
 
 def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
-    """Micro-batches from ``start_step`` on: the same views whatever the process count."""
+    """Micro-batches from ``start_step`` on: the same views whatever the process count (for
+    streaming shards: see :mod:`~unimix.ssl.shard_loader`)."""
     cfg, accum = run.cfg, run.cfg.optim.grad_accum_steps
     augment = MultiCropAugment(cfg.augment, cfg.data.mean, cfg.data.std, cfg.seed)
+    if isinstance(run.plan, ShardPlan):  # streaming: resumes at a shard boundary
+        start = run.start_step * accum
+        if run.resume_path is not None:
+            run.monitor.info(resume_message(run.plan, start))
+        stream = ShardBatches(run.dataset.shards, run.plan, augment, start, run.end_step * accum)
+        return iter(make_stream_loader(stream, cfg.data.num_workers, seed=cfg.seed))
     batches = MultiCropBatches(run.dataset, run.plan, augment, run.end_step * accum)
     loader = make_loader(batches, run.start_step * accum, cfg.data.num_workers, seed=cfg.seed)
     return iter(loader)
@@ -143,6 +151,7 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
         len(dataset), cfg.data.batch_size, cfg.optim.grad_accum_steps,
         accelerator.num_processes, accelerator.process_index, cfg.seed,
     )  # fmt: skip
+    plan = stream_plan(dataset, plan, cfg.data.num_workers)  # shards: fewer steps per epoch
     schedules = Schedules(cfg, plan.steps_per_epoch)
     end_step = schedules.total_steps
     if cfg.max_steps is not None:

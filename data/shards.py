@@ -1,0 +1,318 @@
+"""Streaming WebDataset tar shards: find them, count them, order them, read them.
+
+A shard is a POSIX tar file whose samples are consecutive members ``<key>.<ext>`` sharing a
+key (``000123.jpg`` + ``000123.cls``), the WebDataset layout. Tar parsing and the
+key/extension split are webdataset's own (``tar_file_iterator``, ``group_by_keys``), brace
+patterns are expanded by its ``expand_urls``; the order of shards and samples is ours, because
+it must be a pure function of (seed, epoch, rank, reader) for a run and its resume to agree.
+
+Sample ``i`` of shard ``s`` has the global index ``offsets[s] + i`` (shards in their sorted
+listing order): augmentation draws are keyed by it, as for map-style datasets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .decode import IMAGE_EXTENSIONS, UnreadableImageError, UnreadableImageWarning, to_rgb
+
+__all__ = [
+    "INDEX_NAME",
+    "SHUFFLE_BUFFER",
+    "ShardDataset",
+    "ShardSample",
+    "ShardSet",
+    "buffer_rng",
+    "decode_image_bytes",
+    "decoded_samples",
+    "is_shard_spec",
+    "iter_shard_samples",
+    "reader_shards",
+    "shard_order",
+    "shuffle_buffer",
+]
+
+#: The converter's index next to the shards: classes and per-shard sample counts.
+INDEX_NAME = "shards.json"
+#: Samples held (still encoded) by each reader's shuffle buffer.
+SHUFFLE_BUFFER = 1000
+_IMAGE_SUFFIXES = frozenset(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+_SHARD_SALT, _BUFFER_SALT = 0x5A4D, 0xB0FF
+
+
+def _expand(spec: str) -> list[str]:
+    from webdataset.shardlists import expand_urls
+
+    return list(expand_urls(spec))
+
+
+def is_shard_spec(name: str | os.PathLike[str], split: str = "") -> bool:
+    """Whether ``name`` names shards: a ``.tar`` path or brace pattern, or a folder (or its
+    ``split`` subfolder) holding ``.tar`` files directly inside it and no image files."""
+    text = os.fspath(name)
+    if text.lower().endswith(".tar"):
+        return True
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        return False
+    if split and (folder / split).is_dir():
+        folder = folder / split
+    names = [p.name.lower() for p in folder.iterdir() if not p.name.startswith(".")]
+    has_tar = any(n.endswith(".tar") for n in names)
+    return has_tar and not any(os.path.splitext(n)[1] in IMAGE_EXTENSIONS for n in names)
+
+
+def _count_samples(path: Path) -> int:
+    """Samples (keys with an image member) in tar ``path``, from its headers only."""
+    from webdataset.tariterators import base_plus_ext
+
+    keys: set[str] = set()
+    with tarfile.open(path, "r:") as tar:  # seekable: member data is skipped, not read
+        for member in tar:
+            key, ext = base_plus_ext(member.name) if member.isreg() else (None, None)
+            if key is not None and ext.lower() in _IMAGE_SUFFIXES:
+                keys.add(key)
+    return len(keys)
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    path = folder / INDEX_NAME
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_text())
+        assert isinstance(index.get("shards"), dict)
+        return index
+    except (ValueError, AssertionError):
+        raise ValueError(f"{path}: not a shard index (expected JSON with a 'shards' map)") from None
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """Shard files (sorted), their sample counts and class names (``[]``: unknown/unlabeled)."""
+
+    paths: tuple[str, ...]
+    counts: tuple[int, ...]
+    classes: tuple[str, ...] = ()
+
+    @classmethod
+    def open(cls, spec: str | os.PathLike[str], split: str = "") -> ShardSet:
+        """Shards named by ``spec``: a brace pattern (``dir/shard-{000000..000009}.tar``), one
+        ``.tar`` file, or a folder of ``.tar`` files (``<folder>/<split>/`` when it exists).
+        Counts come from ``shards.json`` next to the shards, else from the tar headers.
+
+        Raises:
+            FileNotFoundError: no shard matches or a shard is missing (the message names it).
+        """
+        text = os.path.expanduser(os.fspath(spec))
+        if os.path.isdir(text):
+            folder = Path(text)
+            if split and (folder / split).is_dir():
+                folder = folder / split
+            paths = sorted(str(p) for p in folder.glob("*.tar"))
+            if not paths:
+                raise FileNotFoundError(f"no .tar shards in folder {folder}")
+        else:
+            paths = sorted(_expand(text))
+            missing = [p for p in paths if not os.path.isfile(p)]
+            if missing:
+                raise FileNotFoundError(
+                    f"shard {missing[0]} not found ({len(missing)} of {len(paths)} missing)"
+                )
+        counts, classes = [], None
+        indexes: dict[Path, dict[str, Any]] = {}
+        for path in map(Path, paths):
+            index = indexes.setdefault(path.parent, _read_index(path.parent))
+            listed = index.get("shards", {}).get(path.name)
+            counts.append(int(listed) if listed is not None else _count_samples(path))
+            if classes is None and index:
+                classes = tuple(index.get("classes", ()))
+        if sum(counts) == 0:
+            raise FileNotFoundError(f"the shards of {spec} hold no image samples")
+        return cls(tuple(paths), tuple(counts), classes or ())
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``[num_shards]`` global index of each shard's first sample."""
+        return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(sum(self.counts))
+
+
+def shard_order(num_shards: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's permutation of shard numbers, a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch, _SHARD_SALT]).permutation(num_shards)
+
+
+def reader_shards(
+    num_shards: int, seed: int, epoch: int, rank: int = 0, world: int = 1, reader: int = 0,
+    readers: int = 1,
+) -> list[int]:  # fmt: skip
+    """Shards read by ``reader`` (DataLoader worker) of process ``rank`` in ``epoch``: every
+    ``world · readers``-th shard of :func:`shard_order`. The readers of all ranks partition the
+    shards; each gets ``num_shards // (world · readers)`` or one more."""
+    stride = world * readers
+    return shard_order(num_shards, seed, epoch)[rank + world * reader :: stride].tolist()
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """One encoded sample: global ``index``, ``name`` (``shard.tar:key.ext``), image bytes, label."""
+
+    index: int
+    name: str
+    data: bytes
+    label: int
+
+
+def iter_shard_samples(shards: ShardSet, shard_ids: Sequence[int]) -> Iterator[ShardSample]:
+    """The samples of ``shard_ids`` in order, read sequentially (one tar stream at a time).
+
+    Raises:
+        ValueError: a shard holds more samples than its count says.
+    """
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    offsets = shards.offsets
+    for s in shard_ids:
+        path = shards.paths[s]
+        with open(path, "rb") as stream:
+            members = (dict(m, __url__=path) for m in tar_file_iterator(stream))
+            position = 0
+            for sample in group_by_keys(members):
+                ext = next((k for k in sample if k in _IMAGE_SUFFIXES), None)
+                if ext is None:
+                    continue
+                if position >= shards.counts[s]:
+                    raise ValueError(
+                        f"shard {path} holds more than the {shards.counts[s]} samples its "
+                        f"{INDEX_NAME} lists: rebuild the index or delete it to count again"
+                    )
+                cls = sample.get("cls")
+                label = int(cls.decode()) if cls is not None else -1
+                name = f"{os.path.basename(path)}:{sample['__key__']}.{ext}"
+                yield ShardSample(int(offsets[s]) + position, name, sample[ext], label)
+                position += 1
+
+
+def shuffle_buffer(items: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
+    """``items`` shuffled through a buffer of ``size`` (each item yielded exactly once): once the
+    buffer is full, each new item replaces a uniformly drawn one, which is yielded; the rest
+    are yielded in a random order at the end. ``size <= 1``: unchanged order."""
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = int(rng.integers(size))
+        buffer[j], item = item, buffer[j]
+        yield item
+    for j in rng.permutation(len(buffer)):
+        yield buffer[j]
+
+
+def decode_image_bytes(data: bytes, name: str) -> Image.Image:
+    """Encoded image bytes → 8-bit RGB, as :func:`~unimix.data.load_rgb` decodes files (EXIF
+    orientation, 16-bit scaling, transparency over white).
+
+    Raises:
+        UnreadableImageError: naming ``name`` and the decoder's reason.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            return to_rgb(image)
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, zlib errors…
+        reason = str(error) or type(error).__name__
+        raise UnreadableImageError(f"cannot decode image {name}: {reason}") from error
+
+
+def decoded_samples(
+    samples: Iterable[ShardSample], skipped: torch.Tensor | None = None, strict: bool = False
+) -> Iterator[tuple[ShardSample, Image.Image]]:
+    """``(sample, RGB image)`` for each decodable sample; an undecodable one is warned about
+    (:class:`UnreadableImageWarning`, naming it), counted in ``skipped[0]`` and skipped
+    (``strict``: raised)."""
+    for sample in samples:
+        try:
+            yield sample, decode_image_bytes(sample.data, sample.name)
+        except UnreadableImageError as error:
+            if strict:
+                raise
+            if skipped is not None:
+                skipped[0] += 1
+            warnings.warn(f"skipping {error}", UnreadableImageWarning, stacklevel=2)
+
+
+class ShardDataset(IterableDataset):
+    """Images streamed from WebDataset shards as ``(image, label)`` pairs (label ``-1``: none).
+
+    One pass (an epoch) reads the shards in :func:`shard_order` of ``(seed, epoch)`` through a
+    :func:`shuffle_buffer` of ``buffer_size`` samples; DataLoader workers split the shards
+    between them. Call :meth:`set_epoch` before each pass. ``len()`` is the number of samples;
+    ``classes`` comes from the shards' index. There is no random access: pretraining reads it
+    through :mod:`unimix.ssl.loader`'s streaming path.
+    """
+
+    def __init__(
+        self,
+        spec: str | os.PathLike[str],
+        split: str = "",
+        *,
+        transform: Callable[[Image.Image], Any] | None = None,
+        strict: bool = False,
+        seed: int = 0,
+        buffer_size: int = SHUFFLE_BUFFER,
+    ) -> None:
+        self.spec = os.fspath(spec)
+        self.shards = ShardSet.open(spec, split)
+        self.classes = list(self.shards.classes)
+        self.transform, self.strict = transform, strict
+        self.seed, self.epoch, self.buffer_size = seed, 0, buffer_size
+        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    @property
+    def num_skipped(self) -> int:
+        """Undecodable samples skipped so far (in any worker)."""
+        return int(self._skipped[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[Any, int]]:
+        info = get_worker_info()
+        reader, readers = (info.id, info.num_workers) if info else (0, 1)
+        ids = reader_shards(len(self.shards.paths), self.seed, self.epoch, 0, 1, reader, readers)
+        rng = buffer_rng(self.seed, self.epoch, 0, reader, 0)
+        stream = shuffle_buffer(iter_shard_samples(self.shards, ids), self.buffer_size, rng)
+        for sample, image in decoded_samples(stream, self._skipped, self.strict):
+            yield (self.transform(image) if self.transform else image), sample.label
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardDataset({self.spec!r}: {len(self)} samples in {len(self.shards.paths)} shards)"
+        )
+
+
+def buffer_rng(seed: int, epoch: int, rank: int, reader: int, restart: int) -> np.random.Generator:
+    """The shuffle buffer's generator of one reader in one epoch (``restart``: the shard it
+    started at, 0 unless resumed mid-epoch)."""
+    return np.random.default_rng([seed, epoch, rank, reader, restart, _BUFFER_SALT])
