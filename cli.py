@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("unimix.eval.cli", "main_export", "export a frozen feature extractor"),
     "backbones": ("unimix.backbones.cli", "main_table", "list backbone presets: params, GFLOPs"),
     "affinity": ("unimix.viz.cli", "main_affinity", "plot each stage's affinity as a PNG"),
+    "plot": ("unimix.viz.cli", "main_plot", "a run's curves as a PNG: loss, entropy, lr, k-NN"),
     "shards": ("unimix.data.shards_cli", "main", "image folder -> WebDataset tar shards"),
 }
 

@@ -8,8 +8,8 @@ Public API::
   a budget of source images or minutes and evaluate its checkpoints like for like; jobs run in
   their own processes, side by side, and finished ones are never re-run.
 - :func:`search` / :func:`load_grid`: a grid of recipe variants × seeds on a validation split.
-- :mod:`unimix.bench.race` / :mod:`~unimix.bench.race_plot`: our recipe against the peer at one
-  budget, several seeds (``scripts/bench_cifar.py``); :mod:`unimix.bench.zoo`: one nano preset
+- :mod:`unimix.bench.race` (curves: :mod:`unimix.viz.race_plot`): our recipe against the peer
+  at one budget, several seeds (``scripts/bench_cifar.py``); :mod:`unimix.bench.zoo`: one nano preset
   per mixer family (``scripts/bench_zoo.py``).
 - :mod:`unimix.bench.peer_lightly`: lightly's CIFAR-10 DINO recipe as a plain loop.
 - :mod:`unimix.bench.throughput` (with :mod:`~unimix.bench.step_runners` and

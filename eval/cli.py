@@ -32,8 +32,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--which", choices=("teacher", "student"), default="teacher")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="synthetic | cifar10 | cifar100 | stl10 | folder")
+def _add_data_args(p: argparse.ArgumentParser, data_default_help: str | None = None) -> None:
+    """The data options; ``data_default_help``: ``--data`` is optional and this says why."""
+    names = "synthetic | cifar10 | cifar100 | stl10 | folder"
+    p.add_argument(
+        "--data",
+        required=data_default_help is None,
+        help=names if data_default_help is None else f"{names} ({data_default_help})",
+    )
     p.add_argument("--root", help="root= for torchvision datasets")
     p.add_argument("--download", action="store_true", help="let torchvision download the data")
     p.add_argument("--train-split", default="train")
@@ -97,6 +103,8 @@ def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any,
     mean = meta.get("mean") or (0.485, 0.456, 0.406)
     std = meta.get("std") or (0.229, 0.224, 0.225)
     transform = eval_transform(size, mean, std)
+    if args.data is None:  # `unimix knn RUN`: the run's own eval set
+        return _run_datasets(args, transform, size)
     options: dict[str, Any] = {"transform": transform, "download": args.download}
     options.update(dataset_options(args.data, root=args.root or None, image_size=size))
     train = build_dataset(args.data, args.train_split, **options)
@@ -108,6 +116,25 @@ def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any,
         "image_size": size,
         "transform": repr(transform),
     }
+    return (
+        _subset(train, args.limit_train, args.seed),
+        _subset(test, args.limit_test, args.seed + 1),
+        info,
+    )
+
+
+def _run_datasets(
+    args: argparse.Namespace, transform: Any, size: int
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The eval set named by the run's config.yaml (``args.run_config``); ``args.data`` and
+    the splits are set to what it names, for the report."""
+    from .run_eval_set import run_eval_datasets
+
+    train, test, info = run_eval_datasets(args.run_config, transform, args.root, args.download)
+    args.data, args.train_split, args.test_split = (
+        info["dataset"], info["train_split"], info["test_split"]
+    )  # fmt: skip
+    info.update(image_size=size, transform=repr(transform))
     return (
         _subset(train, args.limit_train, args.seed),
         _subset(test, args.limit_test, args.seed + 1),
@@ -172,6 +199,14 @@ def _run(main: Any, argv: Sequence[str] | None) -> int:
 
 
 # ------------------------------------------------------------------------------ knn
+KNN_DATA_DEFAULT = (
+    "default: the run's own eval set, from config.yaml in the run directory: eval.dataset or "
+    "data.dataset, its root (--root overrides it), eval.train_split/test_split, or with "
+    "data.holdout the held-out training images against the rest; --train-split/--test-split "
+    "apply to --data only"
+)
+
+
 def _knn_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unimix knn",
@@ -179,7 +214,7 @@ def _knn_parser() -> argparse.ArgumentParser:
         "device; under `accelerate launch` / `torchrun` each process extracts its share.",
     )
     _add_model_args(p)
-    _add_data_args(p)
+    _add_data_args(p, KNN_DATA_DEFAULT)
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument(
@@ -231,6 +266,15 @@ def _knn(argv: Sequence[str] | None) -> int:
     args = _knn_parser().parse_args(argv)
     from .knn import approximate_agreement, knn_evaluate
     from .report import format_table, write_report
+    from .run_eval_set import RUN_CONFIG, find_run_config
+
+    if args.data is None:
+        args.run_config = find_run_config(args.checkpoint)
+        if args.run_config is None:
+            raise ValueError(
+                f"{args.checkpoint}: no {RUN_CONFIG} of a pretraining run here to take the eval "
+                "set from; pass --data"
+            )
 
     device, rank, _ = _placement(args)
     model, meta = load_model(args.checkpoint, args.which)

@@ -7,8 +7,9 @@ training set), one set of queries (the test set; with ``--holdout N``, N held-ou
 images instead), k = 20 and 200, T = 0.07, BatchNorm statistics as kept and re-estimated on
 the same 2,048 clean images. Runs go two at a time on one thread each; with ``--minutes`` each
 seed's two methods start together, so they share the machine's speed that hour. Prints a
-Markdown table and writes ``<out>/race.json``, ``<out>/bench_cifar.png`` (curves). The logic is
-:mod:`unimix.bench.race` and :mod:`unimix.bench.race_plot`. Examples::
+Markdown table and writes ``<out>/race.json``, ``<out>/bench_cifar.png`` (k-NN curves) and each
+run's ``curves.png`` (``unimix plot``: loss, entropies, lr, momentum). The logic is
+:mod:`unimix.bench.race`, :mod:`unimix.viz.race_plot` and :mod:`unimix.viz.run_plot`. Examples::
 
     python scripts/bench_cifar.py --images 250000 --seeds 0 1 --peer lightly \
         --recipe cifar10_nano --out runs/race_images
@@ -52,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from unimix.bench import JobSpec
     from unimix.bench.race import format_race, race
-    from unimix.bench.race_plot import plot_race
     from unimix.ssl.config import load_pretrain_config
 
     backbone = args.backbone or load_pretrain_config(args.recipe, args.overrides).model.backbone
@@ -70,9 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"{args.images:,} images" if args.images else f"{args.minutes:g} minutes"
     print(f"\n{backbone}, {budget}; {report['evaluation']}")
     print(format_race(report))
-    plot_race(report, Path(args.out) / "bench_cifar.png")
-    print(f"wrote {args.out}/race.json and {args.out}/bench_cifar.png")
+    draw_curves(report, Path(args.out))
     return 0
+
+
+def draw_curves(report: dict, out: Path) -> list[Path]:
+    """``<out>/bench_cifar.png`` (every run's k-NN against images seen) and, for each run that
+    logged metrics, ``<out>/<method>/seed<N>/run/curves.png`` (as ``unimix plot`` draws it)."""
+    from unimix.viz.race_plot import plot_race
+    from unimix.viz.run_plot import METRICS_FILE, plot_run
+
+    written = [plot_race(report, out / "bench_cifar.png")]
+    for method, summary in report["methods"].items():
+        for run in summary["runs"]:
+            run_dir = out / method / f"seed{run['seed']}" / "run"
+            if (run_dir / METRICS_FILE).is_file():
+                written.append(plot_run(run_dir))
+    print(f"wrote {out}/race.json, " + ", ".join(str(p) for p in written))
+    return written
 
 
 if __name__ == "__main__":

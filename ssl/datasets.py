@@ -8,11 +8,12 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from unimix.data import build_dataset, dataset_options, split_holdout
+from unimix.data.user_datasets import LabeledTransformed, check_image_dataset
 from unimix.eval import eval_transform
 
 from .config import PretrainConfig
 
-__all__ = ["build_train_dataset", "knn_datasets"]
+__all__ = ["build_train_dataset", "check_eval_dataset", "knn_datasets"]
 
 
 def build_train_dataset(
@@ -36,15 +37,36 @@ def build_train_dataset(
     return dataset
 
 
-def knn_datasets(cfg: PretrainConfig) -> tuple[Dataset, Dataset, str]:
+def check_eval_dataset(eval_dataset: Any) -> tuple[Dataset, Dataset]:
+    """``eval_dataset`` as a (bank, queries) pair of labeled datasets, each yielding
+    ``(PIL image or [H, W, 3] uint8 array, int label)``; else a one-line TypeError."""
+    if not (isinstance(eval_dataset, tuple | list) and len(eval_dataset) == 2):
+        raise TypeError(
+            "eval_dataset: expected a (bank, queries) pair of labeled datasets, got "
+            f"{type(eval_dataset).__name__}"
+        )
+    bank, queries = eval_dataset
+    check_image_dataset(bank, "eval_dataset bank", labeled=True)
+    check_image_dataset(queries, "eval_dataset queries", labeled=True)
+    return bank, queries
+
+
+def knn_datasets(
+    cfg: PretrainConfig, eval_dataset: tuple[Dataset, Dataset] | None = None
+) -> tuple[Dataset, Dataset, str]:
     """(bank, queries, description) of the run's k-NN, transformed for evaluation.
 
-    With ``data.holdout > 0``: bank = the training images pretraining used, queries = the
-    held-out ones (a validation k-NN; the test split is not read). Otherwise ``eval.dataset``
-    (default: the training dataset), ``eval.train_split`` against ``eval.test_split``.
+    ``eval_dataset``: a (bank, queries) pair of the caller's labeled datasets (see
+    :func:`check_eval_dataset`), used instead of the config's. Else, with ``data.holdout > 0``:
+    bank = the training images pretraining used, queries = the held-out ones (a validation
+    k-NN; the test split is not read). Otherwise ``eval.dataset`` (default: the training
+    dataset), ``eval.train_split`` against ``eval.test_split``.
     """
     e = cfg.eval
     transform = eval_transform(cfg.augment.global_size, cfg.data.mean, cfg.data.std)
+    if eval_dataset is not None:
+        bank, queries = (LabeledTransformed(d, transform) for d in check_eval_dataset(eval_dataset))
+        return bank, queries, f"eval_dataset: {len(queries)} queries (bank: {len(bank)} images)"
     if cfg.data.holdout:
         full = build_train_dataset(cfg, transform=transform, holdout=False)
         bank, held = split_holdout(full, cfg.data.holdout)

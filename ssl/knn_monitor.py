@@ -48,10 +48,16 @@ def _knn_rows(
     )  # fmt: skip
 
 
-def online_knn(cfg: PretrainConfig, teacher: DINOModel, accelerator: Accelerator) -> float | None:
+def online_knn(
+    cfg: PretrainConfig,
+    teacher: DINOModel,
+    accelerator: Accelerator,
+    eval_dataset: tuple[Dataset, Dataset] | None = None,
+) -> float | None:
     """The teacher's k-NN top-1 during training, computed by every process (each extracts its
-    share of the images); returned on the main process, None elsewhere."""
-    train, test, _ = knn_datasets(cfg)
+    share of the images); returned on the main process, None elsewhere. ``eval_dataset``: the
+    caller's (bank, queries) instead of the config's (see :func:`knn_datasets`)."""
+    train, test, _ = knn_datasets(cfg, eval_dataset)
     networks = {"teacher": teacher.backbone}
     rows = _knn_rows(cfg.eval, cfg.seed, networks, train, test, accelerator)
     top1 = next(iter(v for k, v in rows[0].items() if k.startswith("top1@")))
@@ -66,15 +72,19 @@ RAW_PIXEL_MAX_SIZE = 64
 
 
 def final_knn(
-    cfg: PretrainConfig, teacher: DINOModel, student: DINOModel, accelerator: Accelerator
+    cfg: PretrainConfig,
+    teacher: DINOModel,
+    student: DINOModel,
+    accelerator: Accelerator,
+    eval_dataset: tuple[Dataset, Dataset] | None = None,
 ) -> dict[str, Any] | None:
     """k-NN top-1 of the trained teacher, the trained student and the same backbone at its
     initial weights, like for like (:func:`unimix.eval.compare_knn`): one bank, one set of
     queries, and BatchNorm statistics re-estimated on the same clean bank images for every
     BatchNorm network (the statistics each came with are reported too); with small images, the
     raw-pixel floor as well. Every process computes it (each extracts its share of the images);
-    returned on the main process, None elsewhere."""
-    train, test, description = knn_datasets(cfg)
+    returned on the main process, None elsewhere. ``eval_dataset``: as for :func:`online_knn`."""
+    train, test, description = knn_datasets(cfg, eval_dataset)
     set_seed(cfg.seed)  # the student's backbone was the first thing built from this seed
     untrained = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
     untrained.to(accelerator.device)

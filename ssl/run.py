@@ -137,7 +137,7 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
     return iter(loader)
 
 
-def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
+def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None, dataset: Any = None) -> Run:
     """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
     resuming), metrics sinks and the micro-batch stream, in that order."""
     check_launch()
@@ -146,7 +146,7 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None) -> Run:
     configure_logging(accelerator.is_main_process)
     output_dir = Path(cfg.output_dir)
     resume_path = resolve_resume(resume, output_dir)
-    dataset = build_train_dataset(cfg)
+    dataset = build_train_dataset(cfg) if dataset is None else dataset  # a caller's own data
     plan = BatchPlan(
         len(dataset), cfg.data.batch_size, cfg.optim.grad_accum_steps,
         accelerator.num_processes, accelerator.process_index, cfg.seed,

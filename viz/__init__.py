@@ -1,16 +1,41 @@
-"""Tools that look inside trained or untrained backbones (above :mod:`unimix.eval`).
+"""Tools that look inside trained or untrained backbones, and draw runs (above :mod:`unimix.ssl`).
 
 ``unimix affinity`` (:mod:`unimix.viz.cli`): each stage's affinity row for one query pixel.
+``unimix plot RUN`` (:mod:`unimix.viz.run_plot`): a pretraining run's learning curves as a PNG;
+:mod:`unimix.viz.curves` holds the panels it shares with :mod:`unimix.viz.race_plot`.
+
+Names are imported on first use, so ``unimix plot`` loads matplotlib but not torch.
 """
 
-from .affinity import StageAffinity, collect_stage_affinities
-from .cli import load_image, main_affinity
-from .render import render_affinity_grid
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "StageAffinity",
     "collect_stage_affinities",
     "load_image",
     "main_affinity",
+    "main_plot",
+    "plot_race",
+    "plot_run",
     "render_affinity_grid",
 ]
+
+_WHERE = {
+    "StageAffinity": "affinity",
+    "collect_stage_affinities": "affinity",
+    "load_image": "cli",
+    "main_affinity": "cli",
+    "main_plot": "cli",
+    "plot_race": "race_plot",
+    "plot_run": "run_plot",
+    "render_affinity_grid": "render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'unimix.viz' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -1,4 +1,6 @@
-"""``unimix affinity``: plot each stage's affinity row for one query pixel as a PNG.
+"""``unimix affinity`` and ``unimix plot``.
+
+``unimix affinity``: plot each stage's affinity row for one query pixel as a PNG.
 
 One PNG with a column per stage and a row per model: pooling shows a fixed 3×3 box, depthwise
 convs a kernel-sized band, attention a dense input-dependent map, ACmix a window of attention,
@@ -6,6 +8,9 @@ Container a mix of both. ``--per-head`` adds one row per head (up to 8). Meant f
 (nano presets at 32 px, full presets at ≤ 96 px).
 
 Command line: ``unimix affinity --model coatnet_nano --synthetic --query 16,16 --out a.png``.
+
+``unimix plot RUN [--output FILE.png]``: a run's learning curves (:mod:`unimix.viz.run_plot`).
+Heavy modules (torch, the backbones) are imported only by ``unimix affinity``.
 """
 
 from __future__ import annotations
@@ -14,19 +19,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from unimix.backbones import create_backbone
-from unimix.checkpoint import load_backbone
-from unimix.data import SyntheticShapes
-
-from .affinity import collect_stage_affinities
-from .render import IMAGENET_MEAN, IMAGENET_STD, render_affinity_grid
-
-__all__ = ["load_image", "main_affinity"]
+__all__ = ["load_image", "main_affinity", "main_plot"]
 
 DEFAULT_MODEL = "coatnet_nano"
 
@@ -42,7 +41,11 @@ def load_image(
 ) -> torch.Tensor:
     """Image as a normalised ``[3, size, size]`` tensor: a file, or SyntheticShapes test image
     ``index``."""
+    import numpy as np
+    import torch
     from PIL import Image
+
+    from unimix.data import SyntheticShapes
 
     if path is not None:
         if not Path(path).is_file():
@@ -107,6 +110,14 @@ def _build_parser() -> argparse.ArgumentParser:
 def main_affinity(argv: Sequence[str] | None = None) -> int:
     """``unimix affinity``: write the affinity PNG; returns the exit code."""
     args = _build_parser().parse_args(argv)
+    import torch
+
+    from unimix.backbones import create_backbone
+    from unimix.checkpoint import load_backbone
+
+    from .affinity import collect_stage_affinities
+    from .render import IMAGENET_MEAN, IMAGENET_STD, render_affinity_grid
+
     try:
         if args.index < 0:
             raise ValueError(f"--index: expected >= 0, got {args.index}")
@@ -138,6 +149,44 @@ def main_affinity(argv: Sequence[str] | None = None) -> int:
             rows, image, query, args.out, mean=mean, std=std, per_head=args.per_head
         )
     except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _plot_parser() -> argparse.ArgumentParser:
+    from .run_plot import DEFAULT_OUTPUT, METRICS_FILE
+
+    parser = argparse.ArgumentParser(
+        prog="unimix plot",
+        description=(
+            "Draw a pretraining run's curves into one PNG: DINO loss, the teacher's per-sample "
+            "entropy against the entropy of its batch mean (collapse: the two meet), learning "
+            "rate, teacher momentum, teacher k-NN top-1 and throughput. A panel whose values "
+            "the run did not log says so."
+        ),
+    )
+    parser.add_argument(
+        "run", metavar="RUN", help=f"the run's output folder (holds {METRICS_FILE})"
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE.png",
+        help=f"where the PNG goes (default: RUN/{DEFAULT_OUTPUT})",
+    )
+    return parser
+
+
+def main_plot(argv: Sequence[str] | None = None) -> int:
+    """``unimix plot``: write the run's curves PNG; returns the exit code."""
+    args = _plot_parser().parse_args(argv)
+    from .run_plot import plot_run
+
+    try:
+        out = plot_run(args.run, args.output)
+    except (ValueError, OSError) as err:  # no run / metrics file, unwritable or unknown format
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
