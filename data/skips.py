@@ -98,7 +98,7 @@ class SkipLog:
     def announce(self) -> int:
         """One line per file found unreadable and not announced yet; returns how many. A no-op
         in DataLoader workers (the main process announces what they found)."""
-        if get_worker_info() is not None:
+        if get_worker_info() is not None or int(self.bad.sum()) == int(self.announced.sum()):
             return 0
         new = np.flatnonzero(self.bad.numpy().astype(bool) & ~self.announced)
         for i in new.tolist():
@@ -148,6 +148,17 @@ def base_indices(dataset: Any) -> tuple[Any, np.ndarray]:
             return dataset, index
 
 
+def _base(dataset: Any) -> Any:
+    """The dataset under ``Subset`` / ``DatasetSubset`` / transform wrappers."""
+    while True:
+        if hasattr(dataset, "indices") and hasattr(dataset, "dataset"):
+            dataset = dataset.dataset
+        elif hasattr(dataset, "base") and hasattr(dataset, "transform"):
+            dataset = dataset.base
+        else:
+            return dataset
+
+
 def skipped_mask(dataset: Any) -> np.ndarray:
     """``[len(dataset)]`` bool: items whose file was found unreadable so far (by this process
     or its DataLoader workers). All False for datasets without files (arrays, synthetic)."""
@@ -161,7 +172,7 @@ def skipped_mask(dataset: Any) -> np.ndarray:
 def announce_skipped(dataset: Any) -> None:
     """Print a line for each unreadable file found since the last call (e.g. by a DataLoader
     worker); call it from the main process, after each batch. Datasets without files: no-op."""
-    log = getattr(base_indices(dataset)[0], "skip_log", None)
+    log = getattr(_base(dataset), "skip_log", None)
     if isinstance(log, SkipLog):
         log.announce()
 
@@ -169,7 +180,7 @@ def announce_skipped(dataset: Any) -> None:
 def mark_reported(dataset: Any) -> None:
     """Count everything found so far in ``dataset``'s files as summarized (its caller printed
     its own summary), so no second summary follows at exit."""
-    log = getattr(base_indices(dataset)[0], "skip_log", None)
+    log = getattr(_base(dataset), "skip_log", None)
     if isinstance(log, SkipLog):
         log.announce()
         log.reported = int(log.bad.sum())

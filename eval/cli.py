@@ -58,6 +58,11 @@ def _add_data_args(p: argparse.ArgumentParser, data_default_help: str | None = N
     p.add_argument("--cache-dir", help="store/reuse extracted features here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable image file (default: skip it and count it)",
+    )
 
 
 def load_model(path: str, which: str = "teacher") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -106,6 +111,7 @@ def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any,
     if args.data is None:  # `unimix knn RUN`: the run's own eval set
         return _run_datasets(args, transform, size)
     options: dict[str, Any] = {"transform": transform, "download": args.download}
+    options["strict"] = args.strict
     options.update(dataset_options(args.data, root=args.root or None, image_size=size))
     train = build_dataset(args.data, args.train_split, **options)
     test = build_dataset(args.data, args.test_split, **options)
@@ -186,6 +192,7 @@ def _features(
         x_train, y_train = extract_features(model, train, cache_dir=args.cache_dir, **kw)
         x_test, y_test = extract_features(model, test, cache_dir=args.cache_dir, **kw)
     info["extract_s"] = time.perf_counter() - start
+    info["skipped"] = {"train": len(train) - len(y_train), "test": len(test) - len(y_test)}
     return x_train, y_train, x_test, y_test, info
 
 
@@ -395,41 +402,8 @@ def main_linear(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------ export
-def _export(argv: Sequence[str] | None) -> int:
-    from .export import FORMATS
-
-    p = argparse.ArgumentParser(
-        prog="unimix export",
-        description="Export a checkpoint's frozen backbone as a feature extractor (+ sidecar JSON); "
-        "TorchScript and ONNX load without unimix.",
-    )
-    _add_model_args(p)
-    p.add_argument("--format", choices=list(FORMATS), default="safetensors")
-    p.add_argument("--output", "-o", required=True, help="file path (suffix added if missing)")
-    p.add_argument("--image-size", type=int, help="export resolution (default: the checkpoint's)")
-    args = p.parse_args(argv)
-    from .device import resolve_device
-    from .export import export_extractor, load_extractor, sidecar_path
-
-    device = resolve_device(args.device)
-    model, meta = load_model(args.checkpoint, args.which)
-    if args.image_size:
-        meta["image_size"] = args.image_size
-    path = export_extractor(model, meta, args.output, args.format)  # written from the CPU
-    # check the round trip on --device before telling the user it worked (ONNX Runtime: CPU)
-    check = torch.device("cpu") if args.format == "onnx" else device
-    size = int(meta.get("image_size") or 224)
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        exported = load_extractor(path).to(check)(x.to(check)).cpu()
-        diff = (exported - model.to(device)(x.to(device)).cpu()).abs().max().item()
-    print(
-        f"wrote {path} and {sidecar_path(path)} ({args.format}, {meta.get('backbone')}, "
-        f"{size} px, checked on {device}: max |diff| vs the checkpoint {diff:.2e})"
-    )
-    return 0
-
-
 def main_export(argv: Sequence[str] | None = None) -> int:
-    """``unimix export``: see ``unimix export --help``."""
-    return _run(_export, argv)
+    """``unimix export``: see ``unimix export --help`` (:mod:`unimix.eval.export_cli`)."""
+    from .export_cli import export_command
+
+    return _run(export_command, argv)

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from unimix.data.skips import skipped_mask
+
 from .device import resolve_device
 from .features import calibrate_batchnorm, extract_features
 from .knn import knn_evaluate
@@ -50,7 +52,8 @@ def pixel_features(dataset: Any, batch_size: int = 1024) -> tuple[torch.Tensor, 
     for images, targets in loader:
         features.append(images.flatten(1).float())
         labels.append(torch.as_tensor(targets).long())
-    return torch.cat(features), torch.cat(labels)
+    keep = torch.from_numpy(~skipped_mask(dataset))  # unreadable files: dropped, as in banks
+    return torch.cat(features)[keep], torch.cat(labels)[keep]
 
 
 def compare_knn(

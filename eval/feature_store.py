@@ -63,6 +63,24 @@ class FeatureStore:
             finally:
                 os.close(fd)
 
+    def drop_rows(self, drop: np.ndarray, chunk: int = 32768) -> None:
+        """Remove the rows where ``drop`` (``[N]`` bool) is True: later rows move up in place,
+        chunk by chunk, and the files shrink to the rows kept (``n`` too; call before
+        :meth:`mark_complete`, in one process)."""
+        drop = np.asarray(drop, dtype=bool).reshape(-1)
+        if drop.shape[0] != self.n:
+            raise ValueError(f"feature store: drop mask of {drop.shape[0]} rows for {self.n}")
+        labels, row = self.labels(), 0
+        for start in range(0, self.n, chunk):
+            keep = ~drop[start : start + chunk]
+            rows = self.rows(start, start + chunk)[keep]
+            if rows.shape[0]:  # writes land below `start + chunk`: rows already read
+                self.write(row, rows, labels[start : start + chunk][keep])
+            row += rows.shape[0]
+        for name, itemsize in ((FEATURES, 4 * self.dim), (LABELS, 8)):
+            os.truncate(self.directory / name, row * itemsize)
+        self.n, self.shape = row, (row, self.dim)
+
     def mark_complete(self) -> None:
         """Record that every row is written (:meth:`is_complete` reads it back)."""
         meta = {"n": self.n, "dim": self.dim, "complete": True}

@@ -1,6 +1,11 @@
 """Frozen features: the evaluation transform, batched extraction on any device and in any number
 of processes (into memory, a safetensors cache or a memory-mapped store), BatchNorm
 recalibration. Checkpoints are read by :func:`unimix.checkpoint.load_backbone` (re-exported).
+
+Unreadable image files are dropped, never replaced: their rows (features and labels) are left
+out of what extraction returns, each file is reported on one line as it is found and rank 0
+ends with one summary line (:mod:`unimix.data.skips`); with ``strict`` datasets the first one
+raises instead.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from torch import nn
 from torchvision.transforms import v2
 
 from unimix.checkpoint import clean_state_dict, load_backbone
+from unimix.data.skips import (
+    announce_skipped,
+    base_indices,
+    mark_reported,
+    skipped_mask,
+    summary_line,
+    warn_unreadable,
+)
 
 from .device import is_accelerator, resolve_device
 from .distributed import barrier, gather_rows, shard_range, world
@@ -131,6 +144,7 @@ def _batches(
         with torch.no_grad():  # not inference_mode: callers may train on the features
             for images, targets in loader:
                 out = model(images.to(device, non_blocking=True)).float().cpu()
+                announce_skipped(dataset)  # files the loader workers found unreadable
                 yield out, torch.as_tensor(targets).long().reshape(-1)
     finally:
         model.train(was_training)
@@ -147,6 +161,26 @@ def _placement(
             shard = accelerator.num_processes > 1
     rank, size = world() if shard else (0, 1)
     return resolve_device(device or "cpu"), rank, size
+
+
+def _unreadable_rows(dataset: Any, part: Any, rank: int) -> torch.Tensor:
+    """``[len(dataset)]`` bool, identical on every process: rows whose image file was found
+    unreadable while ``part`` (this process's block) was extracted. Rank 0 prints the summary
+    line; every process marks its files as summarized (no second summary at exit)."""
+    n = len(dataset)
+    flags = torch.from_numpy(skipped_mask(part).astype(np.uint8))
+    drop = gather_rows(flags, n).bool()
+    mark_reported(part)
+    count = int(drop.sum())
+    if count and rank == 0:
+        base, index = base_indices(dataset)
+        files = getattr(base, "files", None)
+        first = files[int(index[int(drop.nonzero()[0, 0])])] if files else "?"
+        root = getattr(base, "root", repr(base))
+        warn_unreadable(summary_line(count, n, first, root, "left out of the features"))
+    if count == n:
+        raise ValueError(f"none of the {n} images of {dataset!r} is readable")
+    return drop
 
 
 def extract_features(
@@ -184,7 +218,9 @@ def extract_features(
             size and modification time).
 
     Returns:
-        ``(features [N, D] float32, labels [N] int64)`` on the CPU; features are not normalised.
+        ``(features [K, D] float32, labels [K] int64)`` on the CPU, not normalised: the K
+        items whose image could be read, in dataset order; an unreadable file's row is
+        dropped (reported on one line, and a summary at the end), never replaced.
     """
     cache_file = None
     if cache_dir is not None:
@@ -209,9 +245,10 @@ def extract_features(
     else:  # more processes than items: an empty block, shaped like the others
         dim = _feature_dim(model, dataset, device)
         features, labels = [torch.empty(0, dim)], [torch.empty(0, dtype=torch.long)]
+    keep = ~_unreadable_rows(dataset, part, rank)
     result = (
-        gather_rows(torch.cat(features), len(dataset)),
-        gather_rows(torch.cat(labels), len(dataset)),
+        gather_rows(torch.cat(features), len(dataset))[keep],
+        gather_rows(torch.cat(labels), len(dataset))[keep],
     )
     if cache_file is not None and rank == 0:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +284,8 @@ def extract_to_store(
 ) -> FeatureStore:
     """Stream the features of ``dataset`` into a :class:`FeatureStore` under ``directory``
     (``store_<key>``, the key as for ``extract_features``' cache; a complete store is reused).
+    Rows of unreadable files are dropped as in :func:`extract_features` (the store is
+    compacted in place before it is marked complete).
 
     Batches go straight to the memory-mapped file, so memory holds one batch, not the bank.
     With several processes each writes its own block of rows (the directory must be on a
@@ -263,19 +302,22 @@ def extract_to_store(
     barrier()
     store = FeatureStore(target)
     block = shard_range(len(dataset), rank, size)
+    part = dataset if size == 1 else torch.utils.data.Subset(dataset, list(block))
     if len(block):
-        part = dataset if size == 1 else torch.utils.data.Subset(dataset, list(block))
         row = block.start
         for out, targets in _batches(
             model, part, device, batch_size, num_workers, progress and rank == 0
         ):
             store.write(row, out.numpy(), targets.numpy())
             row += out.shape[0]
+    drop = _unreadable_rows(dataset, part, rank)
     barrier()
     if rank == 0:
+        if drop.any():
+            store.drop_rows(drop.numpy())
         store.mark_complete()
     barrier()
-    return store
+    return FeatureStore(target)
 
 
 def calibrate_batchnorm(

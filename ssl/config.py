@@ -56,6 +56,10 @@ class DataConfig:
     #: Folder datasets: decode every image once at start-up and keep the pixels in RAM (fast
     #: epochs on small images such as CIFAR; not for ImageNet-sized data).
     cache: bool = False
+    #: Image files that cannot be decoded: false skips them (each reported on one line, a
+    #: summary count at the end; training uses the next readable image in their place, k-NN
+    #: banks and queries drop them); true stops the run at the first one, naming it (exit 2).
+    strict: bool = False
     #: synthetic only: number of images and their side.
     num_samples: int | None = field(default=None, metadata={"ge": 1})
     image_size: int | None = field(default=None, metadata={"ge": 8})

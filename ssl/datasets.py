@@ -26,7 +26,9 @@ def build_train_dataset(
         d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size,
         seed=cfg.seed, cache=d.cache and transform is None,
     )  # fmt: skip
-    dataset = build_dataset(d.dataset, d.split, download=d.download, transform=transform, **options)
+    dataset = build_dataset(
+        d.dataset, d.split, download=d.download, strict=d.strict, transform=transform, **options
+    )
     if holdout and d.holdout:
         if d.holdout >= len(dataset):
             raise ValueError(
@@ -82,6 +84,8 @@ def knn_datasets(
             name, root=e.root or cfg.data.root, num_samples=count,
             image_size=cfg.data.image_size, seed=cfg.seed,
         )  # fmt: skip
-        splits.append(build_dataset(name, split, transform=transform, **options))
+        splits.append(
+            build_dataset(name, split, strict=cfg.data.strict, transform=transform, **options)
+        )
     train, test = splits
     return train, test, f"{name} {e.test_split} (bank: {e.train_split}, {len(train)} images)"

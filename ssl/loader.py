@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from unimix.data.skips import announce_skipped
+
 from .multicrop import MultiCropAugment
 
 __all__ = ["BatchPlan", "MultiCropBatches", "load_uint8", "make_loader"]
@@ -121,6 +123,18 @@ class _RangeSampler(Sampler[int]):
         return self.stop - self.start
 
 
+class _AnnouncingLoader(DataLoader):
+    """A DataLoader that, in the main process after each micro-batch, announces the image
+    files its workers found unreadable (one line each through tqdm's writer: the progress bar
+    is redrawn, not broken)."""
+
+    def __iter__(self):
+        source = self.dataset.dataset
+        for item in super().__iter__():
+            announce_skipped(source)
+            yield item
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # the training process owns the cores; a worker only augments
 
@@ -133,7 +147,7 @@ def make_loader(
     It has its own generator, so creating it never consumes the global torch RNG (whose state a
     checkpoint restores for dropout / drop-path).
     """
-    return DataLoader(
+    return _AnnouncingLoader(
         batches,
         batch_size=None,
         sampler=_RangeSampler(start, len(batches)),

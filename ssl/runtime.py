@@ -80,14 +80,29 @@ def device_origin(accelerator: Accelerator) -> str:
     return "cpu (no accelerator found)"
 
 
+class _TqdmHandler(logging.StreamHandler):
+    """Writes each record through ``tqdm.write``: a progress bar is cleared and redrawn around
+    the line instead of being broken by it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(is_main: bool) -> None:
-    """``LEVEL: message`` on stderr for the trainer's and the checkpoint format's loggers; only
-    errors from processes other than the main one."""
+    """``LEVEL: message`` on stderr (through tqdm's writer, so the progress bar stays whole)
+    for the trainer's and the checkpoint format's loggers; only errors from processes other
+    than the main one. Unreadable images are reported by
+    :mod:`unimix.data.skips` (one ``warning:`` line each, also through tqdm's writer)."""
     for name in ("unimix.ssl", "unimix.checkpoint"):
         log = logging.getLogger(name)
         if log.handlers:
             continue
-        handler = logging.StreamHandler()
+        handler = _TqdmHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO if is_main else logging.ERROR)
