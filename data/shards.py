@@ -16,7 +16,6 @@ import io
 import json
 import os
 import tarfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .decode import IMAGE_EXTENSIONS, UnreadableImageError, UnreadableImageWarning, to_rgb
+from .decode import IMAGE_EXTENSIONS, UnreadableImageError, to_rgb
+from .skips import warn_unreadable
 
 __all__ = [
     "INDEX_NAME",
@@ -245,9 +245,9 @@ def decode_image_bytes(data: bytes, name: str) -> Image.Image:
 def decoded_samples(
     samples: Iterable[ShardSample], skipped: torch.Tensor | None = None, strict: bool = False
 ) -> Iterator[tuple[ShardSample, Image.Image]]:
-    """``(sample, RGB image)`` for each decodable sample; an undecodable one is warned about
-    (:class:`UnreadableImageWarning`, naming it), counted in ``skipped[0]`` and skipped
-    (``strict``: raised)."""
+    """``(sample, RGB image)`` for each decodable sample; an undecodable one is reported on one
+    line (an :class:`~unimix.data.UnreadableImageWarning` naming ``shard.tar:key.ext``), counted
+    in ``skipped[0]`` and skipped (``strict``: raised)."""
     for sample in samples:
         try:
             yield sample, decode_image_bytes(sample.data, sample.name)
@@ -256,7 +256,8 @@ def decoded_samples(
                 raise
             if skipped is not None:
                 skipped[0] += 1
-            warnings.warn(f"skipping {error}", UnreadableImageWarning, stacklevel=2)
+            reason = str(error).removeprefix(f"cannot decode image {sample.name}: ")
+            warn_unreadable(f"skipping unreadable image {sample.name}: {reason}")
 
 
 class ShardDataset(IterableDataset):

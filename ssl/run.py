@@ -127,6 +127,11 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
     cfg, accum = run.cfg, run.cfg.optim.grad_accum_steps
     augment = MultiCropAugment(cfg.augment, cfg.data.mean, cfg.data.std, cfg.seed)
     if isinstance(run.plan, ShardPlan):  # streaming: resumes at a shard boundary
+        if cfg.eval.dataset is None and (cfg.eval.knn_every_epochs or cfg.eval.knn_at_end):
+            raise ValueError(
+                "eval.dataset: required for a k-NN when data.dataset is shards (streamed, "
+                "no random access): name a labeled folder or dataset"
+            )
         start = run.start_step * accum
         if run.resume_path is not None:
             run.monitor.info(resume_message(run.plan, start))

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from unimix.data import ShardDataset, build_dataset, list_image_files
+from unimix.data import ShardDataset, UnreadableImageWarning, build_dataset, list_image_files
 from unimix.data.shards import ShardSet, iter_shard_samples, reader_shards, shuffle_buffer
 from unimix.data.shards_cli import build_parser
 from unimix.data.shards_cli import main as shards_main
@@ -90,6 +90,16 @@ def test_shard_specs_counts_and_indices(shards: Path) -> None:
     with pytest.raises(FileNotFoundError, match="shard-000004.tar not found .4 of 8"):
         ShardSet.open(shards / "shard-{000000..000007}.tar")
     assert [label for _, label in by_pattern].count(2) == 10
+
+
+def test_unreadable_images_are_skipped_and_counted(tiny_image_folder, tmp_path: Path) -> None:
+    root = tiny_image_folder(("a",), per_class=4, name="bad")
+    (root / "a" / "a_1.png").write_bytes(b"not an image")
+    assert shards_main([str(root), str(tmp_path / "s")]) == 0
+    dataset = build_dataset(str(tmp_path / "s"))
+    with pytest.warns(UnreadableImageWarning, match="shard-000000.tar:000000001.png"):
+        labels = [label for _, label in dataset]
+    assert labels == [0, 0, 0] and dataset.num_skipped == 1
 
 
 def test_shuffle_buffer_is_bounded_deterministic_and_complete() -> None:
