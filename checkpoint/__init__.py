@@ -7,10 +7,11 @@ Public API::
                                    read_trainer_state, write_checkpoint, load_backbone)
 """
 
-from .find import find_resume_checkpoint, resolve_weights
+from .find import find_resume_checkpoint, resolve_weights, set_aside
 from .layout import (
     BACKBONE_META,
     CHECKPOINTS_DIR,
+    DAMAGED_DIR,
     DINO_STATE,
     TRAINER_STATE,
     WHICH,
@@ -19,7 +20,14 @@ from .layout import (
     list_checkpoints,
     network_file,
 )
-from .manifest import CheckpointError, read_trainer_state, verify_checkpoint, write_checkpoint
+from .manifest import (
+    CheckpointError,
+    CheckpointWriteError,
+    read_trainer_state,
+    verify_checkpoint,
+    write_checkpoint,
+)
+from .pickled import check_pickled_files
 from .weights import (
     check_keys,
     clean_state_dict,
@@ -32,12 +40,15 @@ from .weights import (
 __all__ = [
     "BACKBONE_META",
     "CHECKPOINTS_DIR",
+    "DAMAGED_DIR",
     "DINO_STATE",
     "TRAINER_STATE",
     "WHICH",
     "CheckpointError",
+    "CheckpointWriteError",
     "backbone_file",
     "check_keys",
+    "check_pickled_files",
     "checkpoint_name",
     "clean_state_dict",
     "find_resume_checkpoint",
@@ -48,6 +59,7 @@ __all__ = [
     "read_backbone_meta",
     "read_trainer_state",
     "resolve_weights",
+    "set_aside",
     "unwrapped_key",
     "verify_checkpoint",
     "write_checkpoint",

@@ -1,27 +1,43 @@
-"""Which checkpoint to read: the newest valid one of a run, or the weights a path points at."""
+"""Which checkpoint to read: the newest valid one of a run, or the weights a path points at;
+where damaged ones are set aside."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from .layout import BACKBONE_META, CHECKPOINTS_DIR, WHICH, backbone_file, list_checkpoints
+from .layout import (
+    BACKBONE_META,
+    CHECKPOINTS_DIR,
+    DAMAGED_DIR,
+    WHICH,
+    backbone_file,
+    list_checkpoints,
+)
 from .manifest import CheckpointError, verify_checkpoint
+from .pickled import check_pickled_files
 
-__all__ = ["find_resume_checkpoint", "resolve_weights"]
+__all__ = ["find_resume_checkpoint", "resolve_weights", "set_aside"]
 
 logger = logging.getLogger("unimix.checkpoint")
 
 
-def find_resume_checkpoint(output_dir: str | os.PathLike, warn: bool = True) -> Path | None:
+def find_resume_checkpoint(
+    output_dir: str | os.PathLike, warn: bool = True, *, pickled: bool = False
+) -> Path | None:
     """The newest valid checkpoint under ``<output_dir>/checkpoints``, or None if there is none.
 
-    Damaged or incomplete checkpoints are skipped with a warning naming what is wrong.
+    Damaged or incomplete checkpoints are skipped with a warning naming what is wrong. With
+    ``pickled`` (resuming, where Accelerate unpickles them) a checkpoint is also invalid when one
+    of its pickled files is rejected by ``torch.load(weights_only=True)``.
     """
     for path in reversed(list_checkpoints(Path(output_dir) / CHECKPOINTS_DIR)):
         try:
             verify_checkpoint(path)
+            if pickled:
+                check_pickled_files(path)
         except CheckpointError as err:
             if warn:
                 logger.warning(
@@ -30,6 +46,23 @@ def find_resume_checkpoint(output_dir: str | os.PathLike, warn: bool = True) -> 
             continue
         return path
     return None
+
+
+def set_aside(checkpoints: Sequence[Path]) -> Path | None:
+    """Move damaged ``checkpoints`` (``.../checkpoints/step_*``) into ``.../checkpoints/damaged/``
+    (a name taken there gets ``.1``, ``.2``, ...): kept for inspection, out of the way of a
+    fresh run and of later resumes. Returns that folder (None when there was nothing to move)."""
+    if not checkpoints:
+        return None
+    aside = checkpoints[0].parent / DAMAGED_DIR
+    aside.mkdir(exist_ok=True)
+    for path in checkpoints:
+        target, n = aside / path.name, 0
+        while target.exists():
+            n += 1
+            target = aside / f"{path.name}.{n}"
+        os.replace(path, target)
+    return aside
 
 
 def resolve_weights(path: Path, which: str) -> tuple[Path, Path]:

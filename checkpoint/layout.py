@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "BACKBONE_META",
     "CHECKPOINTS_DIR",
+    "DAMAGED_DIR",
     "DINO_STATE",
     "TRAINER_STATE",
     "WHICH",
@@ -37,6 +38,8 @@ CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
 #: What rebuilds the backbone: preset name, kwargs, feature width, image size, normalisation.
 BACKBONE_META = "backbone.json"
+#: Folder of ``checkpoints/`` where damaged checkpoints are moved when none is valid.
+DAMAGED_DIR = "damaged"
 #: The DINO loss centre.
 DINO_STATE = "dino_state.safetensors"
 #: The two networks a checkpoint holds.

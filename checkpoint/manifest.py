@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .layout import TRAINER_STATE, checkpoint_name, list_checkpoints
+from .write_error import WRITE_ERRORS, CheckpointWriteError, describe_write_error
 
-__all__ = ["CheckpointError", "read_trainer_state", "verify_checkpoint", "write_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointWriteError",
+    "read_trainer_state",
+    "verify_checkpoint",
+    "write_checkpoint",
+]
 
 _TMP_PREFIX = ".tmp-"
 
@@ -57,6 +64,40 @@ def _seal(tmp: Path, state: Mapping[str, Any]) -> None:
     _fsync(tmp)
 
 
+def _prepare(root: Path, tmp: Path) -> None:
+    """Create ``tmp`` under ``root``, removing what killed runs left (``.tmp-*`` directories)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for left in root.glob(f"{_TMP_PREFIX}*"):
+        shutil.rmtree(left, ignore_errors=True)
+    tmp.mkdir()
+
+
+def _publish(tmp: Path, final: Path, state: Mapping[str, Any]) -> None:
+    """Seal ``tmp`` and rename it to ``final``; a checkpoint already at ``final`` (the same step
+    saved again) is moved aside first and deleted only once the new one is in place."""
+    _seal(tmp, state)
+    old = final.with_name(f"{_TMP_PREFIX}old-{final.name}")
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if old.exists():  # put the previous one back
+            os.replace(old, final)
+        raise
+    _fsync(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _attempt(action: Callable[[], None]) -> BaseException | None:
+    """Run ``action``; the write error it raised, or None."""
+    try:
+        action()
+    except WRITE_ERRORS as err:
+        return err
+    return None
+
+
 def write_checkpoint(
     root: str | os.PathLike,
     step: int,
@@ -66,35 +107,45 @@ def write_checkpoint(
     is_main: bool,
     barrier: Callable[[], None],
     keep_last: int,
+    all_ok: Callable[[bool], bool] | None = None,
+    size_hint: Callable[[], int] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically; every process calls this.
 
     ``write_files(tmp_dir)`` runs on every process (Accelerate's ``save_state`` writes one RNG
     file per rank) after the main process created ``tmp_dir``. The main process then hashes
     every file into ``trainer_state.json`` (``state`` plus ``files``), fsyncs, renames the
-    directory to ``step_<step>`` and deletes all but the newest ``keep_last`` checkpoints.
+    directory to ``step_<step>`` and only then deletes all but the newest ``keep_last``.
+
+    A writer failing (disk full, read-only, ...) on any process: the temporary directory is
+    removed, the previous checkpoints stay as they were, and every process raises
+    :class:`CheckpointWriteError` (one line; ``size_hint()`` estimates the bytes needed).
+    ``all_ok(ok)`` is a barrier that returns whether every process passed ``ok=True`` (default:
+    ``barrier()``, then this process's ``ok``, enough for one process).
     """
     root = Path(root)
     final = root / checkpoint_name(step)
     tmp = root / f"{_TMP_PREFIX}{final.name}"
+    if all_ok is None:
+        all_ok = lambda ok: (barrier(), ok)[1]  # noqa: E731
+    error = _attempt(lambda: _prepare(root, tmp)) if is_main else None
+    if all_ok(error is None):
+        error = _attempt(lambda: write_files(tmp))
+        if all_ok(error is None):
+            error = _attempt(lambda: _publish(tmp, final, state)) if is_main else None
+            if all_ok(error is None):
+                if is_main:  # only now that the new one is complete
+                    for old in list_checkpoints(root)[:-keep_last]:
+                        shutil.rmtree(old, ignore_errors=True)
+                return final
+    message = f"checkpoint {final} not written: another process failed"
+    if error is not None:  # described before the partial files are removed (free space)
+        needs = size_hint() if size_hint is not None else None
+        message = describe_write_error(error, final, tmp, needs)
     if is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():  # left by a run killed while saving
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        shutil.rmtree(tmp, ignore_errors=True)
     barrier()
-    write_files(tmp)
-    barrier()
-    if is_main:
-        _seal(tmp, state)
-        if final.exists():  # same step saved again (e.g. the end of a resumed, finished run)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
-        for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return final
+    raise CheckpointWriteError(message)
 
 
 def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -120,14 +171,21 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path / TRAINER_STATE}: no file manifest")
     for name, expected in files.items():
         file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"{file}: missing")
-        if file.stat().st_size != expected["bytes"]:
-            raise CheckpointError(
-                f"{file}: {file.stat().st_size} bytes, expected {expected['bytes']}"
-            )
-        if _sha256(file) != expected["sha256"]:
-            raise CheckpointError(
-                f"{file}: content changed since it was written (checksum mismatch)"
-            )
+        try:
+            _check_file(file, expected)
+        except OSError as err:  # unreadable, or moved away while we read it
+            raise CheckpointError(f"{file}: unreadable ({err.strerror or err})") from None
     return state
+
+
+def _check_file(file: Path, expected: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``file`` has the manifest's size and SHA-256."""
+    if not isinstance(expected, Mapping) or not {"bytes", "sha256"} <= expected.keys():
+        raise CheckpointError(f"{file.parent / TRAINER_STATE}: bad manifest entry {file.name!r}")
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    size = file.stat().st_size
+    if size != expected["bytes"]:
+        raise CheckpointError(f"{file}: {size} bytes, expected {expected['bytes']}")
+    if _sha256(file) != expected["sha256"]:
+        raise CheckpointError(f"{file}: content changed since it was written (checksum mismatch)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -26,9 +27,11 @@ from unimix.checkpoint import (
     CheckpointError,
     backbone_file,
     check_keys,
+    check_pickled_files,
     find_resume_checkpoint,
     list_checkpoints,
     network_file,
+    set_aside,
     unwrapped_key,
     verify_checkpoint,
     write_checkpoint,
@@ -44,7 +47,13 @@ logger = logging.getLogger("unimix.ssl")
 
 def resolve_resume(resume: str | os.PathLike | None, output_dir: Path) -> Path | None:
     """The checkpoint to resume from: ``None`` (fresh; an output dir with checkpoints is an
-    error), ``"auto"`` (newest valid one, if any) or a checkpoint directory (verified)."""
+    error), ``"auto"`` (newest valid one, if any) or a checkpoint directory (verified).
+
+    Valid means: the manifest's sizes and checksums match, and every pickled file loads with
+    ``torch.load(weights_only=True)`` (an invalid one is skipped with a warning). When ``"auto"``
+    finds checkpoints but none is valid, the run starts from step 0 with one warning, and the
+    main process moves the damaged ones into ``checkpoints/damaged/``.
+    """
     if resume is None:
         existing = list_checkpoints(output_dir / CHECKPOINTS_DIR)
         if existing:
@@ -54,15 +63,35 @@ def resolve_resume(resume: str | os.PathLike | None, output_dir: Path) -> Path |
             )
         return None
     if os.fspath(resume) == "auto":
-        return find_resume_checkpoint(output_dir)
+        found = find_resume_checkpoint(output_dir, pickled=True)
+        if found is None:
+            _set_aside_damaged(output_dir / CHECKPOINTS_DIR)
+        return found
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {path}: no such checkpoint directory")
     try:
         verify_checkpoint(path)
+        check_pickled_files(path)
     except CheckpointError as err:
         raise ValueError(f"--resume {path}: {err}") from None
     return path
+
+
+def _set_aside_damaged(root: Path) -> None:
+    """None of the checkpoints under ``root`` is valid: say so in one line and (main process)
+    move them into ``root/damaged``, so a fresh run neither writes beside nor trips on them."""
+    damaged = list_checkpoints(root)
+    if not damaged:
+        return
+    names = ", ".join(p.name for p in damaged)
+    where = f"the damaged ones ({names}) stay in place"
+    if PartialState().is_main_process:
+        try:
+            where = f"moved the damaged ones ({names}) to {set_aside(damaged)}"
+        except OSError as err:
+            where = f"could not move the damaged ones ({names}) aside: {err.strerror or err}"
+    logger.warning("no valid checkpoint in %s; starting from step 0; %s", root, where)
 
 
 def _clean_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -118,7 +147,31 @@ def save_training_checkpoint(
         is_main=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
         keep_last=keep_last,
+        all_ok=lambda ok: _all_ok(accelerator, ok),
+        size_hint=lambda: _checkpoint_bytes(accelerator, networks, loss_fn),
     )
+
+
+def _all_ok(accelerator: Accelerator, ok: bool) -> bool:
+    """Whether every process passed ``ok=True``; a barrier (a collective) with several."""
+    if accelerator.num_processes == 1:
+        return ok
+    failed = torch.tensor([0 if ok else 1], device=accelerator.device)
+    return int(accelerator.reduce(failed, reduction="sum").item()) == 0
+
+
+def _checkpoint_bytes(
+    accelerator: Accelerator, networks: dict[str, DINOModel], loss_fn: DINOLoss
+) -> int:
+    """Bytes of the tensors a checkpoint holds: both networks, both backbones, the centre and
+    the optimizer state (what a full disk must make room for)."""
+    tensors = [loss_fn.center]
+    for network in networks.values():
+        tensors += [*network.state_dict().values(), *network.backbone.state_dict().values()]
+    for optimizer in getattr(accelerator, "_optimizers", []):
+        for entry in optimizer.state_dict()["state"].values():
+            tensors += [v for v in entry.values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def restore_training_checkpoint(
@@ -137,7 +190,12 @@ def restore_training_checkpoint(
             f"{tuple(loss_fn.center.shape)}"
         )
     loss_fn.center.copy_(center)
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path))
+    except pickle.UnpicklingError:  # changed since resolve_resume checked it
+        raise ValueError(
+            f"rejected {path}: a pickled file is not a plain tensor file (refusing to unpickle it)"
+        ) from None
     if state.get("world_size") != accelerator.num_processes:
         logger.warning(
             "resuming a %s-process checkpoint with %s processes: data order and losses are "
