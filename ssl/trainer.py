@@ -20,20 +20,36 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from unimix.config import load_config, to_dict
+from unimix.data.user_datasets import check_image_dataset
 
 from .callbacks import BudgetCallback, CheckpointCallback, KnnCallback, LogCallback
-from .config import PretrainConfig
-from .datasets import build_train_dataset
+from .config import PretrainConfig, _check_consistency, load_pretrain_config
+from .datasets import build_train_dataset, check_eval_dataset
 from .fit import Callback, fit
 from .knn_monitor import final_knn, final_knn_line, online_knn
 from .run import PretrainResult, Run, build_run
 from .step import NonFiniteLossError
 
-__all__ = ["NonFiniteLossError", "PretrainResult", "build_train_dataset", "pretrain"]
+__all__ = [
+    "NonFiniteLossError",
+    "PretrainResult",
+    "build_train_dataset",
+    "pretrain",
+    "resolve_config",
+]
 
 
-def _callbacks(run: Run) -> tuple[list[Callback], CheckpointCallback]:
-    """Logging, checkpoints, online k-NN and the time budget, in the order they act."""
+def _callbacks(
+    run: Run, eval_dataset: tuple[Dataset, Dataset] | None = None
+) -> tuple[list[Callback], CheckpointCallback]:
+    """Logging, checkpoints, online k-NN (on ``eval_dataset`` when given) and the time budget,
+    in the order they act."""
     cfg, monitor, step_fn = run.cfg, run.monitor, run.step_fn
     steps_per_epoch = run.plan.steps_per_epoch
     checkpoints = CheckpointCallback(cfg.checkpoint, run.save)
@@ -45,17 +61,20 @@ def _callbacks(run: Run) -> tuple[list[Callback], CheckpointCallback]:
         checkpoints,
         KnnCallback(
             cfg.eval, steps_per_epoch,
-            lambda: online_knn(cfg, run.networks["teacher"], run.accelerator), monitor,
+            lambda: online_knn(cfg, run.networks["teacher"], run.accelerator, eval_dataset),
+            monitor,
         ),
         BudgetCallback(cfg.max_minutes, run.accelerator, monitor),
     ]  # fmt: skip
     return callbacks, checkpoints
 
 
-def _fit_and_save(run: Run, result: PretrainResult) -> None:
+def _fit_and_save(
+    run: Run, result: PretrainResult, eval_dataset: tuple[Dataset, Dataset] | None = None
+) -> None:
     """The fit loop, then the last step's checkpoint; the metrics sinks and the data workers
     are closed whatever happens."""
-    callbacks, checkpoints = _callbacks(run)
+    callbacks, checkpoints = _callbacks(run, eval_dataset)
     fit_start = time.perf_counter()
     try:
         fit(run, result, callbacks, lambda: checkpoints.latest)
@@ -71,26 +90,71 @@ def _fit_and_save(run: Run, result: PretrainResult) -> None:
         run.batches = None  # stops the DataLoader's workers
 
 
-def pretrain(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> PretrainResult:
-    """Run DINO pretraining as configured; returns a :class:`PretrainResult`.
+def resolve_config(
+    config: PretrainConfig | str | os.PathLike, overrides: Sequence[str] = ()
+) -> PretrainConfig:
+    """A validated config from a :class:`PretrainConfig` object, a recipe name (see
+    :data:`~unimix.ssl.config.RECIPES`) or a YAML path, with dotted ``key=value`` overrides.
+
+    Raises:
+        ConfigError: one line naming the key at fault (an object is validated like a file).
+    """
+    if isinstance(config, PretrainConfig):
+        # round trip through the loader: a hand-built object gets the same checks as a file
+        cfg = load_config(PretrainConfig, "config", overrides, presets={"config": to_dict(config)})
+        _check_consistency(cfg)
+        return cfg
+    if isinstance(config, str | os.PathLike):
+        return load_pretrain_config(config, overrides)
+    raise TypeError(
+        f"config: expected a PretrainConfig, a recipe name or a YAML path, got "
+        f"{type(config).__name__}"
+    )
+
+
+def pretrain(
+    config: PretrainConfig | str | os.PathLike,
+    dataset: Any = None,
+    eval_dataset: tuple[Dataset, Dataset] | None = None,
+    *,
+    resume: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+) -> PretrainResult:
+    """Run DINO pretraining in this process (or in each process of a launcher); returns a
+    :class:`PretrainResult` (steps, losses, last checkpoint, final k-NN).
 
     Args:
-        cfg: the run's config (see :mod:`unimix.ssl.config`).
+        config: a :class:`PretrainConfig`, a recipe name (``"quickstart"``) or a YAML path.
+        dataset: ``None`` (the config's ``data.dataset``) or any map-style dataset yielding PIL
+            images, ``[H, W, 3]`` uint8 arrays or ``(image, label)`` pairs (labels unused); the
+            config's ``data`` section still sets batch size, mean/std and workers
+            (``data.holdout`` is not applied to it).
+        eval_dataset: ``None`` (the config's k-NN set, see
+            :func:`~unimix.ssl.datasets.knn_datasets`) or a ``(bank, queries)`` pair of
+            labeled datasets yielding ``(image, int label)`` for the online / final k-NN.
         resume: ``None`` (start fresh; an output dir that already holds checkpoints is an
             error), ``"auto"`` (newest valid checkpoint in ``cfg.output_dir`` if any, else fresh;
             damaged ones are skipped with a warning) or a checkpoint directory.
+        overrides: dotted ``key=value`` strings applied to ``config`` (``["max_steps=5"]``).
 
     Raises:
+        ConfigError: a bad config key or value (one line naming it).
+        TypeError: ``dataset`` / ``eval_dataset`` is not usable (one line naming it).
         NonFiniteLossError: the loss became NaN/inf (the message names the step).
         ValueError / FileNotFoundError: bad data, backbone or checkpoint (key mismatches listed).
     """
     start_time = time.perf_counter()
-    run = build_run(cfg, resume)
+    cfg = resolve_config(config, overrides)
+    if dataset is not None:
+        check_image_dataset(dataset, "dataset")
+    if eval_dataset is not None:
+        eval_dataset = check_eval_dataset(eval_dataset)
+    run = build_run(cfg, resume, dataset)
     result = PretrainResult(output_dir=run.output_dir, steps=run.start_step, world_size=run.world)
-    _fit_and_save(run, result)
+    _fit_and_save(run, result, eval_dataset)
     if cfg.eval.knn_at_end:
         student, teacher = run.networks["student"], run.networks["teacher"]
-        result.knn = final_knn(cfg, teacher, student, run.accelerator)
+        result.knn = final_knn(cfg, teacher, student, run.accelerator, eval_dataset)
         if result.knn is not None and run.accelerator.is_main_process:
             print(final_knn_line(result.knn))
             with open(run.output_dir / "knn.json", "w") as f:
