@@ -76,12 +76,13 @@ def flat_config(cfg: Any) -> dict[str, bool | int | float | str]:
 
 
 def tracker_init_kwargs(output_dir: Path, start_step: int) -> dict[str, dict[str, Any]]:
-    """Per-tracker ``init_trackers`` arguments: TensorBoard drops events after ``start_step``
-    (a resumed run rewrites them, as ``metrics.jsonl`` does); W&B and MLflow name the run after
-    its output folder, and MLflow keeps its file store in ``<output_dir>/mlruns``."""
+    """Per-tracker ``init_trackers`` arguments: TensorBoard drops the events of steps after
+    ``start_step`` (a resumed run rewrites them, as ``metrics.jsonl`` does); W&B and MLflow name
+    the run after its output folder, and MLflow keeps its file store in ``<output_dir>/mlruns``."""
     name = Path(output_dir).resolve().name
     return {
-        "tensorboard": {"purge_step": start_step} if start_step else {},
+        # SummaryWriter purges steps >= purge_step: the checkpointed step itself stays
+        "tensorboard": {"purge_step": start_step + 1} if start_step else {},
         "wandb": {"name": name, "dir": str(output_dir)},
         "mlflow": {"run_name": name, "logging_dir": str(Path(output_dir) / "mlruns")},
     }

@@ -29,7 +29,11 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path: Path) -> None:
 
     out = tmp_path / "run"
     config = _default_logging(tmp_path)
-    assert main(["-c", str(config), "-o", str(out), *STEPS, "logging.trackers=[tensorboard]"]) == 0
+    args = ["-c", str(config), "-o", str(out), "checkpoint.every_steps=0"]
+    args += ["logging.trackers=[tensorboard]"]
+    assert main([*args, "max_steps=2"]) == 0
+    # resumed from step 2: TensorBoard keeps steps 1-2 once each, as metrics.jsonl does
+    assert main([*args, "max_steps=3", "--resume", "auto"]) == 0
     run_dir = out / "tensorboard" / "unimix"  # <output_dir>/tensorboard/<logging.project>
     assert list(run_dir.glob("events.out.tfevents.*")), sorted(out.rglob("*"))
     scalars = EventAccumulator(str(run_dir)).Reload()
@@ -37,7 +41,7 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path: Path) -> None:
     assert len(logged) == 3
     for key in ("loss", "lr", "momentum", "teacher_entropy", "teacher_mean_entropy"):
         points = scalars.Scalars(key)
-        assert [p.step for p in points] == [r["step"] for r in logged]
+        assert [p.step for p in points] == [r["step"] for r in logged] == [1, 2, 3]
         assert [p.value for p in points] == pytest.approx([r[key] for r in logged], rel=1e-6)
 
 
