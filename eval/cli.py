@@ -402,41 +402,8 @@ def main_linear(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------ export
-def _export(argv: Sequence[str] | None) -> int:
-    from .export import FORMATS
-
-    p = argparse.ArgumentParser(
-        prog="unimix export",
-        description="Export a checkpoint's frozen backbone as a feature extractor (+ sidecar JSON); "
-        "TorchScript and ONNX load without unimix.",
-    )
-    _add_model_args(p)
-    p.add_argument("--format", choices=list(FORMATS), default="safetensors")
-    p.add_argument("--output", "-o", required=True, help="file path (suffix added if missing)")
-    p.add_argument("--image-size", type=int, help="export resolution (default: the checkpoint's)")
-    args = p.parse_args(argv)
-    from .device import resolve_device
-    from .export import export_extractor, load_extractor, sidecar_path
-
-    device = resolve_device(args.device)
-    model, meta = load_model(args.checkpoint, args.which)
-    if args.image_size:
-        meta["image_size"] = args.image_size
-    path = export_extractor(model, meta, args.output, args.format)  # written from the CPU
-    # check the round trip on --device before telling the user it worked (ONNX Runtime: CPU)
-    check = torch.device("cpu") if args.format == "onnx" else device
-    size = int(meta.get("image_size") or 224)
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        exported = load_extractor(path).to(check)(x.to(check)).cpu()
-        diff = (exported - model.to(device)(x.to(device)).cpu()).abs().max().item()
-    print(
-        f"wrote {path} and {sidecar_path(path)} ({args.format}, {meta.get('backbone')}, "
-        f"{size} px, checked on {device}: max |diff| vs the checkpoint {diff:.2e})"
-    )
-    return 0
-
-
 def main_export(argv: Sequence[str] | None = None) -> int:
-    """``unimix export``: see ``unimix export --help``."""
-    return _run(_export, argv)
+    """``unimix export``: see ``unimix export --help`` (:mod:`unimix.eval.export_cli`)."""
+    from .export_cli import export_command
+
+    return _run(export_command, argv)

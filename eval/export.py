@@ -39,8 +39,10 @@ older TorchScript-based one (``dynamo=False``, opset 17); the sidecar records wh
 (``onnx_exporter``). TorchScript is deprecated in recent torch releases but still loads with
 plain torch; we export it because users ask for a file that needs nothing else.
 
-An output path that is an existing directory receives ``extractor.<suffix>``; a path without a
-suffix gets the format's. Every export is checked before it is written: its features at another
+An output path that is an existing directory, or ends in a separator (``exports/``: created
+when missing), receives ``extractor.<suffix>``; a path without a suffix gets the format's. The
+sidecar's ``source`` is run-relative (``checkpoints/step_X/teacher_backbone.safetensors``) or a
+bare file name: no sidecar holds an absolute path. Every export is checked before it is written: its features at another
 batch size (and, for a dynamic ONNX file, another size) must equal the model's to 1e-4.
 Nothing here unpickles: weights go through safetensors, the sidecar through ``json``,
 TorchScript through ``torch.jit.load`` and ONNX through onnxruntime.
@@ -62,9 +64,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unimix.backbones import create_dino_backbone
-from unimix.checkpoint import load_strict
+from unimix.checkpoint import CHECKPOINTS_DIR, load_strict
 
-__all__ = ["FORMATS", "OnnxExtractor", "export_extractor", "load_extractor", "sidecar_path"]
+__all__ = [
+    "FORMATS",
+    "OnnxExtractor",
+    "export_extractor",
+    "load_extractor",
+    "portable_source",
+    "sidecar_path",
+]
 
 Format = Literal["safetensors", "torchscript", "onnx"]
 FORMATS: dict[str, str] = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
@@ -77,12 +86,29 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def portable_source(source: str | os.PathLike | None) -> str | None:
+    """A weights path as the run knows it, never absolute: ``checkpoints/step_X/<file>`` inside
+    a run's checkpoints folder, else the file name alone."""
+    if not source:
+        return None
+    path = Path(source)
+    if len(path.parts) >= 3 and path.parent.parent.name == CHECKPOINTS_DIR:
+        return Path(*path.parts[-3:]).as_posix()
+    return path.name
+
+
+def is_folder_path(output: str | os.PathLike) -> bool:
+    """An existing directory, or a path written with a trailing separator (``exports/``)."""
+    text = os.fspath(output)
+    return Path(text).is_dir() or text.endswith(tuple(s for s in (os.sep, os.altsep) if s))
+
+
 def _output_path(output: str | os.PathLike, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     suffix = FORMATS[fmt]
     path = Path(output)
-    if path.is_dir():
+    if is_folder_path(output):  # created by the export when it does not exist yet
         return path / f"extractor{suffix}"
     if path.suffix == "":
         return path.with_name(path.name + suffix)
@@ -150,7 +176,7 @@ def export_extractor(
             "input": "float32 [B, 3, image_size, image_size] in [0, 1], normalised with mean/std",
             "output": "float32 [B, num_features], not L2-normalised",
             "dynamic_size": format == "safetensors",
-            "source": meta.get("source"),
+            "source": portable_source(meta.get("source")),
             "step": meta.get("step"),
             "unimix_version": __version__,
         }

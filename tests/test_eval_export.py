@@ -171,6 +171,30 @@ def test_bad_sidecars_and_arguments(
     assert export_extractor(model, META, tmp_path, "safetensors") == (
         tmp_path / "extractor.safetensors"
     )
+    # a path ending in a separator is a folder, created when missing: never new.safetensors
+    new = str(tmp_path / "new") + os.sep
+    assert export_extractor(model, META, new, "safetensors") == (
+        tmp_path / "new" / "extractor.safetensors"
+    )
+    assert not (tmp_path / "new.safetensors").exists()
+
+
+def test_sidecar_source_is_run_relative_never_absolute(
+    tmp_path: Path, model: torch.nn.Module
+) -> None:
+    weights = tmp_path / "run" / "checkpoints" / "step_00000003" / "teacher_backbone.safetensors"
+    cases = [
+        (weights, "checkpoints/step_00000003/teacher_backbone.safetensors"),
+        (tmp_path / "elsewhere" / "w.safetensors", "w.safetensors"),
+    ]
+    for source, expected in cases:
+        meta = {**META, "source": str(source)}
+        side = json.loads(
+            sidecar_path(export_extractor(model, meta, tmp_path, "safetensors")).read_text()
+        )
+        assert side["source"] == expected
+        texts = [v for v in side.values() if isinstance(v, str)]
+        assert not [v for v in texts if v.startswith("/") or str(tmp_path) in v]
 
 
 class _BatchDependent(torch.nn.Module):

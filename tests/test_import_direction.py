@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "unimix.bench": 5,
     "unimix.cli": 5,
     "unimix.viz": 5,
+    "unimix.hubconf": 5,  # torch.hub entry points (hubconf.py at the repository root)
 }
 ROOT = "unimix"
 
