@@ -42,10 +42,10 @@ plain torch; we export it because users ask for a file that needs nothing else.
 An output path that is an existing directory, or ends in a separator (``exports/``: created
 when missing), receives ``extractor.<suffix>``; a path without a suffix gets the format's. The
 sidecar's ``source`` is run-relative (``checkpoints/step_X/teacher_backbone.safetensors``) or a
-bare file name: no sidecar holds an absolute path. Every export is checked before it is written: its features at another
-batch size (and, for a dynamic ONNX file, another size) must equal the model's to 1e-4.
-Nothing here unpickles: weights go through safetensors, the sidecar through ``json``,
-TorchScript through ``torch.jit.load`` and ONNX through onnxruntime.
+bare file name: no sidecar holds an absolute path. Every export is checked before it is
+written: its features at another batch size (and, for a dynamic ONNX file, another size) must
+equal the model's to 1e-4. Nothing here unpickles: weights go through safetensors, the sidecar
+through ``json``, TorchScript through ``torch.jit.load`` and ONNX through onnxruntime.
 """
 
 from __future__ import annotations

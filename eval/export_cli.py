@@ -78,9 +78,10 @@ def _export_hf(args: argparse.Namespace, model: torch.nn.Module, meta: dict[str,
     with torch.no_grad():
         exported = loaded.eval().to(device)(x.to(device)).cpu()
         diff = (exported - model.to(device)(x.to(device)).cpu()).abs().max().item()
+    arch = loaded.pretrained_cfg["architecture"]
     print(
-        f"wrote {folder}/ (config.json, model.safetensors, README.md; {loaded.pretrained_cfg['architecture']}, "
-        f"{size} px, checked on {device}: max |diff| vs the checkpoint {diff:.2e}); load with "
+        f"wrote {folder}/ (config.json, model.safetensors, README.md; {arch}, {size} px, checked "
+        f"on {device}: max |diff| vs the checkpoint {diff:.2e}); load with "
         f"timm.create_model('local-dir:{folder}', pretrained=True, num_classes=0) after import unimix"
     )
     if args.push_to_hub:
