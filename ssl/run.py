@@ -23,6 +23,7 @@ from .loader import BatchPlan, MultiCropBatches, make_loader
 from .model import DINOModel
 from .monitor import Monitor
 from .multicrop import MultiCropAugment
+from .preflight import preflight
 from .runtime import configure_logging, device_origin, make_accelerator
 from .schedules import Schedules
 from .shard_loader import ShardBatches, ShardPlan, make_stream_loader, resume_message, stream_plan
@@ -146,6 +147,7 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None, dataset: An
     """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
     resuming), metrics sinks and the micro-batch stream, in that order."""
     check_launch()
+    preflight(cfg, resume)  # every dataset and path the run needs, before any work
     launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
     accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
     configure_logging(accelerator.is_main_process)

@@ -1,0 +1,213 @@
+"""Checks made before a pretraining run does any work: every dataset and path it will need.
+
+:func:`preflight` runs first in :func:`~unimix.ssl.run.build_run`, before the Accelerator, the
+data or the networks are built and before anything is written: the training data
+(``data.dataset``), the k-NN data when a k-NN will run (``eval.dataset``/``eval.root`` and
+both splits), the ``--resume`` directory and ``output_dir`` (a folder, or creatable; writable;
+with room for one checkpoint). Each failure is one line naming the key and its value.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unimix.data import (
+    DATASET_NAMES,
+    TORCHVISION_SPLITS,
+    build_dataset,
+    dataset_options,
+    default_data_root,
+    is_generated,
+)
+from unimix.data.torchvision_sets import _EXPECTED_FOLDER  # what torchvision reads under root
+
+from .config import PretrainConfig
+
+__all__ = ["PreflightError", "checkpoint_bytes", "preflight"]
+
+#: Room asked for beyond the estimated checkpoint: manifest, RNG states, file-system slack.
+MARGIN_BYTES = 16 * 2**20
+MARGIN_FRACTION = 0.10
+#: Optimizer state tensors per trainable parameter.
+_OPTIMIZER_SLOTS = {"adamw": 2, "sgd": 1, "lars": 1}
+
+
+class PreflightError(ValueError):
+    """A dataset or path the run needs is missing or unusable; one line naming the key."""
+
+
+@dataclass(frozen=True)
+class _DataRef:
+    """One dataset read: the config key that names it, its value, split and options."""
+
+    key: str
+    name: str
+    split: str
+    options: dict[str, Any]
+    download: bool = False
+    root_key: str = "data.root"
+
+
+def _check_torchvision(ref: _DataRef) -> None:
+    name = ref.name.lower()
+    splits = TORCHVISION_SPLITS[name]
+    if ref.split not in splits:
+        raise PreflightError(
+            f"{ref.key}={ref.name!r}: no split {ref.split!r} (expected one of {', '.join(splits)})"
+        )
+    root = Path(ref.options["root"]).expanduser() if "root" in ref.options else default_data_root()
+    expected = root / _EXPECTED_FOLDER[name]
+    if not ref.download and not expected.is_dir():
+        raise PreflightError(
+            f"{ref.key}={ref.name!r}: not found under root {os.fspath(root)!r} (expected "
+            f"{expected}): set {ref.root_key} to the folder that holds it"
+            + (", or data.download=true" if ref.key == "data.dataset" else "")
+        )
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def check_dataset(ref: _DataRef, full: bool) -> None:
+    """Raise :class:`PreflightError` unless ``ref`` can be read. ``synthetic``: built with one
+    image (checks the split and options); torchvision sets: the split, and their files under
+    the root unless downloaded; folders: found, and with ``full`` built (every image listed,
+    none decoded) as :func:`~unimix.data.build_dataset` builds them; ``.tar`` shards: opened
+    (their headers read)."""
+    label = f"{ref.key}={ref.name!r}"
+    if ref.name.lower() in TORCHVISION_SPLITS:
+        _check_torchvision(ref)
+        return
+    shards = ref.name.lower().endswith(".tar")  # a WebDataset shard or brace pattern
+    if not is_generated(ref.name) and not shards:
+        folder = Path(ref.name).expanduser()
+        if not folder.exists():
+            names = ", ".join(DATASET_NAMES)
+            raise PreflightError(f"{label}: no such folder and not one of {names}")
+        if not folder.is_dir():
+            raise PreflightError(f"{label}: a file, not a folder of images")
+        if not full:
+            return
+    options = {**ref.options, "num_samples": 1} if is_generated(ref.name) else ref.options
+    try:
+        build_dataset(ref.name, ref.split, **options)
+    except (OSError, ValueError) as err:
+        raise PreflightError(f"{label} (split {ref.split!r}): {_first_line(err)}") from None
+
+
+def _knn_runs(cfg: PretrainConfig) -> bool:
+    return cfg.eval.knn_every_epochs > 0 or cfg.eval.knn_at_end
+
+
+def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
+    """(dataset read, check fully) for the training set and, when a k-NN will run on another
+    split or set, both k-NN splits, with the options :mod:`unimix.ssl.datasets` passes."""
+    d, e = cfg.data, cfg.eval
+    train_options = dataset_options(
+        d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size, seed=cfg.seed
+    )
+    refs = [(_DataRef("data.dataset", d.dataset, d.split, train_options, d.download), False)]
+    if (not _knn_runs(cfg) and e.dataset is None) or d.holdout:
+        return refs  # no k-NN, or a validation k-NN on the training set's held-out images
+    name, key = (
+        (e.dataset, "eval.dataset") if e.dataset is not None else (d.dataset, "data.dataset")
+    )
+    root = e.root or d.root
+    # the training set's own download (same name and root) happens before the k-NN reads it
+    downloaded = d.download and name.lower() == d.dataset.lower() and root == d.root
+    for split, count in ((e.train_split, e.num_train), (e.test_split, e.num_test)):
+        options = dataset_options(
+            name, root=root, num_samples=count, image_size=d.image_size, seed=cfg.seed
+        )
+        ref = _DataRef(key, name, split, options, downloaded, "eval.root")
+        refs.append((ref, True))
+    return refs
+
+
+def _check_eval_values(cfg: PretrainConfig) -> None:
+    e = cfg.eval
+    if _knn_runs(cfg) and not cfg.data.holdout and e.train_split == e.test_split:
+        raise PreflightError(
+            f"eval.test_split={e.test_split!r}: the same split as eval.train_split, so every "
+            "query would find itself in the bank; name another split (or set data.holdout)"
+        )
+    if e.root is not None and not Path(e.root).expanduser().is_dir():
+        raise PreflightError(f"eval.root={e.root!r}: no such folder")
+
+
+def checkpoint_bytes(cfg: PretrainConfig) -> int:
+    """Estimated bytes of one checkpoint: student and teacher (backbone + head), both backbones
+    again (for evaluation and export), the optimizer state (AdamW: 2 tensors per trainable
+    parameter, SGD/LARS: 1) and the loss centre, before the margin. The networks are built on
+    the meta device (no memory, no random numbers drawn)."""
+    from .step import build_student  # deferred: backbones are imported only when needed
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        student, backbone = build_student(cfg)
+
+    def state_bytes(module: torch.nn.Module) -> int:
+        return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+    trainable = sum(p.numel() * p.element_size() for p in student.parameters() if p.requires_grad)
+    slots = _OPTIMIZER_SLOTS.get(cfg.optim.name, 2)
+    center = 4 * cfg.model.head.out_dim
+    return 2 * state_bytes(student) + 2 * state_bytes(backbone) + slots * trainable + center
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (``.`` for a relative path with none)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _check_output_dir(cfg: PretrainConfig) -> None:
+    value = cfg.output_dir
+    path = Path(value).expanduser().absolute()
+    existing = _existing_ancestor(path)
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise PreflightError(f"output_dir={value!r}: {where}, not a folder")
+    checkpoints = path / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise PreflightError(f"output_dir={value!r}: {checkpoints} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise PreflightError(f"output_dir={value!r}: {what} (read-only or no permission)")
+    needed = int(checkpoint_bytes(cfg) * (1 + MARGIN_FRACTION)) + MARGIN_BYTES
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise PreflightError(
+            f"output_dir={value!r}: {free / 2**20:.1f} MB free on its file system, one "
+            f"checkpoint of {cfg.model.backbone} needs ~{needed / 2**20:.0f} MB"
+        )
+
+
+def _check_resume(resume: str | os.PathLike | None) -> None:
+    if resume is None or os.fspath(resume) == "auto":
+        return
+    path = Path(resume).expanduser()
+    if not path.is_dir():
+        kind = "a file, not a checkpoint directory" if path.exists() else "no such directory"
+        raise PreflightError(f"--resume {os.fspath(resume)}: {kind}")
+
+
+def preflight(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> None:
+    """Check every dataset and path the run will need, without writing anything.
+
+    Raises:
+        PreflightError: one line naming the config key (or ``--resume``) and its value.
+    """
+    _check_eval_values(cfg)
+    for ref, full in _data_refs(cfg):
+        check_dataset(ref, full)
+    _check_resume(resume)
+    _check_output_dir(cfg)
