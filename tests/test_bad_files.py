@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +278,30 @@ def test_pretrain_skips_and_counts_with_clean_lines(bad_tree: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr[-3000:]
     lines = _check_clean_lines(done.stderr, bad_tree / "train" / "a" / "a_bad.jpg", 3)
     assert len([ln for ln in lines if re.match(r"warning: skipping unreadable image ", ln)]) == 3
+
+
+@pytest.mark.slow
+def test_two_processes_drop_the_same_rows_as_one(
+    bad_tree: Path, extractor: Path, tmp_path: Path
+) -> None:
+    """Each process reads its block of files (bad files in both blocks); the dropped rows are
+    gathered, so the bank, the counts and the predictions are those of one process."""
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    extra = ("--no-progress", "--predictions", "--device", "cpu")
+    with pytest.warns(Warning):
+        assert unimix_main(_knn_argv(extractor, bad_tree, one, "--workers", "0", *extra)) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+           "-m", "unimix.cli", *_knn_argv(extractor, bad_tree, two, *extra)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert b["processes"] == 2 and (a["bank"], a["queries"]) == (b["bank"], b["queries"]) == (12, 6)
+    assert a["skipped"] == b["skipped"] and a["predictions"] == b["predictions"]
+    summary = f"skipped 3 unreadable images (first: {bad_tree / 'train' / 'a' / 'a_bad.jpg'})"
+    assert done.stderr.count(summary) == 1, done.stderr[-3000:]
