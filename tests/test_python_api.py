@@ -128,5 +128,5 @@ def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     namespace: dict = {"__name__": "__docs_example__"}
     exec(compile(code, "docs/python_api.md", "exec"), namespace)
     result = namespace["result"]
-    assert result.steps == 3 and result.knn is not None
+    assert result.steps == 2 and result.knn is not None
     assert not Path(result.output_dir).exists()  # written in a temporary directory
