@@ -16,6 +16,7 @@ import io
 import json
 import os
 import tarfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +261,17 @@ def decoded_samples(
             warn_unreadable(f"skipping unreadable image {sample.name}: {reason}")
 
 
+def _summarize(spec: str, skipped: torch.Tensor, owner_pid: int) -> None:
+    """Finalizer: one summary line when samples were skipped (the owning process only)."""
+    count = int(skipped[0])
+    if count and os.getpid() == owner_pid and get_worker_info() is None:
+        plural = "" if count == 1 else "s"
+        warn_unreadable(
+            f"skipped {count} unreadable image{plural} in the shards {spec}: each replaced by "
+            "the next readable sample"
+        )
+
+
 class ShardDataset(IterableDataset):
     """Images streamed from WebDataset shards as ``(image, label)`` pairs (label ``-1``: none).
 
@@ -285,7 +297,10 @@ class ShardDataset(IterableDataset):
         self.classes = list(self.shards.classes)
         self.transform, self.strict = transform, strict
         self.seed, self.epoch, self.buffer_size = seed, 0, buffer_size
-        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+        #: ``[1]`` int64 in shared memory: undecodable samples skipped so far, in any process
+        #: (training's streaming loader counts here too).
+        self.skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._finalizer = weakref.finalize(self, _summarize, self.spec, self.skipped, os.getpid())
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -293,7 +308,7 @@ class ShardDataset(IterableDataset):
     @property
     def num_skipped(self) -> int:
         """Undecodable samples skipped so far (in any worker)."""
-        return int(self._skipped[0])
+        return int(self.skipped[0])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -304,7 +319,7 @@ class ShardDataset(IterableDataset):
         ids = reader_shards(len(self.shards.paths), self.seed, self.epoch, 0, 1, reader, readers)
         rng = buffer_rng(self.seed, self.epoch, 0, reader, 0)
         stream = shuffle_buffer(iter_shard_samples(self.shards, ids), self.buffer_size, rng)
-        for sample, image in decoded_samples(stream, self._skipped, self.strict):
+        for sample, image in decoded_samples(stream, self.skipped, self.strict):
             yield (self.transform(image) if self.transform else image), sample.label
 
     def __repr__(self) -> str:

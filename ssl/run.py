@@ -136,7 +136,8 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
         start = run.start_step * accum
         if run.resume_path is not None:
             run.monitor.info(resume_message(run.plan, start))
-        stream = ShardBatches(run.dataset.shards, run.plan, augment, start, run.end_step * accum)
+        shards, skipped = run.dataset.shards, run.dataset.skipped
+        stream = ShardBatches(shards, run.plan, augment, start, run.end_step * accum, skipped)
         return iter(make_stream_loader(stream, cfg.data.num_workers, seed=cfg.seed))
     batches = MultiCropBatches(run.dataset, run.plan, augment, run.end_step * accum)
     loader = make_loader(batches, run.start_step * accum, cfg.data.num_workers, seed=cfg.seed)

@@ -140,16 +140,25 @@ class ShardBatches(IterableDataset):
 
     Yields ``{"crops": [globals [2·b, 3, G, G], locals [V_l·b, 3, L, L]], "indices": [b]}``
     like :class:`~unimix.ssl.loader.MultiCropBatches`; ``indices`` are global sample indices.
-    Undecodable images are warned about, counted in ``skipped`` and replaced by the next ones;
+    Undecodable images are reported, counted in ``skipped`` and replaced by the next ones;
     a reader that runs short reads its shards again.
     """
 
     def __init__(
-        self, shards: ShardSet, plan: ShardPlan, augment: MultiCropAugment, start: int, total: int
+        self,
+        shards: ShardSet,
+        plan: ShardPlan,
+        augment: MultiCropAugment,
+        start: int,
+        total: int,
+        skipped: torch.Tensor | None = None,
     ) -> None:
         self.shards, self.plan, self.augment = shards, plan, augment
         self.start, self.total = start, total
-        self.skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # [1] int64 in shared memory (e.g. the ShardDataset's, which sums up at exit)
+        self.skipped = (
+            torch.zeros(1, dtype=torch.int64).share_memory_() if skipped is None else skipped
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # A DataLoader hands task i to worker i mod R: worker w serves micro-batches start+w,

@@ -100,6 +100,14 @@ def test_unreadable_images_are_skipped_and_counted(tiny_image_folder, tmp_path: 
     with pytest.warns(UnreadableImageWarning, match="shard-000000.tar:000000001.png"):
         labels = [label for _, label in dataset]
     assert labels == [0, 0, 0] and dataset.num_skipped == 1
+    # training: 2 steps of 2 need 4 readable images of the 3; the reader reads its shard again
+    plan = stream_plan(dataset, BatchPlan(len(dataset), 2, 1, 1, 0, 0), 0)
+    stream = ShardBatches(dataset.shards, plan, _no_views, 0, 2, dataset.skipped)
+    with pytest.warns(UnreadableImageWarning):
+        batches = [b["indices"].tolist() for b in make_stream_loader(stream, 0)]
+    assert len(batches) == 2 and 1 not in sum(batches, []) and dataset.num_skipped >= 2
+    with pytest.warns(UnreadableImageWarning, match=r"skipped \d+ unreadable images in the shards"):
+        dataset._finalizer()  # what runs when the dataset dies or the program exits
 
 
 def test_shuffle_buffer_is_bounded_deterministic_and_complete() -> None:
@@ -128,7 +136,7 @@ def test_shards_are_dealt_disjointly_and_completely(num_shards: int) -> None:
 
 
 def _no_views(images: list[np.ndarray], indices: list[int], epoch: int) -> list[torch.Tensor]:
-    assert all(image.shape == (16, 16, 3) and image.dtype == np.uint8 for image in images)
+    assert all(image.shape[2] == 3 and image.dtype == np.uint8 for image in images)
     return [torch.zeros(len(images))]
 
 
