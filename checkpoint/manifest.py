@@ -98,6 +98,15 @@ def _attempt(action: Callable[[], None]) -> BaseException | None:
     return None
 
 
+def _drop_tracebacks(error: BaseException | None) -> None:
+    """Clear the tracebacks of ``error`` and its chain: their frames hold the failed writer."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__context__ or error.__cause__
+
+
 def write_checkpoint(
     root: str | os.PathLike,
     step: int,
@@ -142,6 +151,7 @@ def write_checkpoint(
     if error is not None:  # described before the partial files are removed (free space)
         needs = size_hint() if size_hint is not None else None
         message = describe_write_error(error, final, tmp, needs)
+        _drop_tracebacks(error)  # frees the failed writer: its open file gives the space back
     if is_main:
         shutil.rmtree(tmp, ignore_errors=True)
     barrier()

@@ -14,7 +14,12 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
+import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -114,6 +119,47 @@ def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(
     assert sorted(p.name for p in root.iterdir()) == ["step_00000004"]  # no .tmp-* left
     assert resolve_resume("auto", tmp_path) == first
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 kB file system (a tmpfs); skipped where mounting is not allowed."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+        )
+    except OSError:
+        done = None
+    if done is None or done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # -l: even if a file is open
+
+
+REAL_WRITERS: dict[str, Callable[[Path], None]] = {
+    "torch": lambda tmp: torch.save({"m": torch.zeros(2**18)}, tmp / "optimizer.bin"),
+    "safetensors": lambda tmp: save_file({"w": torch.zeros(2**18)}, str(tmp / "a.safetensors")),
+    "json": lambda tmp: (tmp / "backbone.json").write_text(json.dumps(list(range(2**17)))),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(REAL_WRITERS))
+def test_a_really_full_disk_is_named_and_cleaned_up(tiny_tmpfs: Path, writer: str) -> None:
+    root = tiny_tmpfs / "checkpoints"
+    first = _save(root, 4, lambda tmp: (tmp / "small.json").write_text("{}"))
+    used = shutil.disk_usage(tiny_tmpfs).used
+    with pytest.raises(CheckpointWriteError) as info:
+        _save(root, 8, REAL_WRITERS[writer])
+    assert shutil.disk_usage(tiny_tmpfs).used == used  # the space is given back at once
+    assert str(info.value) == (
+        f"no space left on device while writing {root / 'step_00000008'} (needs ~3 MB)"
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000004"]
+    assert resolve_resume("auto", tiny_tmpfs) == first
 
 
 def test_other_write_errors_name_the_checkpoint_and_the_os_error(tmp_path: Path) -> None:
@@ -342,3 +388,48 @@ def test_pretrain_resume_skips_a_crafted_pickle_and_an_all_damaged_run_starts_fr
     assert sorted(p.name for p in (root / "damaged").iterdir()) == [
         "step_00000004", "step_00000008",
     ]  # fmt: skip
+
+
+_RANK1_DISK_FULL = """
+import errno, os, sys
+import accelerate
+from unimix.cli import main
+
+save_state = accelerate.Accelerator.save_state
+
+def full_on_rank_1(self, output_dir=None, **kwargs):
+    if self.process_index == 1 and "step_00000008" in str(output_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(output_dir))
+    return save_state(self, output_dir, **kwargs)
+
+accelerate.Accelerator.save_state = full_on_rank_1
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_disk_full_on_another_process_stops_every_process(tmp_path: Path) -> None:
+    script, config, out = tmp_path / "launch.py", tmp_path / "tiny.yaml", tmp_path / "run"
+    script.write_text(_RANK1_DISK_FULL)
+    config.write_text(yaml.safe_dump(TINY))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(port), str(script),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*launch, "pretrain", "-c", str(config), "-o", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    root = out / "checkpoints"
+    errors = sorted(line for line in proc.stderr.splitlines() if line.startswith("error:"))
+    assert proc.returncode != 0
+    assert errors == [
+        f"error: checkpoint {root / 'step_00000008'} not written: another process failed",
+        f"error: no space left on device while writing {root / 'step_00000008'} (needs ~1 MB)",
+    ], proc.stderr[-3000:]
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000004"]
+    assert resolve_resume("auto", out) == root / "step_00000004"
