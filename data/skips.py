@@ -4,7 +4,9 @@ A file that cannot be decoded is reported once, as one clean line (``warning: sk
 image PATH: reason``) written through ``tqdm.write`` so a progress bar is cleared and redrawn
 around it instead of being broken; no source line is echoed. The lines are still
 :class:`~unimix.data.decode.UnreadableImageWarning` warnings, so ``warnings`` filters silence
-them or make them errors. Only the process that owns the progress bar prints: files found by
+them or make them errors (importing this module sets ``warnings.showwarning`` to a function
+that formats this one category so and passes every other warning to the previous one). Only
+the process that owns the progress bar prints: files found by
 DataLoader workers are announced by the main process (:func:`announce_skipped`, called after
 each batch). A run ends with one summary line: :func:`summary_line`.
 
