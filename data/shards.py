@@ -81,11 +81,14 @@ def _count_samples(path: Path) -> int:
     from webdataset.tariterators import base_plus_ext
 
     keys: set[str] = set()
-    with tarfile.open(path, "r:") as tar:  # seekable: member data is skipped, not read
-        for member in tar:
-            key, ext = base_plus_ext(member.name) if member.isreg() else (None, None)
-            if key is not None and ext.lower() in _IMAGE_SUFFIXES:
-                keys.add(key)
+    try:
+        with tarfile.open(path, "r:") as tar:  # seekable: member data is skipped, not read
+            for member in tar:
+                key, ext = base_plus_ext(member.name) if member.isreg() else (None, None)
+                if key is not None and ext.lower() in _IMAGE_SUFFIXES:
+                    keys.add(key)
+    except tarfile.TarError as error:
+        raise ValueError(f"shard {path}: not a readable tar file ({error})") from None
     return len(keys)
 
 
@@ -95,10 +98,11 @@ def _read_index(folder: Path) -> dict[str, Any]:
         return {}
     try:
         index = json.loads(path.read_text())
-        assert isinstance(index.get("shards"), dict)
-        return index
-    except (ValueError, AssertionError):
-        raise ValueError(f"{path}: not a shard index (expected JSON with a 'shards' map)") from None
+    except ValueError:
+        index = None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), dict):
+        raise ValueError(f"{path}: not a shard index (expected JSON with a 'shards' map)")
+    return index
 
 
 @dataclass(frozen=True)
@@ -190,30 +194,42 @@ def iter_shard_samples(shards: ShardSet, shard_ids: Sequence[int]) -> Iterator[S
 
     offsets = shards.offsets
     for s in shard_ids:
-        path = shards.paths[s]
+        path, position = shards.paths[s], 0
         with open(path, "rb") as stream:
             members = (dict(m, __url__=path) for m in tar_file_iterator(stream))
-            position = 0
-            for sample in group_by_keys(members):
-                ext = next((k for k in sample if k in _IMAGE_SUFFIXES), None)
-                if ext is None:
-                    continue
-                if position >= shards.counts[s]:
-                    raise ValueError(
-                        f"shard {path} holds more than the {shards.counts[s]} samples its "
-                        f"{INDEX_NAME} lists: rebuild the index or delete it to count again"
-                    )
-                cls = sample.get("cls")
-                label = int(cls.decode()) if cls is not None else -1
-                name = f"{os.path.basename(path)}:{sample['__key__']}.{ext}"
-                yield ShardSample(int(offsets[s]) + position, name, sample[ext], label)
-                position += 1
+            try:
+                for sample in group_by_keys(members):
+                    ext = next((k for k in sample if k in _IMAGE_SUFFIXES), None)
+                    if ext is None:
+                        continue
+                    if position >= shards.counts[s]:
+                        raise ValueError(
+                            f"shard {path} holds more than the {shards.counts[s]} samples its "
+                            f"{INDEX_NAME} lists: rebuild the index or delete it to count again"
+                        )
+                    name = f"{os.path.basename(path)}:{sample['__key__']}.{ext}"
+                    label = _label(sample.get("cls"), name)
+                    yield ShardSample(int(offsets[s]) + position, name, sample[ext], label)
+                    position += 1
+            except tarfile.TarError as error:
+                raise ValueError(f"shard {path}: damaged tar file ({error.args[0]})") from None
+
+
+def _label(cls: bytes | None, name: str) -> int:
+    """The ``.cls`` member as an int (``-1`` without one)."""
+    try:
+        return int(cls.decode()) if cls is not None else -1
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{name}: label {cls[:20]!r} is not an integer") from None
 
 
 def shuffle_buffer(items: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
     """``items`` shuffled through a buffer of ``size`` (each item yielded exactly once): once the
     buffer is full, each new item replaces a uniformly drawn one, which is yielded; the rest
     are yielded in a random order at the end. ``size <= 1``: unchanged order."""
+    if size <= 1:
+        yield from items
+        return
     buffer: list[Any] = []
     for item in items:
         if len(buffer) < size:
