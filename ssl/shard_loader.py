@@ -125,12 +125,15 @@ def resume_message(plan: ShardPlan, micro: int) -> str:
     epoch = micro // plan.micro_per_epoch
     if micro % plan.micro_per_epoch == 0:
         return f"resume: streaming shards start epoch {epoch} at its first shard"
-    total = len(plan.reader_shards(epoch, 0))
-    places = [plan.position(micro, w)[1] + 1 for w in range(plan.readers)]
-    where = ", ".join(f"{k}" for k in places)
-    per = " (one per data worker)" if plan.readers > 1 else ""
+    end = (epoch + 1) * plan.micro_per_epoch  # readers done with this epoch are left out
+    places = [
+        f"{plan.position(micro, w)[1] + 1} of {len(plan.reader_shards(epoch, w))}"
+        for w in range(plan.readers)
+        if micro + (w - micro) % plan.readers < end
+    ]
+    per = " (one per data worker still in the epoch)" if plan.readers > 1 else ""
     return (
-        f"resume: streaming shards restart at shard {where} of {total}{per} of epoch {epoch} "
+        f"resume: streaming shards restart at shard {', '.join(places)}{per} of epoch {epoch} "
         "(samples already seen in it are seen again)"
     )
 

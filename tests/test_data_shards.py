@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from unimix.cli import SUBCOMMANDS
 from unimix.data import ShardDataset, UnreadableImageWarning, build_dataset, list_image_files
 from unimix.data.shards import ShardSet, iter_shard_samples, reader_shards, shuffle_buffer
 from unimix.data.shards_cli import build_parser
@@ -73,6 +74,7 @@ def test_converter_flat_folder_errors_and_help(tiny_image_folder, tmp_path, caps
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
     assert all(a.help for a in build_parser()._actions)
+    assert SUBCOMMANDS["shards"][0] == "unimix.data.shards_cli"  # `unimix shards`
 
 
 def test_shard_specs_counts_and_indices(shards: Path) -> None:
