@@ -4,7 +4,8 @@ loading weights. Written by :mod:`unimix.ssl` (training), read by :mod:`unimix.e
 Public API::
 
     from unimix.checkpoint import (list_checkpoints, find_resume_checkpoint, verify_checkpoint,
-                                   read_trainer_state, write_checkpoint, load_backbone)
+                                   check_pickled_files, set_aside, read_trainer_state,
+                                   write_checkpoint, CheckpointWriteError, load_backbone)
 """
 
 from .find import find_resume_checkpoint, resolve_weights, set_aside

@@ -32,7 +32,11 @@ def _load_weights_only(file: Path) -> None:
 def check_pickled_files(path: str | os.PathLike) -> None:
     """Raise :class:`CheckpointError` naming the first pickled file of checkpoint ``path`` that
     ``torch.load(weights_only=True)`` rejects or cannot read."""
-    for file in sorted(Path(path).iterdir()):
+    try:
+        files = sorted(Path(path).iterdir())
+    except OSError as err:  # moved aside by another process meanwhile, unreadable
+        raise CheckpointError(f"{path}: unreadable ({err.strerror or err})") from None
+    for file in files:
         if file.suffix not in PICKLED_SUFFIXES or not file.is_file():
             continue
         try:

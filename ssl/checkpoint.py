@@ -2,8 +2,10 @@
 
 Saving writes the Accelerate state (optimizer, grad scaler, every process's RNG states), both
 networks with clean keys, the loss centre, the two backbones and ``backbone.json``, atomically
-(:func:`unimix.checkpoint.write_checkpoint`). Restoring verifies the manifest, checks keys and
-shapes before loading anything, and returns the step to continue from.
+(:func:`unimix.checkpoint.write_checkpoint`: a failed write on any process removes the
+temporary folder and raises one line). Restoring verifies the manifest and that every pickled
+file loads with ``torch.load(weights_only=True)``, checks keys and shapes before loading
+anything, and returns the step to continue from.
 """
 
 from __future__ import annotations
