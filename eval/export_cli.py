@@ -46,8 +46,8 @@ def _export_parser() -> argparse.ArgumentParser:
         "--push-to-hub",
         metavar="REPO_ID",
         help="with --format hf: also upload the folder's files to this Hugging Face Hub repo "
-        "through timm's push_to_hf_hub (needs network access and a token, e.g. HF_TOKEN; "
-        "this machine has no network, so it is wired but untested here)",
+        "through timm's push_to_hf_hub, after the local folder is written and checked (needs "
+        "network access and a token, e.g. HF_TOKEN; the offline test suite only checks the call)",
     )
     return p
 
@@ -56,6 +56,8 @@ def _run_dir(meta: dict[str, Any]) -> Path | None:
     """The run's output folder, from the weights path ``<run>/checkpoints/step_X/<file>``."""
     from unimix.checkpoint import CHECKPOINTS_DIR
 
+    if meta.get("model_file"):  # an exported extractor: its sidecar's source is not a path here
+        return None
     source = Path(meta.get("source") or "")
     if source.parent.parent.name == CHECKPOINTS_DIR:
         return source.parents[2]

@@ -201,6 +201,12 @@ def test_output_with_trailing_separator_is_a_folder(
     assert (tmp_path / "new" / "hf" / "model.safetensors").is_file()
     _no_absolute_paths(tmp_path / "new" / "hf", tmp_path)
     assert main_export([str(ckpt), "--format", "hf", "--output", "exports/extractor.pt"]) == 2
+    # from an exported safetensors extractor (its sidecar's relative source names no run here:
+    # the card must not read the working directory's reports); a TorchScript file has no timm model
+    (tmp_path / "knn.json").write_text(json.dumps({"trained": 99.99, "k": 5, "dataset": "cwd"}))
+    assert main_export(["exports/extractor.safetensors", "--format", "hf", "-o", "st_hf"]) == 0
+    assert "99.99" not in (tmp_path / "st_hf" / "README.md").read_text()
+    assert main_export(["exports/extractor.pt", "--format", "hf", "--output", "pt_hf"]) == 2
 
 
 def test_torch_hub_loads_presets_and_exports_from_the_checkout(
