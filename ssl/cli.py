@@ -8,7 +8,8 @@ Examples::
     torchrun --nproc_per_node 2 -m unimix.cli pretrain --config cifar10_nano --resume auto
     unimix pretrain --config my_run.yaml optim.base_lr=1e-3 model.backbone=resnet18
 
-Exit codes: 0 done, 1 training failed (e.g. non-finite loss), 2 bad config/arguments/files.
+Exit codes: 0 done, 1 training failed (e.g. non-finite loss, another process of the run lost),
+2 bad config/arguments/files (checked before any work: :mod:`unimix.ssl.preflight`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
 
+    from .launch import lost_peer_message
     from .trainer import NonFiniteLossError, pretrain
 
     try:
@@ -82,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        lost = lost_peer_message(err)
+        if lost is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
+        return 1
     return 0
 
 

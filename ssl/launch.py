@@ -16,6 +16,7 @@ __all__ = [
     "LaunchSettings",
     "check_launch",
     "launcher_name",
+    "lost_peer_message",
     "resolve_launch",
     "world_origin",
 ]
@@ -84,10 +85,44 @@ def check_launch(env: Mapping[str, str] | None = None) -> None:
     if launcher_name(env) != "accelerate launch" or "WORLD_SIZE" in env:
         return
     if "MASTER_ADDR" in env and "MASTER_PORT" in env:
+        forced_cpu = env.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}
+        fix = (
+            "replace --cpu with --multi_gpu (on a machine without GPU it runs CPU processes, "
+            "over gloo)"
+            if forced_cpu
+            else "add --multi_gpu (it also runs CPU processes, over gloo)"
+        )
         raise ValueError(
             "accelerate launch was given several machines or processes but started this one "
-            "alone (no WORLD_SIZE): add --multi_gpu (it also runs CPU processes, over gloo)"
+            f"alone, a world of 1 process (no WORLD_SIZE): {fix}"
         )
+
+
+#: What gloo, NCCL and the TCP store say when another rank died or hung up mid-collective.
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL")
+
+
+def lost_peer_message(error: BaseException) -> str | None:
+    """One line for a collective that failed because another process of a multi-process run
+    died or hung up (killed, out of memory, its machine lost), else None.
+
+    The launcher (``accelerate launch``, ``torchrun``) stops every other process once one
+    has died; the run continues from its newest checkpoint with ``--resume auto``.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    text = str(error)
+    if not isinstance(error, dist.DistError) and not any(m in text for m in _PEER_LOST):
+        return None
+    first = text.splitlines()[0] if text else type(error).__name__
+    first = first.split("] ", 1)[-1].split(". ", 1)[0]  # no "[source.cc:545]", no advice
+    return (
+        f"process {dist.get_rank()} of {dist.get_world_size()} lost contact with another "
+        f"process of this run ({first}): that process stopped or was killed; the launcher "
+        "stops the others; continue from the newest checkpoint with --resume auto"
+    )
 
 
 def _precision(precision: str, env: Mapping[str, str]) -> tuple[str, str]:
