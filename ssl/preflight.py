@@ -75,7 +75,7 @@ def _first_line(err: Exception) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def check_dataset(ref: _DataRef, full: bool) -> None:
+def _check_dataset(ref: _DataRef, full: bool) -> None:
     """Raise :class:`PreflightError` unless ``ref`` can be read. ``synthetic``: built with one
     image (checks the split and options); torchvision sets: the split, and their files under
     the root unless downloaded; folders: found, and with ``full`` built (every image listed,
@@ -142,15 +142,28 @@ def _check_eval_values(cfg: PretrainConfig) -> None:
         raise PreflightError(f"eval.root={e.root!r}: no such folder")
 
 
+def _build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(student, backbone) as the run builds them, on the meta device (on the CPU for a model
+    that cannot be built there), with the random number generators left as they were."""
+    from .step import build_student  # deferred: backbones are imported only when needed
+
+    kwargs = cfg.model.backbone_kwargs
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                return build_student(cfg)
+        except TypeError as err:  # e.g. an option the backbone does not take
+            raise PreflightError(f"model.backbone_kwargs={kwargs!r}: {_first_line(err)}") from None
+        except (RuntimeError, NotImplementedError):  # e.g. .item() of a meta tensor
+            return build_student(cfg)
+
+
 def checkpoint_bytes(cfg: PretrainConfig) -> int:
     """Estimated bytes of one checkpoint: student and teacher (backbone + head), both backbones
     again (for evaluation and export), the optimizer state (AdamW: 2 tensors per trainable
     parameter, SGD/LARS: 1) and the loss centre, before the margin. The networks are built on
     the meta device (no memory, no random numbers drawn)."""
-    from .step import build_student  # deferred: backbones are imported only when needed
-
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        student, backbone = build_student(cfg)
+    student, backbone = _build_networks(cfg)
 
     def state_bytes(module: torch.nn.Module) -> int:
         return sum(t.numel() * t.element_size() for t in module.state_dict().values())
@@ -208,6 +221,6 @@ def preflight(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> N
     """
     _check_eval_values(cfg)
     for ref, full in _data_refs(cfg):
-        check_dataset(ref, full)
+        _check_dataset(ref, full)
     _check_resume(resume)
     _check_output_dir(cfg)

@@ -54,6 +54,8 @@ def test_missing_eval_dataset_fails_at_start_in_one_line(tmp_path: Path) -> None
         (["data.split=validation"], ["data.dataset='synthetic'", "'validation'"]),
         (["eval.test_split=train"], ["eval.test_split='train'", "eval.train_split"]),
         (["eval.root=/missing/root"], ["eval.root='/missing/root'"]),
+        # the checkpoint estimate builds the networks (on the meta device): a bad option shows
+        (["model.backbone_kwargs={foo: 1}"], ["model.backbone_kwargs={'foo': 1}", "'foo'"]),
     ],
 )  # fmt: skip
 def test_bad_data_keys_are_refused_before_work(
