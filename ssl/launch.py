@@ -99,7 +99,13 @@ def check_launch(env: Mapping[str, str] | None = None) -> None:
 
 
 #: What gloo, NCCL and the TCP store say when another rank died or hung up mid-collective.
-_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL")
+_PEER_LOST = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "remote process exited",
+    "communicator was aborted",
+)
 
 
 def lost_peer_message(error: BaseException) -> str | None:
@@ -114,7 +120,7 @@ def lost_peer_message(error: BaseException) -> str | None:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return None
     text = str(error)
-    if not isinstance(error, dist.DistError) and not any(m in text for m in _PEER_LOST):
+    if not isinstance(error, dist.DistNetworkError) and not any(m in text for m in _PEER_LOST):
         return None
     first = text.splitlines()[0] if text else type(error).__name__
     first = first.split("] ", 1)[-1].split(". ", 1)[0]  # no "[source.cc:545]", no advice

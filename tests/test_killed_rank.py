@@ -98,9 +98,23 @@ def test_killed_rank_ends_the_other_and_resume_is_bit_identical(tmp_path: Path) 
     assert len(losses_ref) == 60 and losses_ref == losses_resumed
 
 
-def test_lost_peer_is_not_claimed_without_a_process_group() -> None:
-    # One process: a gloo-looking error is the error it is, not a lost peer.
-    assert lost_peer_message(RuntimeError("Connection reset by peer")) is None
+def test_lost_peer_is_named_only_in_a_multi_process_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What gloo raised in rank 0 when rank 1 was killed (copied from a run).
+    gloo = RuntimeError(
+        "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+        "[127.0.0.1]:11393: Connection reset by peer. This is typically caused by a remote "
+        "worker hanging or bugs in the application."
+    )
+    assert lost_peer_message(gloo) is None  # one process: the error is what it is
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    message = lost_peer_message(gloo)
+    assert message is not None and message.count("\n") == 0
+    assert message.startswith("process 0 of 2 lost contact with another process")
+    assert "(Read error [127.0.0.1]:11393: Connection reset by peer)" in message
+    assert message.endswith("--resume auto")
+    assert lost_peer_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
 
 
 def test_cpu_launch_of_several_processes_is_refused_in_one_line() -> None:
