@@ -52,6 +52,7 @@ class _DataRef:
     options: dict[str, Any]
     download: bool = False
     root_key: str = "data.root"
+    knn: bool = False  # read by the k-NN (bank or queries), not by training
 
 
 def _check_torchvision(ref: _DataRef) -> None:
@@ -126,7 +127,7 @@ def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
         options = dataset_options(
             name, root=root, num_samples=count, image_size=d.image_size, seed=cfg.seed
         )
-        ref = _DataRef(key, name, split, options, downloaded, "eval.root")
+        ref = _DataRef(key, name, split, options, downloaded, "eval.root", knn=True)
         refs.append((ref, True))
     return refs
 
@@ -213,14 +214,25 @@ def _check_resume(resume: str | os.PathLike | None) -> None:
         raise PreflightError(f"--resume {os.fspath(resume)}: {kind}")
 
 
-def preflight(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> None:
+def preflight(
+    cfg: PretrainConfig,
+    resume: str | os.PathLike | None = None,
+    *,
+    own_train: bool = False,
+    own_eval: bool = False,
+) -> None:
     """Check every dataset and path the run will need, without writing anything.
+
+    ``own_train`` / ``own_eval``: the caller brings its own training set / k-NN sets
+    (:func:`unimix.pretrain`'s ``dataset`` / ``eval_dataset``), so the config's are not read.
 
     Raises:
         PreflightError: one line naming the config key (or ``--resume``) and its value.
     """
-    _check_eval_values(cfg)
+    if not own_eval:
+        _check_eval_values(cfg)
     for ref, full in _data_refs(cfg):
-        _check_dataset(ref, full)
+        if not (own_eval if ref.knn else own_train):
+            _check_dataset(ref, full)
     _check_resume(resume)
     _check_output_dir(cfg)

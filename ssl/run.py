@@ -148,7 +148,7 @@ def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None, dataset: An
     """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
     resuming), metrics sinks and the micro-batch stream, in that order."""
     check_launch()
-    preflight(cfg, resume)  # every dataset and path the run needs, before any work
+    preflight(cfg, resume, own_train=dataset is not None)  # every dataset and path it needs
     launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
     accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
     configure_logging(accelerator.is_main_process)

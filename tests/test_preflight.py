@@ -16,7 +16,7 @@ from unimix.data import DATASET_NAMES
 from unimix.ssl import preflight as preflight_module
 from unimix.ssl.cli import main
 from unimix.ssl.config import load_pretrain_config
-from unimix.ssl.preflight import checkpoint_bytes
+from unimix.ssl.preflight import PreflightError, checkpoint_bytes, preflight
 
 
 def _refused(capsys: pytest.CaptureFixture[str], args: list[str], *needles: str) -> str:
@@ -164,3 +164,18 @@ def test_checkpoint_estimate_covers_a_real_checkpoint(tmp_path: Path) -> None:
         # The estimate counts the tensors; the rest (file headers, the RNG states' pickle, the
         # JSON files) is a few tens of kB, well inside the margin the check adds.
         assert 0 <= size - estimate < 64 * 1024 < preflight_module.MARGIN_BYTES, (optim, size)
+
+
+def test_a_callers_own_datasets_are_not_looked_for(tmp_path: Path) -> None:
+    # unimix.pretrain(config, dataset=..., eval_dataset=...): the config's sets are not read.
+    out = tmp_path / "run"
+    cfg = load_pretrain_config(
+        "quickstart",
+        ["data.dataset=/missing/train", "eval.dataset=/missing/eval", f"output_dir={out}"],
+    )
+    with pytest.raises(PreflightError, match="^data.dataset='/missing/train'"):
+        preflight(cfg)
+    with pytest.raises(PreflightError, match="^eval.dataset='/missing/eval'"):
+        preflight(cfg, own_train=True)
+    preflight(cfg, own_train=True, own_eval=True)
+    assert not out.exists()
