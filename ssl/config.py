@@ -30,6 +30,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PretrainConfig",
+    "check_consistency",
     "load_pretrain_config",
 ]
 
@@ -290,13 +291,14 @@ def load_pretrain_config(
         ConfigError: one line naming the key, the expected type/range and the value given.
     """
     cfg = load_config(PretrainConfig, source, overrides, presets=RECIPES)
-    _check_consistency(cfg)
+    check_consistency(cfg)
     return cfg
 
 
-def _check_consistency(cfg: PretrainConfig) -> None:
-    """Cross-field checks the per-field ranges cannot express."""
-    if cfg.data.dataset is None:
+def check_consistency(cfg: PretrainConfig, own_dataset: bool = False) -> None:
+    """Cross-field checks the per-field ranges cannot express (``own_dataset``: the caller
+    brings the training images, so ``data.dataset`` may be unset)."""
+    if cfg.data.dataset is None and not own_dataset:
         raise ConfigError(
             "config key 'data.dataset': required by this recipe: add data.dataset=<folder of "
             "images> (and eval.dataset=<labeled folder with train/ and test/> for the k-NN)"

@@ -111,18 +111,25 @@ def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
     """(dataset read, check fully) for the training set and, when a k-NN will run on another
     split or set, both k-NN splits, with the options :mod:`unimix.ssl.datasets` passes."""
     d, e = cfg.data, cfg.eval
-    train_options = dataset_options(
-        d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size, seed=cfg.seed
-    )
-    refs = [(_DataRef("data.dataset", d.dataset, d.split, train_options, d.download), False)]
+    refs = []
+    if d.dataset is not None:  # None: the caller's own images (unimix.pretrain(dataset=...))
+        train_options = dataset_options(
+            d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size,
+            seed=cfg.seed,
+        )  # fmt: skip
+        refs.append(
+            (_DataRef("data.dataset", d.dataset, d.split, train_options, d.download), False)
+        )
     if (not _knn_runs(cfg) and e.dataset is None) or d.holdout:
         return refs  # no k-NN, or a validation k-NN on the training set's held-out images
     name, key = (
         (e.dataset, "eval.dataset") if e.dataset is not None else (d.dataset, "data.dataset")
     )
+    if name is None:
+        return refs
     root = e.root or d.root
     # the training set's own download (same name and root) happens before the k-NN reads it
-    downloaded = d.download and name.lower() == d.dataset.lower() and root == d.root
+    downloaded = d.download and name.lower() == (d.dataset or "").lower() and root == d.root
     for split, count in ((e.train_split, e.num_train), (e.test_split, e.num_test)):
         options = dataset_options(
             name, root=root, num_samples=count, image_size=d.image_size, seed=cfg.seed

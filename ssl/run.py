@@ -144,11 +144,17 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
     return iter(loader)
 
 
-def build_run(cfg: PretrainConfig, resume: str | os.PathLike | None, dataset: Any = None) -> Run:
+def build_run(
+    cfg: PretrainConfig,
+    resume: str | os.PathLike | None,
+    dataset: Any = None,
+    own_eval: bool = False,
+) -> Run:
     """Accelerator, data plan, schedules, student/teacher/loss/optimizer, restored state (when
-    resuming), metrics sinks and the micro-batch stream, in that order."""
+    resuming), metrics sinks and the micro-batch stream, in that order (``dataset``: the
+    caller's own training images; ``own_eval``: the caller brings the k-NN sets)."""
     check_launch()
-    preflight(cfg, resume, own_train=dataset is not None)  # every dataset and path it needs
+    preflight(cfg, resume, own_train=dataset is not None, own_eval=own_eval)  # what it will read
     launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
     accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
     configure_logging(accelerator.is_main_process)

@@ -17,7 +17,9 @@ data each step sees, the loss and the centre are those of the global batch whate
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -29,7 +31,7 @@ from unimix.config import load_config, to_dict
 from unimix.data.user_datasets import check_image_dataset
 
 from .callbacks import BudgetCallback, CheckpointCallback, KnnCallback, LogCallback
-from .config import PretrainConfig, _check_consistency, load_pretrain_config
+from .config import RECIPES, PretrainConfig, check_consistency
 from .datasets import build_train_dataset, check_eval_dataset
 from .fit import Callback, fit
 from .knn_monitor import final_knn, final_knn_line, online_knn
@@ -43,6 +45,8 @@ __all__ = [
     "pretrain",
     "resolve_config",
 ]
+
+logger = logging.getLogger("unimix.ssl")
 
 
 def _callbacks(
@@ -91,10 +95,13 @@ def _fit_and_save(
 
 
 def resolve_config(
-    config: PretrainConfig | str | os.PathLike, overrides: Sequence[str] = ()
+    config: PretrainConfig | str | os.PathLike,
+    overrides: Sequence[str] = (),
+    own_dataset: bool = False,
 ) -> PretrainConfig:
     """A validated config from a :class:`PretrainConfig` object, a recipe name (see
-    :data:`~unimix.ssl.config.RECIPES`) or a YAML path, with dotted ``key=value`` overrides.
+    :data:`~unimix.ssl.config.RECIPES`) or a YAML path, with dotted ``key=value`` overrides
+    (``own_dataset``: the caller brings the training images; ``data.dataset`` may be unset).
 
     Raises:
         ConfigError: one line naming the key at fault (an object is validated like a file).
@@ -102,14 +109,32 @@ def resolve_config(
     if isinstance(config, PretrainConfig):
         # round trip through the loader: a hand-built object gets the same checks as a file
         cfg = load_config(PretrainConfig, "config", overrides, presets={"config": to_dict(config)})
-        _check_consistency(cfg)
-        return cfg
-    if isinstance(config, str | os.PathLike):
-        return load_pretrain_config(config, overrides)
-    raise TypeError(
-        f"config: expected a PretrainConfig, a recipe name or a YAML path, got "
-        f"{type(config).__name__}"
-    )
+    elif isinstance(config, str | os.PathLike):
+        cfg = load_config(PretrainConfig, config, overrides, presets=RECIPES)
+    else:
+        raise TypeError(
+            f"config: expected a PretrainConfig, a recipe name or a YAML path, got "
+            f"{type(config).__name__}"
+        )
+    check_consistency(cfg, own_dataset)
+    return cfg
+
+
+def _own_data_config(cfg: PretrainConfig, own_eval: bool) -> PretrainConfig:
+    """The config of a run on the caller's own images: it names no training set (the saved
+    ``config.yaml`` must not point at images the run never read) and holds none out; without
+    a labeled set (``eval_dataset`` or ``eval.dataset``) the k-NN, which would otherwise read
+    the config's training set, is switched off, saying so."""
+    data = dataclasses.replace(cfg.data, dataset=None, holdout=0)
+    evaluation = cfg.eval
+    knn = evaluation.knn_at_end or evaluation.knn_every_epochs > 0
+    if knn and not own_eval and evaluation.dataset is None:
+        logger.warning(
+            "k-NN off: a run on your own dataset needs labeled images for it: pass "
+            "eval_dataset=(bank, queries) or set eval.dataset"
+        )
+        evaluation = dataclasses.replace(evaluation, knn_at_end=False, knn_every_epochs=0.0)
+    return dataclasses.replace(cfg, data=data, eval=evaluation)
 
 
 def pretrain(
@@ -144,12 +169,13 @@ def pretrain(
         ValueError / FileNotFoundError: bad data, backbone or checkpoint (key mismatches listed).
     """
     start_time = time.perf_counter()
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, overrides, own_dataset=dataset is not None)
     if dataset is not None:
         check_image_dataset(dataset, "dataset")
+        cfg = _own_data_config(cfg, own_eval=eval_dataset is not None)
     if eval_dataset is not None:
         eval_dataset = check_eval_dataset(eval_dataset)
-    run = build_run(cfg, resume, dataset)
+    run = build_run(cfg, resume, dataset, own_eval=eval_dataset is not None)
     result = PretrainResult(output_dir=run.output_dir, steps=run.start_step, world_size=run.world)
     _fit_and_save(run, result, eval_dataset)
     if cfg.eval.knn_at_end:

@@ -75,6 +75,28 @@ def test_pretrain_knn_runs_on_the_given_eval_dataset(tmp_path: Path) -> None:
     assert set(bank.reads) == set(range(12)) and set(queries.reads) == set(range(6))
 
 
+def test_a_recipe_without_data_takes_your_dataset_and_names_no_other(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ``folder`` recipe requires data.dataset on the command line; with ``dataset=`` it
+    trains on the caller's images, its saved config names no training set and no held-out
+    split, and its k-NN (which would read the config's data) is switched off, saying so."""
+    import yaml
+
+    from unimix.eval.cli import main_knn
+
+    run = tmp_path / "run"
+    overrides = [*TINY, f"output_dir={run}", "max_steps=1", "data.holdout=4"]
+    with caplog.at_level("WARNING", logger="unimix.ssl"):
+        result = unimix.pretrain("folder", dataset=Recorded(16), overrides=overrides)
+    assert result.steps == 1 and result.knn is None
+    assert any(r.getMessage().startswith("k-NN off: ") for r in caplog.records)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["dataset"] is None and saved["data"]["holdout"] == 0
+    assert not saved["eval"]["knn_at_end"] and saved["eval"]["knn_every_epochs"] == 0
+    assert main_knn([str(run)]) == 2  # `unimix knn RUN` asks for --data instead of guessing
+
+
 class Tensors(Dataset):
     def __len__(self) -> int:
         return 4
