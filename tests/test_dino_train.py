@@ -100,6 +100,20 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert all(r["world_size"] == 2 for r in m2 if "loss" in r)
 
 
+def _assert_same_training(ref: Path, resumed: Path) -> list[float]:
+    """The resumed run ``resumed`` ended bit-identical to the uninterrupted ``ref``: every
+    final weight file equal tensor for tensor and the same loss at every step; returns them."""
+    a, b = _final_weights(ref), _final_weights(resumed)
+    for file in a:
+        assert a[file].keys() == b[file].keys()
+        for key in a[file]:
+            assert torch.equal(a[file][key], b[file][key]), f"{file}:{key} differs after resume"
+    losses_ref = [r["loss"] for r in _metrics(ref) if "loss" in r]
+    losses_resumed = [r["loss"] for r in _metrics(resumed) if "loss" in r]
+    assert losses_ref == losses_resumed
+    return losses_ref
+
+
 def _final_weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
     last = list_checkpoints(out / "checkpoints")[-1]
     files = ("student.safetensors", "teacher.safetensors", "dino_state.safetensors")
@@ -132,14 +146,7 @@ def test_sigkill_then_resume_auto_is_bit_identical(tmp_path: Path) -> None:
         [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(killed), "--resume", "auto"]
     )
     assert "resumed from" in resumed.stdout + resumed.stderr
-    a, b = _final_weights(ref), _final_weights(killed)
-    for file in a:
-        assert a[file].keys() == b[file].keys()
-        for key in a[file]:
-            assert torch.equal(a[file][key], b[file][key]), f"{file}:{key} differs after resume"
-    losses_ref = [r["loss"] for r in _metrics(ref) if "loss" in r]
-    losses_resumed = [r["loss"] for r in _metrics(killed) if "loss" in r]
-    assert losses_ref == losses_resumed
+    _assert_same_training(ref, killed)
 
 
 @pytest.mark.slow
