@@ -29,7 +29,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="run output dir (newest checkpoint), checkpoint dir, *.safetensors with backbone.json, "
         "or an exported extractor",
     )
-    p.add_argument("--which", choices=("teacher", "student"), default="teacher")
+    p.add_argument(
+        "--which", choices=("teacher", "student"), default="teacher",
+        help="which network of a training checkpoint (default: teacher, the one DINO evaluates)",
+    )  # fmt: skip
 
 
 def _add_data_args(p: argparse.ArgumentParser, data_default_help: str | None = None) -> None:
