@@ -63,8 +63,10 @@ def draw_panel(ax: Any, panel: Panel, legend_title: str | None = None) -> None:
     for s in panel.series:
         if s.x:
             # a few points (a short run logs every N steps) would be an invisible line: mark them
-            marker = "o" if len(s.x) < 30 and not any(c in s.style for c in "o.sx^v*+") else None
-            ax.plot(s.x, s.y, s.style, label=s.label, lw=1.2, ms=3, marker=marker)
+            few = len(s.x) < 30 and not any(c in s.style for c in "o.sx^v*+")
+            ax.plot(
+                s.x, s.y, s.style, label=s.label, lw=1.2, ms=3, **({"marker": "o"} if few else {})
+            )
     for i, (label, y) in enumerate(panel.hlines):  # labelled ones told apart by their dashes
         style = (":", "--", "-.")[i % 3] if label else ":"
         ax.axhline(y, ls=style, lw=1, color="gray", label=label or None)
