@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,15 +81,16 @@ def device_origin(accelerator: Accelerator) -> str:
     return "cpu (no accelerator found)"
 
 
-class _TqdmHandler(logging.StreamHandler):
-    """Writes each record through ``tqdm.write``: a progress bar is cleared and redrawn around
-    the line instead of being broken by it."""
+class _TqdmHandler(logging.Handler):
+    """Writes each record through ``tqdm.write`` to the *current* ``sys.stderr`` (looked up at
+    each record, so a handler made while stderr was redirected never writes to a closed
+    stream): a progress bar is cleared and redrawn around the line instead of being broken."""
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.format(record), file=sys.stderr)
         except Exception:
             self.handleError(record)
 
