@@ -204,7 +204,7 @@ def _run(main: Any, argv: Sequence[str] | None) -> int:
         return main(argv)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        sys.stderr.write(f"error: {msg}\n")  # one write: processes' lines never interleave
         return 2
 
 

@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: object) -> None:
+    """``error: message`` on stderr in ONE write: print() writes the text and the newline
+    separately, and under a launcher with unbuffered stderr two processes' lines interleave."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, validate the whole config before any work, run; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -65,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_pretrain_config(args.config, overrides)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     if args.print_config:
         import yaml
@@ -79,16 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pretrain(cfg, resume=args.resume)
     except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 1
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     except RuntimeError as err:
         lost = lost_peer_message(err)
         if lost is None:
             raise
-        print(f"error: {lost}", file=sys.stderr)
+        _error(lost)
         return 1
     return 0
 
