@@ -76,6 +76,10 @@ class _RegisterPresetsAfterTimm(importlib.abc.MetaPathFinder):
         return spec
 
 
+# ssl/ has no __init__.py (a regular package named ssl would shadow the standard library's from
+# the repository root): unimix.ssl is a namespace package, given its public names here.
+importlib.import_module("unimix.ssl.api").install(importlib.import_module("unimix.ssl"))
+
 # Importing torch and timm takes seconds, which `unimix --help` must not pay; the registration
 # still has to happen before anyone calls timm.create_model("unimix_..."). So: register now if
 # timm is already loaded, else as soon as timm finishes importing (whoever imports it).

@@ -1,6 +1,6 @@
-"""Packaging: ``ssl/`` never shadows the standard library (its ``__init__`` hands ``import ssl``
-over to the stdlib module when found as a top-level package), and ``unimix.*`` imports both from
-the editable install and from a regular (wheel) install (BRIEF §4)."""
+"""Packaging: ``ssl/`` never shadows the standard library (it has no ``__init__.py``: a namespace
+package, reachable only as ``unimix.ssl``, whose public names ``import unimix`` installs), and
+``unimix.*`` imports both from the editable install and from a regular (wheel) install (BRIEF §4)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_stdlib_ssl_is_not_shadowed_from_the_repo_root() -> None:
     path, cwd_first = _python(code, REPO_ROOT).split()
     assert cwd_first == "True"
     assert Path(path).resolve() == STDLIB_SSL
-    assert (REPO_ROOT / "ssl" / "__init__.py").is_file()  # the case the guard is there for
+    assert not (REPO_ROOT / "ssl" / "__init__.py").exists()  # BRIEF §4: no regular package ssl
 
 
 def test_stdlib_users_of_ssl_import_from_the_repo_root() -> None:
@@ -74,12 +74,12 @@ def test_unimix_ssl_exports_its_public_names() -> None:
         "import unimix\n"
         "assert pretrain is trainer.pretrain is unimix.pretrain\n"
         "assert all(hasattr(unimix.ssl, name) for name in unimix.ssl.__all__)\n"
-        "print(light, unimix.ssl.__file__)",
+        "print(light, *unimix.ssl.__path__)",
         REPO_ROOT,
     )
     light, path = out.split()
     assert light == "True"  # the names are imported on first use
-    assert Path(path) == REPO_ROOT / "ssl" / "__init__.py"
+    assert Path(path) == REPO_ROOT / "ssl"  # a namespace package over ssl/
 
 
 @pytest.mark.parametrize("where", ["repo_root", "elsewhere"])
@@ -107,7 +107,7 @@ def test_wheel_install_ships_unimix_only_and_imports(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"unimix", wheel.name.split("-py")[0] + ".dist-info"}, top_level
     assert "unimix/__init__.py" in names and "unimix/data/__init__.py" in names
-    assert "ssl/__init__.py" not in names and "unimix/ssl/__init__.py" in names
+    assert "ssl/__init__.py" not in names and "unimix/ssl/__init__.py" not in names
     for path in sorted((REPO_ROOT / "ssl").glob("*.py")):
         assert f"unimix/ssl/{path.name}" in names
     for path in sorted((REPO_ROOT / "ssl" / "recipes").glob("*.yaml")):
