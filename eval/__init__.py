@@ -29,6 +29,7 @@ from .features import (
 )
 from .knn import approximate_agreement, knn_classify, knn_evaluate, knn_search
 from .linear_probe import linear_probe, linear_probe_augmented
+from .run_eval_set import eval_datasets
 
 __all__ = [
     "FeatureStore",
@@ -36,6 +37,7 @@ __all__ = [
     "calibrate_batchnorm",
     "clean_state_dict",
     "compare_knn",
+    "eval_datasets",
     "eval_transform",
     "export_extractor",
     "extract_features",

@@ -139,7 +139,9 @@ def _run_datasets(
     the splits are set to what it names, for the report."""
     from .run_eval_set import run_eval_datasets
 
-    train, test, info = run_eval_datasets(args.run_config, transform, args.root, args.download)
+    train, test, info = run_eval_datasets(
+        args.run_config, transform, args.root, args.download, strict=args.strict
+    )
     args.data, args.train_split, args.test_split = (
         info["dataset"], info["train_split"], info["test_split"]
     )  # fmt: skip

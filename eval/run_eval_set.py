@@ -1,8 +1,8 @@
 """The k-NN data a pretraining run names in its saved ``config.yaml``: what ``unimix knn RUN``
 evaluates on when ``--data`` is not given.
 
-The same choice as :func:`unimix.ssl.datasets.knn_datasets` (which this layer cannot import),
-read from the YAML file: with ``data.holdout > 0``, bank = the training images the run trained
+:func:`eval_datasets` is the one choice, used by the trainer's k-NN
+(:func:`unimix.ssl.datasets.knn_datasets`) on its config and here on the saved YAML: with ``data.holdout > 0``, bank = the training images the run trained
 on, queries = its held-out images; otherwise ``eval.dataset`` (default ``data.dataset``) under
 ``eval.root`` (default ``data.root``), ``eval.train_split`` against ``eval.test_split``, with
 ``eval.num_train`` / ``eval.num_test`` generated images for ``synthetic``.
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from unimix.data import build_dataset, dataset_options, split_holdout
 
-__all__ = ["RUN_CONFIG", "find_run_config", "run_eval_datasets"]
+__all__ = ["RUN_CONFIG", "eval_datasets", "find_run_config", "run_eval_datasets"]
 
 #: The resolved config a pretraining run writes into its output directory.
 RUN_CONFIG = "config.yaml"
@@ -45,33 +45,37 @@ def _sections(config_path: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: expected a mapping, got {type(config).__name__}")
     data, evaluation = config.get("data") or {}, config.get("eval") or {}
-    if not data.get("dataset"):
-        raise ValueError(f"{config_path}: no data.dataset to take the eval set from; pass --data")
+    if not (evaluation.get("dataset") or data.get("dataset")):
+        raise ValueError(
+            f"{config_path}: no eval.dataset or data.dataset to take the eval set from; pass --data"
+        )
     return data, evaluation, int(config.get("seed") or 0)
 
 
-def run_eval_datasets(
-    config_path: str | os.PathLike,
+def eval_datasets(
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+    seed: int,
     transform: Callable[[Any], Any],
     root: str | None = None,
     download: bool = False,
+    strict: bool = False,
 ) -> tuple[Dataset, Dataset, dict[str, Any]]:
-    """``(bank, queries, info)`` of the run whose ``config.yaml`` is ``config_path``, each item
-    ``(transform(image), label)``. ``root`` replaces the config's root; ``info`` names the
-    dataset (``dataset``, ``train_split``, ``test_split``) and the ``description``."""
-    path = Path(config_path)
-    d, e, seed = _sections(path)
-    image_size = d.get("image_size")
-    if d.get("holdout"):
-        name, held = d["dataset"], int(d["holdout"])
+    """``(bank, queries, info)`` named by a run config's ``data`` and ``eval`` sections (as
+    mappings), each item ``(transform(image), label)``: the one choice shared by the trainer's
+    k-NN and ``unimix knn RUN``. ``root`` replaces the config's root; ``info`` names the dataset
+    (``dataset``, ``train_split``, ``test_split``) and the ``description``."""
+    image_size = data.get("image_size")
+    if data.get("holdout"):
+        name, held = data["dataset"], int(data["holdout"])
         options = dataset_options(
-            name, root=root or d.get("root"), num_samples=d.get("num_samples"),
+            name, root=root or data.get("root"), num_samples=data.get("num_samples"),
             image_size=image_size, seed=seed,
         )  # fmt: skip
-        split = d.get("split", "train")
+        split = data.get("split", "train")
         full = build_dataset(
-            name, split, download=download or bool(d.get("download")), transform=transform,
-            **options,
+            name, split, download=download or bool(data.get("download")), strict=strict,
+            transform=transform, **options,
         )  # fmt: skip
         bank, queries = split_holdout(full, held)
         description = (
@@ -79,17 +83,42 @@ def run_eval_datasets(
         )
         info = {"dataset": name, "train_split": f"{split} minus {held} held out",
                 "test_split": f"{split} held-out"}  # fmt: skip
-        return bank, queries, {**info, "description": description, "run_config": str(path)}
-    name = e.get("dataset") or d["dataset"]
-    train_split, test_split = e.get("train_split", "train"), e.get("test_split", "test")
+        return bank, queries, {**info, "description": description}
+    name = evaluation.get("dataset") or data["dataset"]
+    train_split = evaluation.get("train_split", "train")
+    test_split = evaluation.get("test_split", "test")
     splits = []
-    for split, count in ((train_split, e.get("num_train")), (test_split, e.get("num_test"))):
+    for split, count in (
+        (train_split, evaluation.get("num_train")),
+        (test_split, evaluation.get("num_test")),
+    ):
         options = dataset_options(
-            name, root=root or e.get("root") or d.get("root"), num_samples=count,
+            name, root=root or evaluation.get("root") or data.get("root"), num_samples=count,
             image_size=image_size, seed=seed,
         )  # fmt: skip
-        splits.append(build_dataset(name, split, download=download, transform=transform, **options))
+        splits.append(
+            build_dataset(
+                name, split, download=download, strict=strict, transform=transform, **options
+            )
+        )
     bank, queries = splits
     description = f"{name} {test_split} (bank: {train_split}, {len(bank)} images)"
     info = {"dataset": name, "train_split": train_split, "test_split": test_split}
-    return bank, queries, {**info, "description": description, "run_config": str(path)}
+    return bank, queries, {**info, "description": description}
+
+
+def run_eval_datasets(
+    config_path: str | os.PathLike,
+    transform: Callable[[Any], Any],
+    root: str | None = None,
+    download: bool = False,
+    strict: bool = False,
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """:func:`eval_datasets` of the run whose ``config.yaml`` is ``config_path``; ``info`` also
+    names the config (``run_config``)."""
+    path = Path(config_path)
+    data, evaluation, seed = _sections(path)
+    bank, queries, info = eval_datasets(
+        data, evaluation, seed, transform, root=root, download=download, strict=strict
+    )
+    return bank, queries, {**info, "run_config": str(path)}

@@ -7,9 +7,10 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from unimix.config import to_dict
 from unimix.data import build_dataset, dataset_options, split_holdout
 from unimix.data.user_datasets import LabeledTransformed, check_image_dataset
-from unimix.eval import eval_transform
+from unimix.eval import eval_datasets, eval_transform
 
 from .config import PretrainConfig
 
@@ -69,23 +70,7 @@ def knn_datasets(
     if eval_dataset is not None:
         bank, queries = (LabeledTransformed(d, transform) for d in check_eval_dataset(eval_dataset))
         return bank, queries, f"eval_dataset: {len(queries)} queries (bank: {len(bank)} images)"
-    if cfg.data.holdout:
-        full = build_train_dataset(cfg, transform=transform, holdout=False)
-        bank, held = split_holdout(full, cfg.data.holdout)
-        description = (
-            f"{cfg.data.dataset} {cfg.data.split}: {len(held)} held-out images "
-            f"(bank: the other {len(bank)})"
-        )
-        return bank, held, description
-    name = e.dataset or cfg.data.dataset
-    splits = []
-    for split, count in ((e.train_split, e.num_train), (e.test_split, e.num_test)):
-        options = dataset_options(
-            name, root=e.root or cfg.data.root, num_samples=count,
-            image_size=cfg.data.image_size, seed=cfg.seed,
-        )  # fmt: skip
-        splits.append(
-            build_dataset(name, split, strict=cfg.data.strict, transform=transform, **options)
-        )
-    train, test = splits
-    return train, test, f"{name} {e.test_split} (bank: {e.train_split}, {len(train)} images)"
+    bank, queries, info = eval_datasets(
+        to_dict(cfg.data), to_dict(e), cfg.seed, transform, strict=cfg.data.strict
+    )
+    return bank, queries, info["description"]
