@@ -45,12 +45,12 @@ def _add_data_args(p: argparse.ArgumentParser, data_default_help: str | None = N
     )
     p.add_argument("--root", help="root= for torchvision datasets")
     p.add_argument("--download", action="store_true", help="let torchvision download the data")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--test-split", default="test")
+    p.add_argument("--train-split", default="train", help="split of the bank (default: train)")
+    p.add_argument("--test-split", default="test", help="split of the queries (default: test)")
     p.add_argument("--image-size", type=int, help="eval resolution (default: the checkpoint's)")
     p.add_argument("--limit-train", type=int, help="random subset of the train split")
     p.add_argument("--limit-test", type=int, help="random subset of the test split")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward (default: 256)")
     p.add_argument(
         "--workers",
         "--num-workers",
@@ -59,8 +59,13 @@ def _add_data_args(p: argparse.ArgumentParser, data_default_help: str | None = N
         help="DataLoader workers per process (default: the CPUs per process minus one, <= 8)",
     )
     p.add_argument("--cache-dir", help="store/reuse extracted features here")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: --limit-* subsets, the linear probe (default: 0)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--strict",
         action="store_true",
@@ -227,8 +232,13 @@ def _knn_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     _add_data_args(p, KNN_DATA_DEFAULT)
-    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
-    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument(
+        "--k", type=int, nargs="+", default=[10, 20, 100, 200],
+        help="neighbour counts, one report row each (default: 10 20 100 200)",
+    )  # fmt: skip
+    p.add_argument(
+        "--temperature", type=float, default=0.07, help="k-NN vote temperature (default: 0.07)"
+    )
     p.add_argument(
         "--index",
         choices=("exact", "ivf", "hnsw", "auto"),
@@ -347,11 +357,18 @@ def _linear(argv: Sequence[str] | None) -> int:
     )
     _add_model_args(p)
     _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=100, help="probe epochs (default: 100)")
     p.add_argument("--lrs", type=float, nargs="+", help="learning rates (default: a log grid)")
-    p.add_argument("--probe-batch-size", type=int, default=1024)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument(
+        "--probe-batch-size", type=int, default=1024, help="probe minibatch (default: 1024)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1,
+        help="share of the train features held out to choose the lr (default: 0.1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--weight-decay", type=float, default=0.0, help="probe weight decay (default: 0)"
+    )
     p.add_argument("--out", default="linear.json", help="JSON report path")
     args = p.parse_args(argv)
     from .linear_probe import linear_probe

@@ -92,7 +92,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="checkpoint dir / output dir / *.safetensors (unimix.checkpoint.load_backbone); "
         "overrides --model",
     )
-    parser.add_argument("--which", default="teacher", choices=["teacher", "student"])
+    parser.add_argument(
+        "--which", default="teacher", choices=["teacher", "student"],
+        help="which network of a training checkpoint (default: teacher)",
+    )  # fmt: skip
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image", help="image file (resized to --size)")
     source.add_argument(
