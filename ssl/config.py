@@ -99,6 +99,11 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = field(default=(0.1, 2.0), metadata={"gt": 0})
     #: Solarization probability of global view 2 (view 1 is never solarized).
     solarize_p: float = field(default=0.2, metadata=_PROBABILITY)
+    #: Where the views are rendered: ``loader`` (DataLoader workers, on CPU), ``device`` (the
+    #: training process, on its device: workers only read uint8 sources and draw the random
+    #: numbers) or ``auto`` (``device`` on a GPU, ``loader`` on CPU). The views are the same
+    #: either way (bit for bit on CPU).
+    placement: Literal["auto", "loader", "device"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("global_scale", "local_scale", "blur_sigma"):

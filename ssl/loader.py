@@ -8,14 +8,15 @@ draws each sample's crops from (seed, epoch, index), this makes a run's data ind
 number of processes and workers, and a resume needs nothing but the step number.
 
 :class:`MultiCropBatches` is a map-style dataset whose item ``m`` is micro-batch ``m`` of the
-whole run for this process, already augmented: a DataLoader with ``batch_size=None`` then runs
-the augmentation in worker processes, and starting mid-run is just a different first item.
+whole run for this process: a DataLoader with ``batch_size=None`` reads and augments it in
+worker processes (or only reads it and draws its crops, for the training process to render the
+views on its GPU: :func:`render_on`), and starting mid-run is just a different first item.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +25,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from unimix.data.skips import announce_skipped
 
-from .multicrop import MultiCropAugment
+from .multicrop import CropBatch, MultiCropAugment
 
-__all__ = ["BatchPlan", "MultiCropBatches", "load_uint8", "make_loader"]
+__all__ = [
+    "BatchPlan",
+    "MultiCropBatches",
+    "augmented_item",
+    "load_uint8",
+    "make_loader",
+    "render_on",
+]
 
 
 @dataclass(frozen=True)
@@ -92,15 +100,53 @@ def load_uint8(dataset: Dataset, indices: Sequence[int]) -> list[np.ndarray]:
     return out
 
 
+def augmented_item(
+    augment: MultiCropAugment,
+    images: Sequence[np.ndarray],
+    indices: Sequence[int],
+    epoch: int,
+    render: bool,
+) -> dict[str, object]:
+    """One micro-batch as a loader yields it: ``{"crops": [...], "indices": [b]}`` with the
+    views rendered here (``render``), else ``{"views": CropBatch, "indices": [b]}`` for the
+    training process to render on its device (:func:`render_on`)."""
+    index_tensor = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+    batch = augment.prepare(images, list(indices), epoch)
+    if render:
+        return {"crops": augment.render(batch), "indices": index_tensor}
+    return {"views": batch, "indices": index_tensor}
+
+
+def render_on(
+    items: Iterator[dict[str, object]], augment: MultiCropAugment, device: torch.device
+) -> Iterator[dict[str, object]]:
+    """``items`` with every ``"views"`` :class:`CropBatch` rendered into ``"crops"`` on
+    ``device`` (copied asynchronously when the loader pinned it)."""
+    for item in items:
+        if "views" in item:
+            batch: CropBatch = item.pop("views")  # type: ignore[assignment]
+            item["crops"] = augment.render(batch.to(device, non_blocking=True))
+        yield item
+
+
 class MultiCropBatches(Dataset):
     """Item ``m``: this process's micro-batch ``m`` of the run, as multi-crop views.
 
     Returns ``{"crops": [globals [2·b, 3, G, G], locals [V_l·b, 3, L, L]], "indices": [b]}``
-    (view-major rows; no locals entry when ``num_local == 0``).
+    (view-major rows; no locals entry when ``num_local == 0``), or with ``render=False``
+    ``{"views": CropBatch, "indices": [b]}`` (see :func:`augmented_item`).
     """
 
-    def __init__(self, dataset: Dataset, plan: BatchPlan, augment: MultiCropAugment, total: int):
+    def __init__(
+        self,
+        dataset: Dataset,
+        plan: BatchPlan,
+        augment: MultiCropAugment,
+        total: int,
+        render: bool = True,
+    ) -> None:
         self.dataset, self.plan, self.augment, self.total = dataset, plan, augment, total
+        self.render = render
 
     def __len__(self) -> int:
         return self.total
@@ -108,8 +154,7 @@ class MultiCropBatches(Dataset):
     def __getitem__(self, micro: int) -> dict[str, object]:
         epoch, indices = self.plan.indices(micro)
         images = load_uint8(self.dataset, indices)
-        crops = self.augment(images, indices.tolist(), epoch)
-        return {"crops": crops, "indices": torch.from_numpy(indices)}
+        return augmented_item(self.augment, images, indices.tolist(), epoch, self.render)
 
 
 class _RangeSampler(Sampler[int]):
@@ -140,12 +185,18 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(
-    batches: MultiCropBatches, start: int, num_workers: int, seed: int = 0
+    batches: MultiCropBatches,
+    start: int,
+    num_workers: int,
+    seed: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader yielding micro-batches ``start, start+1, …`` of ``batches`` in order.
 
-    It has its own generator, so creating it never consumes the global torch RNG (whose state a
-    checkpoint restores for dropout / drop-path).
+    One loader serves the whole run (an item is a micro-batch of any epoch), so its workers
+    live across epochs. It has its own generator, so creating it never consumes the global
+    torch RNG (whose state a checkpoint restores for dropout / drop-path). ``pin_memory``: page-
+    locked batches, for asynchronous copies to a GPU.
     """
     return _AnnouncingLoader(
         batches,
@@ -156,4 +207,5 @@ def make_loader(
         persistent_workers=False,
         prefetch_factor=2 if num_workers else None,
         generator=torch.Generator().manual_seed(seed),
+        pin_memory=pin_memory,
     )

@@ -1,4 +1,4 @@
-"""DINO multi-crop augmentation on batched tensors, reproducible per sample.
+"""DINO multi-crop augmentation on batched tensors, reproducible per sample, on any device.
 
 Each source image gives two global views and ``num_local`` local views, with DINO's recipe:
 random resized crop (scales 0.4-1 / 0.05-0.4, aspect 3/4-4/3), horizontal flip, colour jitter
@@ -6,25 +6,21 @@ random resized crop (scales 0.4-1 / 0.05-0.4, aspect 3/4-4/3), horizontal flip, 
 (p=0.2), Gaussian blur (p=1.0 / 0.1 / 0.5 for global 1 / global 2 / locals, σ ∈ [0.1, 2] px),
 solarize (p=0.2, global 2 only), normalise.
 
-Why hand-written rather than torchvision v2 or lightly's ``DINOTransform``: both draw their
-randomness from the global RNG one PIL image at a time. Here every random number of sample
-``i`` comes from a generator seeded by ``(seed, epoch, i)``, so the crops are the same whatever
-the number of processes or workers and across a resume, and every operation after the draw
-runs once per batch on ``[n, 3, H, W]`` tensors (one ``roi_align`` crops and resizes all views
-of a size; the blur is one grouped convolution), which is several times cheaper per image on
-a CPU than the per-image PIL pipeline.
-
-Departures from the reference, all deliberate: crops are resampled with area-averaged bilinear
-sampling (``roi_align``) instead of PIL bicubic; the blur's σ is in pixels of the output view
-(as PIL's radius) — at 32 px, σ up to 2 px with p=1 on the first global view removes most
-detail, which is the reference's semantics; recipes for tiny images lower ``blur_sigma``.
+Two halves: :meth:`MultiCropAugment.prepare` draws every random number and stacks the uint8
+sources (cheap; a DataLoader worker runs it), :meth:`MultiCropAugment.render` runs the crops and
+photometric operations as batched ops on whatever device the :class:`CropBatch` is on (the
+workers' CPU, or the training process's GPU). Every host-side decision (which rows an operation
+touches, blur kernels, crop boxes) is made in ``prepare``, so ``render`` never waits for the
+device. Design notes and departures from the reference: docs/pretraining.md#multi-crop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +29,7 @@ from torchvision.ops import roi_align
 
 from .config import AugmentConfig
 
-__all__ = ["MultiCropAugment", "ViewParams"]
+__all__ = ["CropBatch", "MultiCropAugment", "ViewOps", "ViewParams"]
 
 _RRC_ATTEMPTS = 10
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
@@ -42,7 +38,8 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 # jitter order (4 keys), grayscale, blur gate, blur sigma, solarize.
 _DRAWS_PER_VIEW = 2 * _RRC_ATTEMPTS + 2 + 1 + 1 + 4 + 4 + 1 + 1 + 1 + 1
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # luma weights exactly as torchvision
-_HSV_OFFSETS = torch.tensor([5.0, 3.0, 1.0])
+_HSV_OFFSETS = (5.0, 3.0, 1.0)
+_IDENTITY_JITTER = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
 
 
 @dataclass
@@ -63,6 +60,81 @@ class ViewParams:
     solarize: np.ndarray
 
 
+@dataclass
+class JitterStep:
+    """One colour-jitter operation (0 brightness, 1 contrast, 2 saturation, 3 hue) applied to
+    ``rows`` (``[k]`` int64) with per-row ``factors`` (``[k]``)."""
+
+    op: int
+    rows: torch.Tensor
+    factors: torch.Tensor
+
+
+@dataclass
+class BlurStep:
+    """A separable Gaussian blur of ``rows`` (``[k]``) with one kernel row per (row, channel):
+    ``kernel`` ``[k·3, 2·radius + 1]``."""
+
+    rows: torch.Tensor
+    kernel: torch.Tensor
+    radius: int
+
+
+@dataclass
+class ViewOps:
+    """Everything :meth:`MultiCropAugment.render` does to make one view of ``n`` samples.
+
+    ``boxes``: per source group, ``[m, 5]`` float32 (row in the group, x0, y0, x1, y1);
+    ``flip`` / ``gray`` / ``solarize``: ``[n]`` bool; ``jitter``: the operations in the order
+    they apply (operations that change nothing are left out); ``blur``: None when no row is
+    blurred.
+    """
+
+    size: int
+    boxes: list[torch.Tensor]
+    flip: torch.Tensor
+    jitter: list[JitterStep]
+    gray: torch.Tensor
+    blur: BlurStep | None
+    solarize: torch.Tensor
+
+
+@dataclass
+class CropBatch:
+    """``n`` uint8 sources and the operations of every view: what crosses from a DataLoader
+    worker to the process that renders the views (4× less than float32 crops).
+
+    ``sources``: one ``[m, H, W, 3]`` uint8 stack per distinct source size; ``rows``: the
+    batch rows (``[m]`` int64) of each stack; ``views``: one :class:`ViewOps` per view, globals
+    first.
+    """
+
+    sources: list[torch.Tensor]
+    rows: list[torch.Tensor]
+    views: list[ViewOps]
+    num_samples: int
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> CropBatch:
+        """This batch with every tensor on ``device``."""
+        return _map_tensors(self, lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> CropBatch:
+        """This batch in page-locked memory (a DataLoader with ``pin_memory=True`` calls it), so
+        the copy to the GPU can run asynchronously."""
+        return _map_tensors(self, lambda t: t.pin_memory())
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, list):
+        return [_map_tensors(x, fn) for x in obj]
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name: _map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)}
+        return type(obj)(**fields)
+    return obj
+
+
 class MultiCropAugment:
     """Turn uint8 source images into DINO's multi-crop views.
 
@@ -74,7 +146,9 @@ class MultiCropAugment:
     Call with a list of ``n`` source images (``[H, W, 3]`` uint8 tensors or arrays, any sizes),
     their dataset indices and the epoch. Returns ``[global_views, local_views]`` (the second
     only when ``num_local > 0``): float32 tensors ``[2·n, 3, G, G]`` and
-    ``[num_local·n, 3, L, L]``, view-major (rows ``v·n … v·n + n-1`` are view ``v``).
+    ``[num_local·n, 3, L, L]``, view-major (rows ``v·n … v·n + n-1`` are view ``v``). A call is
+    ``render(prepare(...))``; the two halves may run in different processes and on different
+    devices with the same result (bit for bit on CPU).
     """
 
     def __init__(
@@ -89,6 +163,11 @@ class MultiCropAugment:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.num_views = 2 + cfg.num_local
+
+    def __call__(
+        self, images: Sequence[torch.Tensor | np.ndarray], indices: Sequence[int], epoch: int
+    ) -> list[torch.Tensor]:
+        return self.render(self.prepare(images, indices, epoch))
 
     # ---------------------------------------------------------------------------- drawing
     def draw_uniforms(self, epoch: int, indices: Sequence[int]) -> np.ndarray:
@@ -124,7 +203,7 @@ class MultiCropAugment:
             axis=1,
         )
         jitter[:, :3] = np.clip(jitter[:, :3], 0, None)
-        jitter[~jitter_on] = (1.0, 1.0, 1.0, 0.0)
+        jitter[~jitter_on] = _IDENTITY_JITTER
         order = np.argsort(u[:, k + 6 : k + 10], axis=1)
         gray = u[:, k + 10] < cfg.grayscale_p
         low, high = cfg.blur_sigma
@@ -132,10 +211,10 @@ class MultiCropAugment:
         solarize = u[:, k + 13] < solarize_p
         return ViewParams(box, flip, jitter, order, gray, sigma, solarize)
 
-    # ---------------------------------------------------------------------------- applying
-    def __call__(
+    def prepare(
         self, images: Sequence[torch.Tensor | np.ndarray], indices: Sequence[int], epoch: int
-    ) -> list[torch.Tensor]:
+    ) -> CropBatch:
+        """Draw every view's parameters and stack the sources by size (no pixel is touched)."""
         if len(images) != len(indices):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
         # A copy: cached sources are read-only views, which torch warns about (and a few KB each).
@@ -143,63 +222,75 @@ class MultiCropAugment:
         heights = np.array([s.shape[0] for s in sources])
         widths = np.array([s.shape[1] for s in sources])
         u = self.draw_uniforms(epoch, indices)
-        groups = _group_by_shape(sources)
-        globals_ = [self._view(groups, len(sources), u, v, heights, widths) for v in (0, 1)]
-        out = [torch.cat(globals_)]
-        if self.cfg.num_local:
-            views = range(2, self.num_views)
-            out.append(
-                torch.cat([self._view(groups, len(sources), u, v, heights, widths) for v in views])
-            )
+        stacks, rows = _group_by_shape(sources)
+        views = [
+            self._view_ops(self.view_params(u, v, heights, widths), v, rows)
+            for v in range(self.num_views)
+        ]
+        return CropBatch(stacks, [torch.from_numpy(r) for r in rows], views, len(sources))
+
+    def _view_ops(self, p: ViewParams, view: int, rows: list[np.ndarray]) -> ViewOps:
+        size = self.cfg.local_size if view >= 2 else self.cfg.global_size
+        boxes = [
+            torch.from_numpy(np.concatenate([np.arange(len(r))[:, None], p.box[r]], 1)).float()
+            for r in rows
+        ]
+        factors = torch.from_numpy(p.jitter).float()
+        return ViewOps(
+            size=size,
+            boxes=boxes,
+            flip=torch.from_numpy(p.flip),
+            jitter=_jitter_steps(factors, torch.from_numpy(p.order)),
+            gray=torch.from_numpy(p.gray),
+            blur=_blur_step(torch.from_numpy(p.blur_sigma).float(), self.cfg.blur_sigma[1], size),
+            solarize=torch.from_numpy(p.solarize),
+        )
+
+    # ---------------------------------------------------------------------------- rendering
+    def render(self, batch: CropBatch) -> list[torch.Tensor]:
+        """The views of ``batch``, computed on the device its tensors are on."""
+        device = batch.sources[0].device
+        mean, std = self.mean.to(device), self.std.to(device)
+        # uint8 → float once per source stack, shared by every view
+        stacks = [s.permute(0, 3, 1, 2).float().contiguous() for s in batch.sources]
+        views = [_render_view(stacks, batch, ops, mean, std) for ops in batch.views]
+        out = [torch.cat(views[:2])]
+        if len(views) > 2:
+            out.append(torch.cat(views[2:]))
         return out
 
-    def _view(
-        self,
-        groups: list[tuple[torch.Tensor, np.ndarray]],
-        n: int,
-        u: np.ndarray,
-        view: int,
-        heights: np.ndarray,
-        widths: np.ndarray,
-    ) -> torch.Tensor:
-        p = self.view_params(u, view, heights, widths)
-        size = self.cfg.local_size if view >= 2 else self.cfg.global_size
-        x = torch.empty(n, 3, size, size)
-        for batch, rows in groups:  # one roi_align per distinct source size
-            boxes = torch.from_numpy(
-                np.concatenate([np.arange(len(rows))[:, None], p.box[rows]], 1)
-            )
-            x[torch.from_numpy(rows)] = roi_align(
-                batch,
-                boxes.float(),
-                output_size=size,
-                spatial_scale=1.0,
-                sampling_ratio=-1,
-                aligned=True,
-            )
-        x = x / 255.0
-        flip = torch.from_numpy(p.flip)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        x = _color_jitter(x, torch.from_numpy(p.jitter).float(), torch.from_numpy(p.order))
-        gray = torch.from_numpy(p.gray).view(-1, 1, 1, 1)
-        x = torch.where(gray, _grayscale(x).expand_as(x), x)
-        x = _gaussian_blur(x, torch.from_numpy(p.blur_sigma).float(), self.cfg.blur_sigma[1])
-        solarize = torch.from_numpy(p.solarize).view(-1, 1, 1, 1)
-        x = torch.where(solarize & (x >= 0.5), 1.0 - x, x)
-        return (x - self.mean) / self.std
+
+def _render_view(
+    stacks: list[torch.Tensor],
+    batch: CropBatch,
+    ops: ViewOps,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
+    n, size = batch.num_samples, ops.size
+    x = torch.empty(n, 3, size, size, device=mean.device)
+    for stack, rows, boxes in zip(stacks, batch.rows, ops.boxes, strict=True):
+        # one roi_align per distinct source size: crop + area-averaged resize of every row
+        x[rows] = roi_align(
+            stack, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+        )
+    x = x / 255.0
+    x = torch.where(ops.flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    x = _apply_jitter(x, ops.jitter)
+    x = torch.where(ops.gray.view(-1, 1, 1, 1), _grayscale(x).expand_as(x), x)
+    x = _apply_blur(x, ops.blur)
+    x = torch.where(ops.solarize.view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
+    return (x - mean) / std
 
 
 # -------------------------------------------------------------------------------- helpers
-def _group_by_shape(sources: list[torch.Tensor]) -> list[tuple[torch.Tensor, np.ndarray]]:
-    """Stack equal-sized sources: ``[(float [m, 3, H, W], rows [m]), ...]``."""
+def _group_by_shape(sources: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """Stack equal-sized sources: uint8 ``[m, H, W, 3]`` stacks and their batch rows ``[m]``."""
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for row, s in enumerate(sources):
         by_shape.setdefault(tuple(s.shape), []).append(row)
-    groups = []
-    for rows in by_shape.values():
-        batch = torch.stack([sources[r] for r in rows]).permute(0, 3, 1, 2).float()
-        groups.append((batch.contiguous(), np.array(rows)))
-    return groups
+    stacks = [torch.stack([sources[r] for r in rows]) for rows in by_shape.values()]
+    return stacks, [np.array(rows) for rows in by_shape.values()]
 
 
 def _random_resized_crop(
@@ -259,65 +350,88 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     h = torch.remainder(h / 6.0 + shift.view(-1, 1, 1), 1.0)  # grey pixels: s = 0, h is moot
     # HSV → RGB in closed form: channel n ∈ (5, 3, 1): v − v·s·clamp(min(k, 4 − k), 0, 1),
     # k = (n + 6h) mod 6; one broadcast instead of a 6-way table lookup.
-    k = torch.remainder(_HSV_OFFSETS.view(1, 3, 1, 1) + 6.0 * h.unsqueeze(1), 6.0)
+    offsets = torch.tensor(_HSV_OFFSETS, device=x.device).view(1, 3, 1, 1)
+    k = torch.remainder(offsets + 6.0 * h.unsqueeze(1), 6.0)
     weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return maxc.unsqueeze(1) * (1.0 - s.unsqueeze(1) * weight)
 
 
-def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Brightness/contrast/saturation/hue with per-sample factors ``[n, 4]`` and order ``[n, 4]``.
+def _jitter_steps(factors: torch.Tensor, order: torch.Tensor) -> list[JitterStep]:
+    """The colour-jitter operations for per-sample factors ``[n, 4]`` and order ``[n, 4]``.
 
     Each of the four rounds applies, to each sample, the operation its order names; samples are
-    grouped by operation so every operation runs once per round on its subset.
+    grouped by operation so every operation runs once per round on its subset. An operation
+    whose factors are all identity is left out.
     """
-    x = x.clone()
+    steps = []
     for round_ in range(4):
         for op in range(4):
             rows = (order[:, round_] == op).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            sub, f = x[rows], factors[rows, op]
-            if op == 0:
-                if torch.all(f == 1):
-                    continue
-                sub = (sub * f.view(-1, 1, 1, 1)).clamp_(0, 1)
-            elif op == 1:
-                if torch.all(f == 1):
-                    continue
-                mean = _grayscale(sub).mean(dim=(1, 2, 3), keepdim=True)
-                sub = _blend(sub, mean, f)
-            elif op == 2:
-                if torch.all(f == 1):
-                    continue
-                sub = _blend(sub, _grayscale(sub), f)
-            else:
-                if torch.all(f == 0):
-                    continue
-                sub = _adjust_hue(sub, f)
-            x[rows] = sub
+            f = factors[rows, op]
+            if torch.all(f == _IDENTITY_JITTER[op]):
+                continue
+            steps.append(JitterStep(op, rows, f))
+    return steps
+
+
+def _apply_jitter(x: torch.Tensor, steps: Sequence[JitterStep]) -> torch.Tensor:
+    """``x`` ``[n, 3, H, W]`` in [0, 1] with the jitter ``steps`` applied in order."""
+    if not steps:
+        return x
+    x = x.clone()
+    for step in steps:
+        sub, f = x[step.rows], step.factors
+        if step.op == 0:
+            sub = (sub * f.view(-1, 1, 1, 1)).clamp_(0, 1)
+        elif step.op == 1:
+            mean = _grayscale(sub).mean(dim=(1, 2, 3), keepdim=True)
+            sub = _blend(sub, mean, f)
+        elif step.op == 2:
+            sub = _blend(sub, _grayscale(sub), f)
+        else:
+            sub = _adjust_hue(sub, f)
+        x[step.rows] = sub
     return x
+
+
+def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Brightness/contrast/saturation/hue with per-sample factors ``[n, 4]`` and order ``[n, 4]``."""
+    return _apply_jitter(x, _jitter_steps(factors, order))
+
+
+def _blur_step(sigma: torch.Tensor, max_sigma: float, size: int) -> BlurStep | None:
+    """The blur of ``size``-px views with per-sample σ (``[n]`` px; 0 = untouched), or None."""
+    rows = (sigma > 0).nonzero().squeeze(1)
+    radius = min(math.ceil(3 * max_sigma), size - 1)
+    if rows.numel() == 0 or radius < 1:
+        return None
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma[rows, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(3, 0)  # [m·3, k]
+    return BlurStep(rows, kernel, radius)
+
+
+def _apply_blur(x: torch.Tensor, blur: BlurStep | None) -> torch.Tensor:
+    """Separable Gaussian blur of ``blur.rows`` of ``x`` ``[n, 3, H, W]``, reflect padding."""
+    if blur is None:
+        return x
+    n, c, h, w = x.shape
+    r, kernel = blur.radius, blur.kernel
+    sub = x[blur.rows].reshape(1, -1, h, w)
+    groups = sub.shape[1]
+    sub = F.conv2d(
+        F.pad(sub, (r, r, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=groups
+    )
+    sub = F.conv2d(
+        F.pad(sub, (0, 0, r, r), mode="reflect"), kernel[:, None, :, None], groups=groups
+    )
+    out = x.clone()
+    out[blur.rows] = sub.view(-1, c, h, w)
+    return out
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with per-sample σ (``[n]`` px; 0 = untouched), reflect padding."""
-    rows = (sigma > 0).nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return x
-    n, c, h, w = x.shape
-    radius = min(math.ceil(3 * max_sigma), h - 1, w - 1)
-    if radius < 1:
-        return x
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma[rows, None]) ** 2)
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [m·c, k]
-    sub = x[rows].reshape(1, -1, h, w)
-    groups = sub.shape[1]
-    sub = F.conv2d(
-        F.pad(sub, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=groups
-    )
-    sub = F.conv2d(
-        F.pad(sub, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=groups
-    )
-    out = x.clone()
-    out[rows] = sub.view(-1, c, h, w)
-    return out
+    return _apply_blur(x, _blur_step(sigma, max_sigma, min(x.shape[-2:])))

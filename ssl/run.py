@@ -19,7 +19,7 @@ from .checkpoint import resolve_resume, restore_training_checkpoint, save_traini
 from .config import PretrainConfig
 from .datasets import build_train_dataset
 from .launch import LaunchSettings, check_launch, resolve_launch, world_origin
-from .loader import BatchPlan, MultiCropBatches, make_loader
+from .loader import BatchPlan, MultiCropBatches, make_loader, render_on
 from .model import DINOModel
 from .monitor import Monitor
 from .multicrop import MultiCropAugment
@@ -107,7 +107,8 @@ def _announce(run: Run) -> None:
         f"{cfg.optim.grad_accum_steps} accumulation × {plan.local_batch}, steps "
         f"{run.start_step}→{run.end_step} of {run.schedules.total_steps} "
         f"({plan.steps_per_epoch}/epoch), peak lr {run.schedules.peak_lr:.3g}, "
-        f"{run.launch.describe()}, {torch.get_num_threads()} thread(s) per process"
+        f"{run.launch.describe()}, {_views_origin(run)}, "
+        f"{torch.get_num_threads()} thread(s) per process"
         + (f", resumed from {run.resume_path}" if run.resume_path else "")
     )
     run.monitor.log(
@@ -118,15 +119,44 @@ def _announce(run: Run) -> None:
             "device": str(acc.device),
             "precision": run.launch.precision_name,
             "compile": run.launch.compile_backend,
+            "views_rendered_by": _views_rendered_by(run),
         }
     )
 
 
+def _views_rendered_by(run: Run) -> str:
+    """``loader workers``, ``training process`` (on its device) or ``training process`` when
+    there are no workers."""
+    cfg = run.cfg
+    if render_on_device(cfg, run.accelerator.device) or cfg.data.num_workers == 0:
+        return "training process"
+    return "loader workers"
+
+
+def _views_origin(run: Run) -> str:
+    """``views rendered on cuda:0 by the training process (augment.placement=auto)``."""
+    by = _views_rendered_by(run)
+    on_device = render_on_device(run.cfg, run.accelerator.device)
+    where = run.accelerator.device if on_device else "cpu"
+    return f"views rendered on {where} by the {by} (augment.placement={run.cfg.augment.placement})"
+
+
+def render_on_device(cfg: PretrainConfig, device: torch.device) -> bool:
+    """Whether the training process renders the views (``augment.placement``; ``auto``: on an
+    accelerator, where batched crops cost little and CPU workers would starve it)."""
+    if cfg.augment.placement == "auto":
+        return device.type != "cpu"
+    return cfg.augment.placement == "device"
+
+
 def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
-    """Micro-batches from ``start_step`` on: the same views whatever the process count (for
-    streaming shards: see :mod:`~unimix.ssl.shard_loader`)."""
+    """Micro-batches from ``start_step`` on: the same views whatever the process count and
+    wherever they are rendered (for streaming shards: see :mod:`~unimix.ssl.shard_loader`)."""
     cfg, accum = run.cfg, run.cfg.optim.grad_accum_steps
     augment = MultiCropAugment(cfg.augment, cfg.data.mean, cfg.data.std, cfg.seed)
+    device = run.accelerator.device
+    on_device = render_on_device(cfg, device)
+    pin = device.type == "cuda" and cfg.data.num_workers > 0
     if isinstance(run.plan, ShardPlan):  # streaming: resumes at a shard boundary
         if cfg.eval.dataset is None and (cfg.eval.knn_every_epochs or cfg.eval.knn_at_end):
             raise ValueError(
@@ -137,11 +167,17 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
         if run.resume_path is not None:
             run.monitor.info(resume_message(run.plan, start))
         shards, skipped = run.dataset.shards, run.dataset.skipped
-        stream = ShardBatches(shards, run.plan, augment, start, run.end_step * accum, skipped)
-        return iter(make_stream_loader(stream, cfg.data.num_workers, seed=cfg.seed))
-    batches = MultiCropBatches(run.dataset, run.plan, augment, run.end_step * accum)
-    loader = make_loader(batches, run.start_step * accum, cfg.data.num_workers, seed=cfg.seed)
-    return iter(loader)
+        stream = ShardBatches(
+            shards, run.plan, augment, start, run.end_step * accum, skipped, render=not on_device
+        )
+        items = iter(make_stream_loader(stream, cfg.data.num_workers, cfg.seed, pin))
+    else:
+        batches = MultiCropBatches(
+            run.dataset, run.plan, augment, run.end_step * accum, render=not on_device
+        )
+        start = run.start_step * accum
+        items = iter(make_loader(batches, start, cfg.data.num_workers, cfg.seed, pin))
+    return render_on(items, augment, device) if on_device else items
 
 
 def build_run(

@@ -39,7 +39,7 @@ from unimix.data.shards import (
     shuffle_buffer,
 )
 
-from .loader import BatchPlan, _worker_init
+from .loader import BatchPlan, _worker_init, augmented_item
 from .multicrop import MultiCropAugment
 
 __all__ = ["ShardBatches", "ShardPlan", "make_stream_loader", "resume_message", "stream_plan"]
@@ -142,7 +142,8 @@ class ShardBatches(IterableDataset):
     """This process's micro-batches ``start … total-1`` of the run, read from ``shards``.
 
     Yields ``{"crops": [globals [2·b, 3, G, G], locals [V_l·b, 3, L, L]], "indices": [b]}``
-    like :class:`~unimix.ssl.loader.MultiCropBatches`; ``indices`` are global sample indices.
+    like :class:`~unimix.ssl.loader.MultiCropBatches` (or ``"views"`` with ``render=False``);
+    ``indices`` are global sample indices.
     Undecodable images are reported, counted in ``skipped`` and replaced by the next ones;
     a reader that runs short reads its shards again.
     """
@@ -155,9 +156,10 @@ class ShardBatches(IterableDataset):
         start: int,
         total: int,
         skipped: torch.Tensor | None = None,
+        render: bool = True,
     ) -> None:
         self.shards, self.plan, self.augment = shards, plan, augment
-        self.start, self.total = start, total
+        self.start, self.total, self.render = start, total, render
         # [1] int64 in shared memory (e.g. the ShardDataset's, which sums up at exit)
         self.skipped = (
             torch.zeros(1, dtype=torch.int64).share_memory_() if skipped is None else skipped
@@ -203,15 +205,16 @@ class ShardBatches(IterableDataset):
             indices.append(sample.index)
             if len(images) < self.plan.local_batch:
                 continue
-            crops = self.augment(images, indices, epoch)
-            yield {"crops": crops, "indices": torch.tensor(indices, dtype=torch.int64)}
+            yield augmented_item(self.augment, images, indices, epoch, self.render)
             images, indices = [], []
             wanted -= 1
             if wanted == 0:
                 return
 
 
-def make_stream_loader(batches: ShardBatches, num_workers: int, seed: int = 0) -> DataLoader:
+def make_stream_loader(
+    batches: ShardBatches, num_workers: int, seed: int = 0, pin_memory: bool = False
+) -> DataLoader:
     """A DataLoader over ``batches`` with one worker per reader (none when ``num_workers`` is 0).
 
     It has its own generator, so creating it never consumes the global torch RNG.
@@ -225,4 +228,5 @@ def make_stream_loader(batches: ShardBatches, num_workers: int, seed: int = 0) -
         persistent_workers=False,
         prefetch_factor=2 if workers else None,
         generator=torch.Generator().manual_seed(seed),
+        pin_memory=pin_memory,
     )
