@@ -141,12 +141,17 @@ class ModelConfig:
     #: steps for the pooling / CAFormer / CoAtNet / ACmix nanos on CPU, neutral (0.94–1.09×) for
     #: the attention-only ones; outputs are the same to float rounding.
     channels_last: bool = True
-    #: torch.compile the student: None (as the launcher says: ``accelerate launch
+    #: torch.compile student and teacher: None (as the launcher says: ``accelerate launch
     #: --dynamo_backend``), true (compile with ``compile_backend``, whatever the launcher says) or
     #: false (never). Checkpoint keys are the same either way.
     compile: bool | None = None
     #: The torch.compile backend when ``compile`` is true (``inductor``, ``aot_eager``, ...).
     compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    #: The torch.compile mode of student and teacher (None: ``accelerate launch --dynamo_mode``,
+    #: else ``default``); ``reduce-overhead`` replays CUDA graphs (shapes are static in a run).
+    compile_mode: (
+        Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None
+    ) = None
 
 
 @dataclass

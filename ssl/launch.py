@@ -32,6 +32,8 @@ class LaunchSettings:
     precision_from: str
     compile_backend: str | None  # a torch.compile backend, None: not compiled
     compile_from: str
+    #: torch.compile mode when compiled (``default``, ``reduce-overhead``: CUDA graphs, ...)
+    compile_mode: str = "default"
 
     @property
     def precision_name(self) -> str:
@@ -41,6 +43,8 @@ class LaunchSettings:
     def describe(self) -> str:
         """``precision bf16 (from accelerate launch), compile off (default)``."""
         compiled = self.compile_backend or "off"
+        if self.compile_backend and self.compile_mode != "default":
+            compiled += f" mode {self.compile_mode}"
         return (
             f"precision {self.precision_name} ({self.precision_from}), "
             f"compile {compiled} ({self.compile_from})"
@@ -156,10 +160,13 @@ def resolve_launch(
     compile_model: bool | None,
     compile_backend: str,
     env: Mapping[str, str] | None = None,
+    compile_mode: str | None = None,
 ) -> LaunchSettings:
     """The run's precision and compilation: the config's explicit values, else the launcher's
-    (``ACCELERATE_MIXED_PRECISION``, ``ACCELERATE_DYNAMO_BACKEND``), else fp32 / not compiled."""
+    (``ACCELERATE_MIXED_PRECISION``, ``ACCELERATE_DYNAMO_BACKEND``, ``ACCELERATE_DYNAMO_MODE``),
+    else fp32 / not compiled."""
     env = os.environ if env is None else env
     mixed, mixed_from = _precision(precision, env)
     backend, backend_from = _compile(compile_model, compile_backend, env)
-    return LaunchSettings(mixed, mixed_from, backend, backend_from)
+    mode = compile_mode or env.get("ACCELERATE_DYNAMO_MODE") or "default"
+    return LaunchSettings(mixed, mixed_from, backend, backend_from, mode)

@@ -191,7 +191,10 @@ def build_run(
     caller's own training images; ``own_eval``: the caller brings the k-NN sets)."""
     check_launch()
     preflight(cfg, resume, own_train=dataset is not None, own_eval=own_eval)  # what it will read
-    launch = resolve_launch(cfg.precision, cfg.model.compile, cfg.model.compile_backend)
+    m = cfg.model
+    launch = resolve_launch(
+        cfg.precision, m.compile, m.compile_backend, compile_mode=m.compile_mode
+    )
     accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
     configure_logging(accelerator.is_main_process)
     output_dir = Path(cfg.output_dir)

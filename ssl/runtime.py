@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, broadcast
+from accelerate.state import AcceleratorState
+from accelerate.utils import ProjectConfiguration, TorchDynamoPlugin, broadcast
 
 from .launch import LaunchSettings
 from .trackers import PROJECT_SUBDIR, accelerate_trackers
@@ -57,9 +58,15 @@ def make_accelerator(
         project = ProjectConfiguration(
             project_dir=str(output_dir), logging_dir=str(Path(output_dir) / PROJECT_SUBDIR)
         )
+    # Accelerate keeps precision and compile settings process-wide from the first Accelerator
+    # and refuses different ones later; a second run in one process (a notebook, a search)
+    # gets its own. The distributed state (process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         mixed_precision=settings.precision,
-        dynamo_backend=settings.compile_backend or "no",
+        dynamo_plugin=TorchDynamoPlugin(
+            backend=settings.compile_backend or "no", mode=settings.compile_mode
+        ),
         cpu=not _has_accelerator(),
         log_with=log_with or None,
         project_config=project,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DynamoBackend, set_seed
 from torch import nn
 
 from unimix.backbones import create_dino_backbone
@@ -97,6 +97,14 @@ def _maybe_sync_batchnorm(model: nn.Module, accelerator: Accelerator, enabled: b
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
+def _compiled_like_student(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """``teacher`` through ``torch.compile`` with the run's backend and mode, or itself."""
+    plugin = accelerator.state.dynamo_plugin
+    if plugin.backend == DynamoBackend.NO:
+        return teacher
+    return torch.compile(teacher, **plugin.to_kwargs())
+
+
 class DINOStep:
     """Student, EMA teacher, loss and optimizer, prepared by ``accelerator``; call once per step.
 
@@ -120,6 +128,9 @@ class DINOStep:
         h, d = cfg.model.head, cfg.dino
         self.loss_fn = DINOLoss(h.out_dim, d.student_temp, d.center_momentum).to(device)
         self.student, self.optimizer = accelerator.prepare(student, optimizer)
+        #: The teacher's forward, compiled like the student when the run compiles (Accelerate
+        #: compiles only what ``prepare`` gets, and the teacher takes no optimizer).
+        self.teacher_forward = _compiled_like_student(self.teacher, accelerator)
         self.ema = TeacherEMA(self.teacher, self.student)
         #: KoLeo term of the last step (global batch mean; None while ``dino.koleo_weight`` is 0).
         self.last_koleo: float | None = None
@@ -173,7 +184,7 @@ class DINOStep:
             last = micro == accum - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.student):
                 with torch.no_grad(), acc.autocast():
-                    teacher_out = self.teacher(crops[:1], batch)  # [2, b, K]: global views only
+                    teacher_out = self.teacher_forward(crops[:1], batch)  # [2, b, K]: globals
                 if koleo_weight:
                     student_out, features = self.student(crops, batch, return_features=True)
                     # DINOv2: KoLeo over the batch of each global view, summed over the views

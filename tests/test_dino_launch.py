@@ -54,6 +54,53 @@ def test_compile_source(compile_model: bool | None, env: dict, expected: tuple) 
     assert (s.compile_backend, s.compile_from) == expected
 
 
+def test_compile_mode_from_the_config_else_the_launcher() -> None:
+    env = {"ACCELERATE_DYNAMO_BACKEND": "INDUCTOR", "ACCELERATE_DYNAMO_MODE": "max-autotune"}
+    assert resolve_launch("auto", None, "inductor", env).compile_mode == "max-autotune"
+    s = resolve_launch("auto", None, "inductor", env, compile_mode="reduce-overhead")
+    assert s.compile_mode == "reduce-overhead"
+    assert "compile inductor mode reduce-overhead (from accelerate launch)" in s.describe()
+    assert resolve_launch("auto", True, "inductor", {}).compile_mode == "default"
+
+
+def test_a_compiled_run_compiles_the_teacher_too_and_computes_the_same_step() -> None:
+    from unimix.ssl.runtime import make_accelerator
+    from unimix.ssl.schedules import Schedules
+    from unimix.ssl.step import DINOStep
+
+    cfg = load_pretrain_config(None, _TINY_STEP)
+    torch.manual_seed(0)
+    crops = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 8, 8)]  # 2 globals, 2 locals of 4
+    values = Schedules(cfg, steps_per_epoch=4).at(0)
+    losses = {}
+    for backend in ("no", "eager"):  # two runs in one process, each with its own setting
+        compile_model = backend != "no"
+        acc = make_accelerator(resolve_launch("fp32", compile_model, "eager", {}), threads=1)
+        step = DINOStep(cfg, acc)
+        compiled = isinstance(step.teacher_forward, torch._dynamo.eval_frame.OptimizedModule)
+        assert compiled == compile_model
+        assert not compiled or step.teacher_forward._orig_mod is step.teacher
+        losses[backend] = [step([crops], values, batch=4)[0] for _ in range(2)]
+    assert losses["eager"] == pytest.approx(losses["no"], abs=1e-6)
+
+
+def test_a_second_run_in_one_process_gets_its_own_precision() -> None:
+    from unimix.ssl.runtime import make_accelerator
+
+    first = make_accelerator(resolve_launch("fp32", None, "inductor", {}), threads=1)
+    assert first.mixed_precision == "no"
+    second = make_accelerator(resolve_launch("bf16", None, "inductor", {}), threads=1)
+    assert second.mixed_precision == "bf16"  # Accelerate alone refuses to change it
+
+
+_TINY_STEP = [
+    "data.batch_size=4", "augment.num_local=2", "model.backbone=vit_tiny_patch16_224",
+    "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2,"
+    " mlp_ratio: 2, dynamic_img_size: true}",
+    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}", "threads=1",
+]  # fmt: skip
+
+
 def test_world_origin_names_machines_and_launcher() -> None:
     env = {"ACCELERATE_MIXED_PRECISION": "no", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
     assert world_origin(2, env) == "2 machine(s) × 1 process(es), from accelerate launch"
