@@ -6,10 +6,16 @@ the schema's defaults, a preset or YAML file, then command-line overrides such a
 an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError` whose message
 is one line naming the dotted key, what was expected and what was given.
 
-Ranges and choices are declared on the schema's fields::
+Ranges and choices are declared on the schema's fields (``nonempty`` refuses a blank string)::
 
     lr: float = field(default=5e-4, metadata={"gt": 0})
     precision: Literal["no", "bf16", "fp16"] = "no"
+    output_dir: str = field(default="runs/x", metadata={"nonempty": True})
+
+Every float, including those inside free-form mappings, must be finite (no ``.inf``/``.nan``).
+A config file is untrusted input: read as UTF-8 with a safe loader, a key given twice in one
+mapping is refused (rather than the last silently winning), and aliases may not expand past
+:data:`MAX_EXPANDED_NODES` values (an "alias bomb" of a few hundred bytes expands to billions).
 
 Written here rather than taken from OmegaConf because OmegaConf's structured configs neither
 check ranges nor coerce YAML 1.1's ``1e-3`` (a string to PyYAML) into a float field.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -28,9 +35,23 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "load_config", "parse_overrides", "save_config", "to_dict"]
+__all__ = [
+    "MAX_EXPANDED_NODES",
+    "ConfigError",
+    "load_config",
+    "parse_overrides",
+    "parse_yaml",
+    "read_yaml_file",
+    "save_config",
+    "to_dict",
+]
 
 T = TypeVar("T")
+
+#: Values a config may hold once its YAML aliases are expanded (a real one holds a few hundred).
+MAX_EXPANDED_NODES = 100_000
+#: Bytes read from a config file at most (a real one is a few kB; /dev/zero is not a config).
+MAX_CONFIG_BYTES = 4 * 2**20
 
 _RANGE_CHECKS = {
     "gt": (lambda v, b: v > b, "> {}"),
@@ -84,7 +105,7 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
                 f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-3"
             )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw, f"override {key}=", key_prefix=key) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw  # not YAML (e.g. a path with ':'); the schema's type decides
         parsed.append((key, value))
@@ -125,28 +146,16 @@ def _read_source(
         preset = presets[name]
         if isinstance(preset, Mapping):
             return _deep_copy(preset), f"preset {name!r}"
-        return _read_yaml(Path(preset)), f"preset {name!r} ({preset})"
+        return _read_mapping(Path(preset)), f"preset {name!r} ({preset})"
     path = Path(name)
     if path.suffix in {".yaml", ".yml"} or path.exists():
-        return _read_yaml(path), str(path)
+        return _read_mapping(path), str(path)
     choices = ", ".join(sorted(presets)) or "none"
     raise ConfigError(f"config {name!r}: not a preset (choices: {choices}) nor a YAML file")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found") from None
-    except OSError as err:
-        raise ConfigError(f"config file {path}: cannot read ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise ConfigError(f"config file {path}{where}: {problem}") from None
+def _read_mapping(path: Path) -> dict[str, Any]:
+    data = read_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -154,6 +163,116 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"config file {path}: expected a mapping at top level, got {type(data).__name__}"
         )
     return data
+
+
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    """The YAML document in file ``path`` (see :func:`parse_yaml`), read as UTF-8.
+
+    Raises:
+        ConfigError: one line naming the file: missing, unreadable, over
+            :data:`MAX_CONFIG_BYTES`, not UTF-8, invalid YAML, a duplicate key, an alias bomb.
+    """
+    where = f"config file {os.fspath(path)}"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: not found") from None
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read ({err.strerror or err})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: over {MAX_CONFIG_BYTES // 2**20} MiB, not a config file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    try:
+        return parse_yaml(text, where)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None) or "invalid YAML"
+        raise ConfigError(f"{where}{line}: {problem}") from None
+
+
+def parse_yaml(text: str, where: str, key_prefix: str = "") -> Any:
+    """The YAML document ``text`` as plain dicts, lists and scalars (safe loader: no Python
+    objects), each alias a copy of its anchor's value (so an override of one leaves the other).
+
+    Raises:
+        ConfigError: a key twice in one mapping, aliases expanding past
+            :data:`MAX_EXPANDED_NODES` values, nesting deeper than Python recurses; each one line
+            starting with ``where`` (keys named as ``key_prefix.a.b``).
+        yaml.YAMLError: not valid YAML.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_nodes(node, where, key_prefix)
+            data = loader.construct_document(node)
+        except RecursionError:
+            raise ConfigError(f"{where}: nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+    return _deep_copy(data)
+
+
+def _check_nodes(root: yaml.Node, where: str, key_prefix: str = "") -> None:
+    """Refuse aliases that expand past the cap and a key given twice in one mapping (PyYAML
+    keeps the last silently), on the composed graph, where an alias is a shared node: each
+    node is visited once, so an alias bomb costs no more than its file."""
+    expanded: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+
+    def size(node: yaml.Node) -> int:
+        known = expanded.get(id(node))
+        if known == -1:  # still being counted: an alias inside its own anchor
+            raise ConfigError(
+                f"{where} line {node.start_mark.line + 1}: an alias inside its own anchor "
+                "(a structure that contains itself)"
+            )
+        if known is None:
+            expanded[id(node)] = -1
+            children = node.value if isinstance(node.value, list) else []
+            if isinstance(node, yaml.MappingNode):
+                children = [item for pair in children for item in pair]
+            expanded[id(node)] = 1 + sum(size(child) for child in children)
+        return expanded[id(node)]
+
+    if size(root) > MAX_EXPANDED_NODES:
+        raise ConfigError(
+            f"{where}: its YAML aliases expand to over {MAX_EXPANDED_NODES} values (an alias "
+            "bomb?); write the values out"
+        )
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, key_prefix)]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            keys: set[tuple[str, str]] = set()
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:merge":  # '<<: *base': later keys may override
+                    stack.append((value, path))
+                    continue
+                name = f"{path}.{key.value}" if path else str(key.value)
+                if isinstance(key, yaml.ScalarNode):
+                    if (key.tag, key.value) in keys:
+                        raise ConfigError(
+                            f"{where} line {key.start_mark.line + 1}: duplicate key '{name}' "
+                            "(given twice in the same mapping; keep one)"
+                        )
+                    keys.add((key.tag, key.value))
+                stack.append((value, name))
 
 
 def _deep_copy(value: Any) -> Any:
@@ -220,6 +339,7 @@ def _check(
     """Return ``value`` coerced to ``tp`` or raise a ConfigError naming ``key``."""
     origin_tp = typing.get_origin(tp)
     if tp is Any:
+        _check_finite(value, key, origin)
         return value
     if dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
@@ -239,11 +359,13 @@ def _check(
     if origin_tp in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise _type_error(key, "mapping", value, origin)
+        _check_finite(value, key, origin)
         return dict(value)
     if isinstance(tp, type) and tp in _SCALARS:
         converted = _SCALARS[tp](value)
         if converted is _INVALID:
             raise _type_error(key, _SCALAR_NAMES.get(tp, tp.__name__), value, origin)
+        _check_finite(converted, key, origin)
         return converted
     if isinstance(tp, type) and isinstance(value, tp):
         return value
@@ -340,10 +462,27 @@ _SCALARS: dict[type, Any] = {
 _SCALAR_NAMES = {Path: "path"}
 
 
+def _check_finite(value: Any, key: str, origin: str) -> None:
+    """Raise a ConfigError naming the key of the first inf/nan float in ``value`` (a scalar, or
+    the mappings and lists of a free-form field such as ``model.backbone_kwargs``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}': expected a finite number, got {value} ({origin})")
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_finite(item, f"{key}.{name}", origin)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{key}[{i}]", origin)
+
+
 def _check_range(f: dataclasses.Field, value: Any, key: str, origin: str) -> None:
     meta = f.metadata
     if value is None:
         return
+    if meta.get("nonempty") and isinstance(value, str | Path) and not str(value).strip():
+        raise ConfigError(
+            f"config key '{key}': expected a non-empty value, got {value!r} ({origin})"
+        )
     items = value if isinstance(value, list | tuple) else [value]
     for item in items:
         if "choices" in meta and item not in meta["choices"]:

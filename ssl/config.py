@@ -74,7 +74,7 @@ class DataConfig:
     #: DataLoader worker processes per training process (0: augment in the training process).
     num_workers: int = field(default=2, metadata={"ge": 0})
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), metadata=_POSITIVE)
 
 
 @dataclass
@@ -289,7 +289,7 @@ class PretrainConfig:
     #: torch intra-op threads per process (0: on CPU, the machine's cores shared evenly by the
     #: processes on the node, whatever ``OMP_NUM_THREADS`` says; on GPU, torch's default).
     threads: int = field(default=0, metadata=_NON_NEGATIVE)
-    output_dir: str = "runs/dino"
+    output_dir: str = field(default="runs/dino", metadata={"nonempty": True})
 
 
 def load_pretrain_config(

@@ -4,7 +4,8 @@
 data or the networks are built and before anything is written: the training data
 (``data.dataset``), the k-NN data when a k-NN will run (``eval.dataset``/``eval.root`` and
 both splits), the ``--resume`` directory and ``output_dir`` (a folder, or creatable; writable;
-with room for one checkpoint). Each failure is one line naming the key and its value.
+with room for one checkpoint, every folder name within the file system's limit). Each failure
+is one line naming the key and its value.
 """
 
 from __future__ import annotations
@@ -190,9 +191,49 @@ def _existing_ancestor(path: Path) -> Path:
     return Path(".")
 
 
+#: Bytes a checkpoint adds below output_dir (``checkpoints/step_N.tmp-.../random_states_N.pkl``).
+_CHECKPOINT_SUFFIX_BYTES = 96
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _check_path_length(value: str, path: Path) -> None:
+    """Every folder name of ``path`` within its file system's name limit (255 bytes on most),
+    the files a checkpoint writes below it within PATH_MAX: one line, not ENAMETOOLONG later."""
+    shown = value if len(value) <= 80 else f"{value[:40]}...{value[-20:]}"
+    folder, limit = Path(path.anchor), _name_max(Path(path.anchor))
+    for part in path.parts[1:]:
+        size = len(os.fsencode(part))
+        if size > limit:
+            name = part if len(part) <= 40 else f"{part[:30]}..."
+            raise PreflightError(
+                f"output_dir={shown!r}: the folder name {name!r} is {size} bytes, over the "
+                f"{limit}-byte limit of its file system"
+            )
+        folder = folder / part
+        if os.path.isdir(folder):
+            limit = _name_max(folder)
+    try:
+        path_max = os.pathconf(path.anchor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        path_max = 4096
+    size = len(os.fsencode(str(path))) + _CHECKPOINT_SUFFIX_BYTES
+    if size > path_max:
+        raise PreflightError(
+            f"output_dir={shown!r}: {len(os.fsencode(str(path)))} bytes long, so the files of "
+            f"a checkpoint inside it would exceed the {path_max}-byte path limit"
+        )
+
+
 def _check_output_dir(cfg: PretrainConfig) -> None:
     value = cfg.output_dir
     path = Path(value).expanduser().absolute()
+    _check_path_length(value, path)
     existing = _existing_ancestor(path)
     if not existing.is_dir():
         where = "is a file" if existing == path else f"is under {existing}, which is a file"
