@@ -1,7 +1,11 @@
 """Images in a folder: an ImageFolder tree (``root/<class>/<image>``) or a flat unlabeled folder.
 
-Listing uses ``os.walk`` (``scandir`` underneath, no per-file ``stat``): 50,000 CIFAR JPEGs list
-in well under a second. Files are decoded lazily in ``__getitem__``; a file that cannot be decoded
+Listing walks the tree with ``os.scandir`` (no per-file ``stat``: 50,000 CIFAR JPEGs list in
+well under a second), following symbolic links. Only regular files (or links to them) are
+images: a FIFO, socket or device named ``x.png`` would block or never end a read, so it is
+skipped with one ``warning:`` line, as is a broken link. A folder met twice in one walk (a
+link back to an ancestor, ``a/up -> ..``, or a second link to the same folder) is skipped with
+one warning line, so a loop cannot multiply the images. Files are decoded lazily in ``__getitem__``; a file that cannot be decoded
 is reported once on one line (naming it; :mod:`~unimix.data.skips`), remembered in a bitmap
 shared with DataLoader workers, and replaced by the next readable image, so one bad file never
 stops a run (evaluation then drops those rows: :func:`~unimix.data.skips.skipped_mask`).
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,31 +43,90 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_image_files(directory: str | os.PathLike[str]) -> list[str]:
-    """All image files under ``directory`` (recursively, symlinks followed), sorted.
-
-    Hidden files and folders (name starting with ``.``) are ignored; so are files whose suffix
-    is not in :data:`~unimix.data.decode.IMAGE_EXTENSIONS` (case-insensitive).
-    """
-    found: list[str] = []
-    for folder, subfolders, names in os.walk(directory, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(os.path.join(folder, n) for n in sorted(names) if _is_image_name(n))
-    return found
+def _warn_skipped(path: str, why: str) -> None:
+    warn_unreadable(f"skipping {path}: {why}")
 
 
-def _scan_top_level(root: str) -> tuple[list[str], list[str]]:
-    """(sorted visible subfolder names, sorted image file names) directly inside ``root``."""
+def _not_regular(path: str) -> str:
+    """Why ``path`` (an image name that is no regular file) is skipped."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if os.path.islink(path):
+            return f"a broken symbolic link ({err.strerror or err})"
+        return f"cannot be read ({err.strerror or err})"
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):  # fmt: skip
+        if test(mode):
+            return f"{kind}, not a regular file"
+    return "not a regular file"
+
+
+def _folder_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _scan(folder: str) -> tuple[list[str], list[str]]:
+    """(sorted visible subfolder names, sorted image file names) directly inside ``folder``:
+    links followed; image names that are not regular files are skipped with a warning."""
     folders, images = [], []
-    with os.scandir(root) as entries:
+    with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():  # follows symlinks, like ImageFolder
                 folders.append(entry.name)
             elif _is_image_name(entry.name):
-                images.append(entry.name)
+                if entry.is_file():  # the listing's file type: no stat unless a link
+                    images.append(entry.name)
+                else:
+                    _warn_skipped(entry.path, _not_regular(entry.path))
     return sorted(folders), sorted(images)
+
+
+def list_image_files(directory: str | os.PathLike[str], outside: tuple[str, ...] = ()) -> list[str]:
+    """All image files under ``directory`` (recursively, symlinks followed), sorted: each
+    folder's own images, then its subfolders' in name order (``os.walk``'s top-down order).
+
+    Hidden files and folders (name starting with ``.``) are ignored; so are files whose suffix
+    is not in :data:`~unimix.data.decode.IMAGE_EXTENSIONS` (case-insensitive). An image name
+    that is not a regular file (FIFO, socket, device, broken link), a folder that cannot be
+    read, and a folder already walked (a link loop such as ``a/up -> ..``, a second link to the
+    same folder) or one of ``outside`` (e.g. the dataset root above a class folder) are each
+    skipped with one ``warning:`` line.
+    """
+    # By hand rather than os.walk: the walk must know which entries are regular files (the
+    # DirEntry types os.walk drops) and each folder's (device, inode) to see loops.
+    top = os.fspath(directory)
+    seen = {fid for fid in map(_folder_id, outside) if fid is not None}
+    found: list[str] = []
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        fid = _folder_id(folder)
+        if fid in seen:
+            _warn_skipped(
+                folder,
+                f"a link to {os.path.realpath(folder)}, a folder already listed (a symlink loop "
+                "or a second link to it)",
+            )
+            continue
+        if fid is not None:
+            seen.add(fid)
+        try:
+            subfolders, images = _scan(folder)
+        except OSError as err:
+            if folder == top:
+                raise
+            _warn_skipped(folder, f"cannot list this folder ({err.strerror or err})")
+            continue
+        found.extend(os.path.join(folder, n) for n in images)
+        stack.extend(os.path.join(folder, d) for d in reversed(subfolders))
+    return found
 
 
 class ImageFolderDataset(Dataset):
@@ -132,7 +196,7 @@ class ImageFolderDataset(Dataset):
                 raise FileNotFoundError(f"no images ({extensions}) found under {root}")
             return files, [-1] * len(files), []
 
-        folders, top_images = _scan_top_level(root)
+        folders, top_images = _scan(root)
         if labeled is None and not folders:
             if not top_images:
                 raise FileNotFoundError(f"no images ({extensions}) found in {root}")
@@ -148,7 +212,7 @@ class ImageFolderDataset(Dataset):
         files: list[str] = []
         targets: list[int] = []
         for label, name in enumerate(folders):
-            class_files = list_image_files(os.path.join(root, name))
+            class_files = list_image_files(os.path.join(root, name), outside=(root,))
             if not class_files:
                 raise FileNotFoundError(
                     f"class folder {os.path.join(root, name)} contains no images ({extensions})"
