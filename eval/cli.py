@@ -109,6 +109,7 @@ def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
 
 def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     from unimix.data import build_dataset, dataset_options
+    from unimix.data.distinct import check_distinct
 
     from .features import eval_transform
 
@@ -123,6 +124,11 @@ def _datasets(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any,
     options.update(dataset_options(args.data, root=args.root or None, image_size=size))
     train = build_dataset(args.data, args.train_split, **options)
     test = build_dataset(args.data, args.test_split, **options)
+    check_distinct(
+        train, test, f"--data {args.data} (splits {args.train_split!r} and {args.test_split!r})",
+        "pass a folder with train/ and test/ subfolders, or --train-split / --test-split naming "
+        "two different subfolders",
+    )  # fmt: skip
     info = {
         "dataset": args.data,
         "train_split": args.train_split,

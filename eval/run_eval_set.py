@@ -5,7 +5,8 @@ evaluates on when ``--data`` is not given.
 (:func:`unimix.ssl.datasets.knn_datasets`) on its config and here on the saved YAML: with ``data.holdout > 0``, bank = the training images the run trained
 on, queries = its held-out images; otherwise ``eval.dataset`` (default ``data.dataset``) under
 ``eval.root`` (default ``data.root``), ``eval.train_split`` against ``eval.test_split``, with
-``eval.num_train`` / ``eval.num_test`` generated images for ``synthetic``.
+``eval.num_train`` / ``eval.num_test`` generated images for ``synthetic``. A bank that holds
+every query (a folder without ``train/`` and ``test/`` serves both splits) is refused.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch.utils.data import Dataset
 
+from unimix.config import read_yaml_file
 from unimix.data import build_dataset, dataset_options, split_holdout
+from unimix.data.distinct import check_distinct
 
 __all__ = ["RUN_CONFIG", "eval_datasets", "find_run_config", "run_eval_datasets"]
 
@@ -38,10 +40,7 @@ def find_run_config(checkpoint: str | os.PathLike) -> Path | None:
 
 
 def _sections(config_path: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{config_path}: cannot read the run's config ({err})") from None
+    config = read_yaml_file(config_path)  # untrusted: one-line ConfigError (a ValueError)
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: expected a mapping, got {type(config).__name__}")
     data, evaluation = config.get("data") or {}, config.get("eval") or {}
@@ -102,6 +101,12 @@ def eval_datasets(
             )
         )
     bank, queries = splits
+    key = "eval.dataset" if evaluation.get("dataset") else "data.dataset"
+    check_distinct(
+        bank, queries, f"{key}={name!r} (splits {train_split!r} and {test_split!r})",
+        "name a dataset whose two splits are different images (e.g. a folder with train/ and "
+        "test/)",
+    )  # fmt: skip
     description = f"{name} {test_split} (bank: {train_split}, {len(bank)} images)"
     info = {"dataset": name, "train_split": train_split, "test_split": test_split}
     return bank, queries, {**info, "description": description}

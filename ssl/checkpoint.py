@@ -33,6 +33,7 @@ from unimix.checkpoint import (
     find_resume_checkpoint,
     list_checkpoints,
     network_file,
+    read_trainer_state,
     set_aside,
     unwrapped_key,
     verify_checkpoint,
@@ -42,7 +43,12 @@ from unimix.checkpoint import (
 from .loss import DINOLoss
 from .model import DINOModel
 
-__all__ = ["resolve_resume", "restore_training_checkpoint", "save_training_checkpoint"]
+__all__ = [
+    "check_resume_settings",
+    "resolve_resume",
+    "restore_training_checkpoint",
+    "save_training_checkpoint",
+]
 
 logger = logging.getLogger("unimix.ssl")
 
@@ -78,6 +84,34 @@ def resolve_resume(resume: str | os.PathLike | None, output_dir: Path) -> Path |
     except CheckpointError as err:
         raise ValueError(f"--resume {path}: {err}") from None
     return path
+
+
+def check_resume_settings(checkpoint: Path, batch_size: int, seed: int) -> None:
+    """Refuse (ValueError, one line naming both values) resuming ``checkpoint`` with another
+    ``data.batch_size`` (steps per epoch, so every schedule, would jump) or ``seed`` (another
+    data order and augmentation): the run would no longer continue the one it resumes.
+    Values the manifest does not record are not compared.
+
+    Raises:
+        CheckpointError: its ``trainer_state.json`` cannot be read.
+    """
+    state = read_trainer_state(checkpoint)
+    if not isinstance(state, dict):
+        return  # not a manifest: verify_checkpoint rejects it, naming the file
+    changed = [
+        f"{key}={state[saved]} (this run: {key}={now})"
+        for key, saved, now in (
+            ("data.batch_size", "batch_size", batch_size),
+            ("seed", "seed", seed),
+        )
+        if saved in state and state[saved] != now
+    ]
+    if changed:
+        raise ValueError(
+            f"{checkpoint.name} was written with {' and '.join(changed)}; resuming with other "
+            "values would not continue that run (schedules and data order change): set them back, "
+            "or start a new run in another output_dir"
+        )
 
 
 def _set_aside_damaged(root: Path) -> None:

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from unimix.config import to_dict
 from unimix.data import build_dataset, dataset_options, split_holdout
+from unimix.data.distinct import check_distinct
 from unimix.data.user_datasets import LabeledTransformed, check_image_dataset
 from unimix.eval import eval_datasets, eval_transform
 
@@ -42,7 +43,8 @@ def build_train_dataset(
 
 def check_eval_dataset(eval_dataset: Any) -> tuple[Dataset, Dataset]:
     """``eval_dataset`` as a (bank, queries) pair of labeled datasets, each yielding
-    ``(PIL image or [H, W, 3] uint8 array, int label)``; else a one-line TypeError."""
+    ``(PIL image or [H, W, 3] uint8 array, int label)``; else a one-line TypeError (a bank that
+    holds every query, e.g. one dataset twice: a one-line ValueError)."""
     if not (isinstance(eval_dataset, tuple | list) and len(eval_dataset) == 2):
         raise TypeError(
             "eval_dataset: expected a (bank, queries) pair of labeled datasets, got "
@@ -51,6 +53,7 @@ def check_eval_dataset(eval_dataset: Any) -> tuple[Dataset, Dataset]:
     bank, queries = eval_dataset
     check_image_dataset(bank, "eval_dataset bank", labeled=True)
     check_image_dataset(queries, "eval_dataset queries", labeled=True)
+    check_distinct(bank, queries, "eval_dataset", "pass a bank and queries of different images")
     return bank, queries
 
 

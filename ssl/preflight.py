@@ -4,8 +4,10 @@
 data or the networks are built and before anything is written: the training data
 (``data.dataset``), the k-NN data when a k-NN will run (``eval.dataset``/``eval.root`` and
 both splits), the ``--resume`` directory and ``output_dir`` (a folder, or creatable; writable;
-with room for one checkpoint, every folder name within the file system's limit). Each failure
-is one line naming the key and its value.
+with room for one checkpoint, every folder name within the file system's limit). The k-NN bank
+and queries must not be the same images (a folder without ``train/`` and ``test/`` serves both
+splits), and a resumed checkpoint must have been written with this ``data.batch_size`` and
+``seed``. Each failure is one line naming the key and its value.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from unimix.checkpoint import CHECKPOINTS_DIR, CheckpointError, list_checkpoints
 from unimix.data import (
     DATASET_NAMES,
     TORCHVISION_SPLITS,
@@ -26,8 +29,10 @@ from unimix.data import (
     default_data_root,
     is_generated,
 )
+from unimix.data.distinct import check_distinct
 from unimix.data.torchvision_sets import _EXPECTED_FOLDER  # what torchvision reads under root
 
+from .checkpoint import check_resume_settings
 from .config import PretrainConfig
 
 __all__ = ["PreflightError", "checkpoint_bytes", "preflight"]
@@ -77,16 +82,16 @@ def _first_line(err: Exception) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def _check_dataset(ref: _DataRef, full: bool) -> None:
+def _check_dataset(ref: _DataRef, full: bool) -> Any:
     """Raise :class:`PreflightError` unless ``ref`` can be read. ``synthetic``: built with one
     image (checks the split and options); torchvision sets: the split, and their files under
     the root unless downloaded; folders: found, and with ``full`` built (every image listed,
     none decoded) as :func:`~unimix.data.build_dataset` builds them; ``.tar`` shards: opened
-    (their headers read)."""
+    (their headers read). Returns the dataset built, if one was."""
     label = f"{ref.key}={ref.name!r}"
     if ref.name.lower() in TORCHVISION_SPLITS:
         _check_torchvision(ref)
-        return
+        return None
     shards = ref.name.lower().endswith(".tar")  # a WebDataset shard or brace pattern
     if not is_generated(ref.name) and not shards:
         folder = Path(ref.name).expanduser()
@@ -96,10 +101,10 @@ def _check_dataset(ref: _DataRef, full: bool) -> None:
         if not folder.is_dir():
             raise PreflightError(f"{label}: a file, not a folder of images")
         if not full:
-            return
+            return None
     options = {**ref.options, "num_samples": 1} if is_generated(ref.name) else ref.options
     try:
-        build_dataset(ref.name, ref.split, **options)
+        return build_dataset(ref.name, ref.split, **options)
     except (OSError, ValueError) as err:
         raise PreflightError(f"{label} (split {ref.split!r}): {_first_line(err)}") from None
 
@@ -149,6 +154,24 @@ def _check_eval_values(cfg: PretrainConfig) -> None:
         )
     if e.root is not None and not Path(e.root).expanduser().is_dir():
         raise PreflightError(f"eval.root={e.root!r}: no such folder")
+
+
+def _check_knn_distinct(bank: tuple[_DataRef, Any], queries: tuple[_DataRef, Any]) -> None:
+    """The k-NN's bank and queries are not the same images (compared as files, not split names)."""
+    (ref, bank_set), (query_ref, query_set) = bank, queries
+    hint = (
+        "give it train/ and test/ subfolders, or set eval.train_split / eval.test_split to two "
+        "different subfolders"
+    )
+    if ref.key == "data.dataset":
+        hint += " (or data.holdout=N: a k-NN on N held-out training images)"
+    try:
+        check_distinct(
+            bank_set, query_set,
+            f"{ref.key}={ref.name!r} (splits {ref.split!r} and {query_ref.split!r})", hint,
+        )  # fmt: skip
+    except ValueError as err:
+        raise PreflightError(str(err)) from None
 
 
 def _build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -253,13 +276,27 @@ def _check_output_dir(cfg: PretrainConfig) -> None:
         )
 
 
-def _check_resume(resume: str | os.PathLike | None) -> None:
-    if resume is None or os.fspath(resume) == "auto":
+def _check_resume(cfg: PretrainConfig, resume: str | os.PathLike | None) -> None:
+    """The ``--resume`` directory exists, and the checkpoint it (or ``auto``: the newest one
+    whose manifest reads) names was written with this run's ``data.batch_size`` and ``seed``."""
+    if resume is None:
         return
-    path = Path(resume).expanduser()
-    if not path.is_dir():
-        kind = "a file, not a checkpoint directory" if path.exists() else "no such directory"
-        raise PreflightError(f"--resume {os.fspath(resume)}: {kind}")
+    if os.fspath(resume) == "auto":
+        candidates = reversed(list_checkpoints(Path(cfg.output_dir) / CHECKPOINTS_DIR))
+    else:
+        path = Path(resume).expanduser()
+        if not path.is_dir():
+            kind = "a file, not a checkpoint directory" if path.exists() else "no such directory"
+            raise PreflightError(f"--resume {os.fspath(resume)}: {kind}")
+        candidates = iter([path])
+    for checkpoint in candidates:
+        try:
+            check_resume_settings(checkpoint, cfg.data.batch_size, cfg.seed)
+        except (CheckpointError, OSError):
+            continue  # unreadable: resolve_resume skips (auto) or rejects it, saying why
+        except ValueError as err:
+            raise PreflightError(f"--resume {os.fspath(resume)}: {err}") from None
+        return
 
 
 def preflight(
@@ -279,8 +316,13 @@ def preflight(
     """
     if not own_eval:
         _check_eval_values(cfg)
+    knn_sets = []
     for ref, full in _data_refs(cfg):
         if not (own_eval if ref.knn else own_train):
-            _check_dataset(ref, full)
-    _check_resume(resume)
+            dataset = _check_dataset(ref, full)
+            if ref.knn:
+                knn_sets.append((ref, dataset))
+    if _knn_runs(cfg) and len(knn_sets) == 2:
+        _check_knn_distinct(*knn_sets)
     _check_output_dir(cfg)
+    _check_resume(cfg, resume)
