@@ -16,10 +16,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def peak_matmul_flops(device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
-    """Measured fp32 FLOP/s of a large square matmul on ``device`` (the machine's practical peak)."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def peak_matmul_flops(
+    device: torch.device,
+    size: int | None = None,
+    seconds: float = 2.0,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Measured FLOP/s of a large square ``dtype`` matmul on ``device`` (the machine's practical
+    peak; ``size`` defaults to 2048 on CPU, 8192 on a GPU, which a smaller one does not fill)."""
+    size = size or (2048 if device.type == "cpu" else 8192)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     sync(device)

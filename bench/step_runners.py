@@ -5,7 +5,8 @@
 - :class:`LightlyRunner`: lightly 1.6's ``examples/pytorch/dino.py`` (``DINOTransform`` per PIL
   image, ``DINOProjectionHead``, ``DINOLoss``, ``update_momentum`` with a per-epoch
   ``cosine_schedule``, one backbone forward per view, ``cancel_last_layer_gradients``); only the
-  optimiser is AdamW like ours. lightly is imported when a runner is built (the ``bench`` extra).
+  optimiser is AdamW like ours, and with ``bf16`` its forward passes and loss run under the
+  same bf16 autocast as ours. lightly is imported when a runner is built (the ``bench`` extra).
 
 Both expose ``run(steps)``: that many optimisation steps, loading included.
 """
@@ -25,8 +26,9 @@ class OursRunner:
     """unimix's trainer pieces: per-sample-seeded batched multi-crop loader + ``DINOStep``."""
 
     def __init__(self, cfg: Any, dataset: Any, accelerator: Any) -> None:
-        from unimix.ssl.loader import BatchPlan, MultiCropBatches, make_loader
+        from unimix.ssl.loader import BatchPlan, MultiCropBatches, make_loader, render_on
         from unimix.ssl.multicrop import MultiCropAugment
+        from unimix.ssl.run import render_on_device
         from unimix.ssl.schedules import Schedules
         from unimix.ssl.step import DINOStep
 
@@ -36,8 +38,14 @@ class OursRunner:
         self.step_fn = DINOStep(cfg, accelerator)
         augment = MultiCropAugment(cfg.augment, cfg.data.mean, cfg.data.std, cfg.seed)
         total = 10**6 // cfg.data.batch_size
-        batches = MultiCropBatches(dataset, self.plan, augment, total)
-        self.loader = iter(make_loader(batches, 0, cfg.data.num_workers, seed=cfg.seed))
+        device = accelerator.device
+        on_device = render_on_device(cfg, device)
+        #: where the views are rendered: the training device, or the loader workers' CPU
+        self.render_device = device if on_device else torch.device("cpu")
+        batches = MultiCropBatches(dataset, self.plan, augment, total, render=not on_device)
+        pin = device.type == "cuda" and cfg.data.num_workers > 0
+        items = iter(make_loader(batches, 0, cfg.data.num_workers, cfg.seed, pin))
+        self.loader = render_on(items, augment, device) if on_device else items
         self.step = 0
 
     def run(self, steps: int) -> None:
@@ -74,7 +82,14 @@ class _TransformedDataset(torch.utils.data.Dataset):
 class LightlyRunner:
     """lightly's documented DINO example loop (one forward per view, per-epoch schedules)."""
 
-    def __init__(self, cfg: Any, dataset: Any, backbone: nn.Module, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        dataset: Any,
+        backbone: nn.Module,
+        device: torch.device,
+        bf16: bool = False,
+    ) -> None:
         from lightly.loss import DINOLoss
         from lightly.models.modules import DINOProjectionHead
         from lightly.models.utils import deactivate_requires_grad
@@ -112,6 +127,8 @@ class LightlyRunner:
         params = list(self.student_backbone.parameters()) + list(self.student_head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=1e-3)
         self.device, self.epoch, self.epochs = device, 0, 100
+        #: bf16 autocast around the forward passes and the loss, as Accelerate does for ours
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _next_batch(self) -> Any:
         try:
@@ -131,10 +148,11 @@ class LightlyRunner:
             update_momentum(self.student_backbone, self.teacher_backbone, m=momentum)
             update_momentum(self.student_head, self.teacher_head, m=momentum)
             views = [v.to(self.device) for v in views]
-            with torch.no_grad():
-                teacher_out = [self.teacher_head(self.teacher_backbone(v)) for v in views[:2]]
-            student_out = [self.student_head(self.student_backbone(v)) for v in views]
-            loss = self.criterion(teacher_out, student_out, epoch=self.epoch)
+            with self.autocast:
+                with torch.no_grad():
+                    teacher_out = [self.teacher_head(self.teacher_backbone(v)) for v in views[:2]]
+                student_out = [self.student_head(self.student_backbone(v)) for v in views]
+                loss = self.criterion(teacher_out, student_out, epoch=self.epoch)
             loss.backward()
             self.student_head.cancel_last_layer_gradients(current_epoch=self.epoch)
             self.optimizer.step()

@@ -3,8 +3,8 @@
 Both sides train the same backbone with the same head sizes, batch size, crops, thread count and
 DataLoader workers, starting from the same weights (:mod:`unimix.bench.step_runners`). They run
 in one process, alternating in rounds (ours, lightly, ours, lightly, …) so that machine drift
-hits both alike. The report gives source images/s, the ratio, the share of the peak fp32 FLOP/s
-measured in the same run (:mod:`unimix.bench.machine`) and peak RSS. ``scripts/bench_train.py``
+hits both alike. The report gives source images/s, the ratio, the share of the peak FLOP/s
+of the precision measured in the same run (:mod:`unimix.bench.machine`) and peak RSS. ``scripts/bench_train.py``
 is its command line.
 """
 
@@ -45,7 +45,10 @@ class ThroughputSpec:
     rounds: int = 3
     num_workers: int = 1  # DataLoader workers (both sides)
     threads: int = 0  # torch threads (0: torch's default)
-    compile: str = ""  # torch.compile backend for our student, as model.compile does ("": eager)
+    precision: str = "fp32"  # fp32 or bf16 (autocast), both sides
+    compile: str = ""  # torch.compile backend for our student and teacher ("": eager)
+    compile_mode: str = "default"  # torch.compile mode (reduce-overhead: CUDA graphs)
+    placement: str = "auto"  # where our views are rendered (augment.placement)
     out: str = "bench_train.json"  # JSON report path
 
 
@@ -60,6 +63,7 @@ def build_config(spec: ThroughputSpec) -> Any:
         f"augment.global_size={spec.global_size}",
         f"augment.local_size={spec.local_size}",
         f"augment.num_local={spec.num_local}",
+        f"augment.placement={spec.placement}",
         f"model.head.out_dim={spec.out_dim}",
         f"model.head.hidden_dim={spec.hidden_dim}",
         f"model.head.bottleneck_dim={spec.bottleneck_dim}",
@@ -73,7 +77,9 @@ def build_config(spec: ThroughputSpec) -> Any:
     return load_pretrain_config("quickstart", overrides)
 
 
-def _runners(cfg: Any, dataset: Any, accelerator: Any) -> tuple[dict[str, Any], nn.Module, float]:
+def _runners(
+    cfg: Any, dataset: Any, accelerator: Any, bf16: bool
+) -> tuple[dict[str, Any], nn.Module, float]:
     """Both runners from the same initial weights; also the backbone and one step's FLOPs."""
     from unimix.backbones import create_dino_backbone
 
@@ -82,7 +88,7 @@ def _runners(cfg: Any, dataset: Any, accelerator: Any) -> tuple[dict[str, Any], 
     torch.manual_seed(cfg.seed)
     backbone = create_dino_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
     backbone.load_state_dict(accelerator.unwrap_model(ours.step_fn.student).backbone.state_dict())
-    theirs = LightlyRunner(cfg, dataset, backbone, accelerator.device)
+    theirs = LightlyRunner(cfg, dataset, backbone, accelerator.device, bf16=bf16)
     return {"unimix": ours, "lightly": theirs}, backbone, step_flops
 
 
@@ -115,27 +121,36 @@ def _alternate(
 def measure(spec: ThroughputSpec) -> dict[str, Any]:
     """Time both loops as ``spec`` says; returns the JSON report (img/s, ratio vs lightly, % of
     peak fp32, step FLOPs, round seconds, peak RSS …). Prints progress."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    from accelerate import Accelerator
-
+    from unimix.ssl.launch import resolve_launch
+    from unimix.ssl.runtime import make_accelerator
     from unimix.ssl.trainer import build_train_dataset
 
+    if spec.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected fp32 or bf16, got {spec.precision!r}")
     cfg = build_config(spec)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    device = accelerator.device
+    # As a run makes it (precision, threads, on CPU the allocator that keeps freed memory):
+    # both loops share this process, so both get the same.
+    accelerator = make_accelerator(
+        resolve_launch(spec.precision, False, "inductor", {}), spec.threads
+    )
+    device, bf16 = accelerator.device, spec.precision == "bf16"
+    dtype = torch.bfloat16 if bf16 else torch.float32
     dataset = build_train_dataset(cfg)
-    print(f"peak fp32 matmul on {device} with {torch.get_num_threads()} threads …", flush=True)
-    peak = peak_matmul_flops(device)
-    runners, backbone, step_flops = _runners(cfg, dataset, accelerator)
+    print(
+        f"peak {spec.precision} matmul on {device}, {torch.get_num_threads()} threads …", flush=True
+    )
+    peak = peak_matmul_flops(device, dtype=dtype)
+    runners, backbone, step_flops = _runners(cfg, dataset, accelerator, bf16)
     if spec.compile:  # after the FLOP count, which needs the eager model
         ours = runners["unimix"].step_fn
-        ours.student = torch.compile(ours.student, backend=spec.compile)
-        print(f"compiling our student ({spec.compile}) …", flush=True)
+        kwargs = {"backend": spec.compile, "mode": spec.compile_mode}
+        ours.student = torch.compile(ours.student, **kwargs)
+        ours.teacher_forward = torch.compile(ours.teacher, **kwargs)
+        print(f"compiling our student and teacher ({spec.compile}, {spec.compile_mode}) …")
     times, rss_after_warmup = _alternate(runners, spec, device)
     # Measured again at the end, the higher counts: a shared machine's speed drifts, and a peak
     # caught in a slow moment would flatter both loops' share of it.
-    peak = max(peak, peak_matmul_flops(device))
+    peak = max(peak, peak_matmul_flops(device, dtype=dtype))
     images = spec.steps * spec.batch_size * spec.rounds
     rate = {n: images / sum(t) for n, t in times.items()}
     flops_per_image = step_flops / spec.batch_size
@@ -145,7 +160,9 @@ def measure(spec: ThroughputSpec) -> dict[str, Any]:
         "machine": platform.platform(),
         "threads": torch.get_num_threads(),
         "backbone_params": sum(p.numel() for p in backbone.parameters()),
-        "peak_fp32_flops": peak,
+        "precision": spec.precision,
+        "peak_flops": peak,
+        "views_rendered_on": str(runners["unimix"].render_device),
         "step_flops": step_flops,
         "img_per_s": rate,
         "ratio_vs_lightly": rate["unimix"] / rate["lightly"],
@@ -162,18 +179,21 @@ def format_throughput(report: dict[str, Any]) -> str:
     """The report as a header line, a table (img/s, vs lightly, % peak fp32) and a footer."""
     c, rate = report["config"], report["img_per_s"]
     batch = c["batch_size"]
+    precision = report.get("precision", "fp32")
     header = (
         f"DINO step, {c['backbone']} ({report['backbone_params'] / 1e6:.2f} M params), batch "
         f"{batch}, crops 2×{c['global_size']}px + {c['num_local']}×{c['local_size']}px, "
-        f"{report['threads']} threads, {c['num_workers']} loader worker(s), {report['device']}"
+        f"{precision}, {report['threads']} threads, {c['num_workers']} loader worker(s), "
+        f"{report['device']}, our views rendered on {report.get('views_rendered_on', 'cpu')}"
     )
-    lines = [header, f"{'loop':<10} {'img/s':>8} {'vs lightly':>11} {'% peak fp32':>12}"]
+    peak_col = f"% peak {precision}"
+    lines = [header, f"{'loop':<10} {'img/s':>8} {'vs lightly':>11} {peak_col:>12}"]
     for name, r in rate.items():
         ratio, mfu = r / rate["lightly"], report["percent_of_peak"][name]
         lines.append(f"{name:<10} {r:>8.1f} {ratio:>10.2f}× {mfu:>11.1f}%")
     step_flops = report["step_flops"]
     lines.append(
-        f"peak fp32 {report['peak_fp32_flops'] / 1e9:.0f} GFLOP/s; one step "
+        f"peak {precision} {report['peak_flops'] / 1e9:.0f} GFLOP/s; one step "
         f"{step_flops / 1e9:.2f} GFLOP ({step_flops / batch / 1e6:.1f} MFLOP/image); "
         f"peak RSS {report['peak_rss_mib']:.0f} MiB"
     )

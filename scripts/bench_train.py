@@ -18,6 +18,8 @@ peak RSS) and writes JSON. The logic is :mod:`unimix.bench.throughput`. Examples
     python scripts/bench_train.py --backbone caformer_s18 --global-size 224 --local-size 96 \
         --num-local 6 --batch-size 32                              # full preset (GPU)
     python scripts/bench_train.py --data ../shared/data/cifar10 --out bench_train.json
+    python scripts/bench_train.py --backbone poolformer_s12 --global-size 224 --local-size 96 \
+        --num-local 2 --precision bf16 --num-workers 12      # GPU, bf16 on both sides
 """
 
 from __future__ import annotations
@@ -58,9 +60,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=d.threads, help="torch threads (0: torch's default)"
     )
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=d.precision,
+        help="fp32, or bf16 autocast on both sides (default fp32)",
+    )
+    p.add_argument(
         "--compile",
         default=d.compile,
-        help="torch.compile backend for our student, e.g. inductor (default: eager)",
+        help="torch.compile backend for our student and teacher, e.g. inductor (default: eager)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        default=d.compile_mode,
+        help="torch.compile mode with --compile, e.g. reduce-overhead (CUDA graphs)",
+    )
+    p.add_argument(
+        "--placement",
+        choices=("auto", "loader", "device"),
+        default=d.placement,
+        help="where our views are rendered: loader workers, the training device, or auto "
+        "(device on a GPU, loader on CPU)",
     )
     p.add_argument("--out", default=d.out, help="JSON report path")
     return p.parse_args(argv)

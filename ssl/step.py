@@ -97,6 +97,14 @@ def _maybe_sync_batchnorm(model: nn.Module, accelerator: Accelerator, enabled: b
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
+def _non_finite_advice(accelerator: Accelerator) -> str:
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16":
+        # oneDNN's bf16 backward of a strided conv on a 1×1 map (a small local crop's last
+        # downsampling) returns garbage weight gradients (torch 2.14); fp32 is faster on CPU.
+        return "bf16 on CPU gives non-finite gradients for convolutions on 1×1 maps: use precision=fp32"
+    return "try a lower optim.base_lr or optim.clip_grad, or precision=bf16/no"
+
+
 def _compiled_like_student(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
     """``teacher`` through ``torch.compile`` with the run's backend and mode, or itself."""
     plugin = accelerator.state.dynamo_plugin
@@ -205,7 +213,7 @@ class DINOStep:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
                 f"loss is {global_loss} at step {step + 1} (lr {values.lr:.3g}, precision "
-                f"{acc.mixed_precision}); try a lower optim.base_lr or optim.clip_grad, or precision=bf16/no"
+                f"{acc.mixed_precision}); {_non_finite_advice(acc)}"
             )
         if values.freeze_last_layer:
             for p in self.last_layer_params:

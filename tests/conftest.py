@@ -58,3 +58,13 @@ def tiny_image_folder(tmp_path: Path) -> MakeImageFolder:
         return root
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_settings():
+    """Accelerate keeps the first Accelerator's precision and compile settings for the whole
+    process; a test that asked for bf16 must not hand them to the next test's Accelerator()."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)

@@ -112,3 +112,22 @@ def test_every_script_is_a_command_line_with_help(script: str) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage:"), result.stdout[:200]
+
+
+def test_throughput_races_both_loops_at_one_precision_with_views_where_asked(
+    tmp_path: Path,
+) -> None:
+    from unimix.bench.throughput import ThroughputSpec, format_throughput, measure
+
+    spec = ThroughputSpec(
+        num_samples=64, batch_size=8, global_size=32, local_size=16, num_local=2, out_dim=32,
+        hidden_dim=16, bottleneck_dim=8, steps=1, warmup=1, rounds=1, num_workers=0,
+        threads=1, precision="bf16", placement="device", out=str(tmp_path / "t.json"),
+    )  # fmt: skip
+    report = measure(spec)
+    assert report["precision"] == "bf16" and report["views_rendered_on"] == "cpu"
+    assert set(report["img_per_s"]) == {"unimix", "lightly"}
+    assert all(rate > 0 for rate in report["img_per_s"].values())
+    assert "bf16" in format_throughput(report).splitlines()[0]
+    with pytest.raises(ValueError, match="precision"):
+        measure(ThroughputSpec(precision="fp16"))
