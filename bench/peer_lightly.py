@@ -101,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument(
+        "--device", default="auto", help="auto (cuda when available, else cpu), cpu or cuda[:N]"
+    )
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="bf16: the forward passes and the loss under bf16 autocast, as ours",
+    )  # fmt: skip
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.images is None and args.minutes is None:
@@ -108,6 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.epochs is None and args.images is None:
         p.error("--minutes alone needs --epochs (the schedule's length)")
     return args
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def _loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]:
@@ -127,6 +140,7 @@ def _loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]
         _Views(dataset, transform), batch_size=args.batch_size, shuffle=True, drop_last=True,
         num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
         generator=torch.Generator().manual_seed(args.seed),
+        pin_memory=_device(args.device).type == "cuda",
     )  # fmt: skip
     return dataset, loader
 
@@ -160,7 +174,7 @@ def _saver(
     def save(step: int, epoch: int, elapsed: float) -> None:
         def write_files(tmp: Path) -> None:
             for name, module in (("teacher", teacher), ("student", student)):
-                state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+                state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
                 save_file(state, str(tmp / f"{name}_backbone.safetensors"))
             (tmp / "backbone.json").write_text(json.dumps({**meta, "step": step}, indent=1))
 
@@ -189,7 +203,9 @@ def _train(
 
     student, head, teacher, teacher_head = networks
     epochs, planned, every = schedule
-    criterion = DINOLoss(output_dim=OUT_DIM)
+    device = next(student.parameters()).device
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=args.precision == "bf16")
+    criterion = DINOLoss(output_dim=OUT_DIM).to(device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     student.train(), head.train(), teacher.train(), teacher_head.train()
     start, step, epoch, done = time.perf_counter(), 0, 0, False
@@ -197,10 +213,12 @@ def _train(
         for views, _ in loader:
             update_momentum(student, teacher, m=0.99)
             update_momentum(head, teacher_head, m=0.99)
-            with torch.no_grad():
-                teacher_out = [teacher_head(teacher(v)) for v in views[:2]]
-            student_out = [head(student(v)) for v in views]
-            loss = criterion(teacher_out, student_out, epoch=epoch)
+            views = [v.to(device, non_blocking=True) for v in views]
+            with autocast:
+                with torch.no_grad():
+                    teacher_out = [teacher_head(teacher(v)) for v in views[:2]]
+                student_out = [head(student(v)) for v in views]
+                loss = criterion(teacher_out, student_out, epoch=epoch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -241,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     planned = min(max_steps, round(epochs * len(loader)))
     every = max(1, math.ceil(planned / args.points))
 
+    device = _device(args.device)
     backbone = create_dino_backbone(args.backbone)
-    student, head, teacher, teacher_head = build_peer(backbone)
+    student, head, teacher, teacher_head = (m.to(device) for m in build_peer(backbone))
     optimizer = _optimizer(args, list(student.parameters()) + list(head.parameters()))
     lr = optimizer.param_groups[0]["lr"]
     save = _saver(args, backbone, teacher, student)
@@ -252,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"lightly peer: {args.backbone}, {len(dataset)} images, batch {args.batch_size}, "
-        f"{args.optimizer} lr {lr:g}, schedule {epochs:.3f} epochs, {planned} steps planned",
+        f"{args.optimizer} lr {lr:g}, schedule {epochs:.3f} epochs, {planned} steps planned, "
+        f"{device}, {args.precision}",
         flush=True,
     )
     networks = (student, head, teacher, teacher_head)

@@ -18,6 +18,7 @@ and hold one copy of the bank.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -28,7 +29,7 @@ import torch
 from .feature_store import FeatureStore
 
 __all__ = ["BANK_ROWS", "Bank", "as_queries", "bank_chunks", "build_index", "choose_backend",
-           "exact_search", "faiss_gpus", "index_search", "search_index"]  # fmt: skip
+           "exact_search", "faiss_available", "faiss_gpus", "index_search", "search_index"]  # fmt: skip
 
 Bank = torch.Tensor | np.ndarray | FeatureStore
 Backend = Literal["auto", "faiss", "faiss-gpu", "torch"]
@@ -36,8 +37,15 @@ Backend = Literal["auto", "faiss", "faiss-gpu", "torch"]
 BANK_ROWS = 32768
 
 
+def faiss_available() -> bool:
+    """Whether FAISS imports (a required dependency, but a trimmed GPU image may lack it)."""
+    return importlib.util.find_spec("faiss") is not None
+
+
 def faiss_gpus() -> int:
-    """GPUs visible to FAISS (0 for the ``faiss-cpu`` build)."""
+    """GPUs visible to FAISS (0 for the ``faiss-cpu`` build, or without FAISS)."""
+    if not faiss_available():
+        return 0
     import faiss
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
@@ -45,12 +53,12 @@ def faiss_gpus() -> int:
 
 def choose_backend(backend: str, device: torch.device | str | None) -> str:
     """Resolve ``"auto"``: GPU FAISS on CUDA when available, ``torch`` on other accelerators
-    (and CUDA without GPU FAISS), CPU FAISS on the CPU."""
+    (and CUDA without GPU FAISS), CPU FAISS on the CPU (``torch`` where FAISS is missing)."""
     kind = torch.device(device or "cpu").type
     if backend == "auto":
         if kind == "cuda" and faiss_gpus() > 0:
             return "faiss-gpu"
-        return "torch" if kind != "cpu" else "faiss"
+        return "faiss" if kind == "cpu" and faiss_available() else "torch"
     if backend not in ("faiss", "faiss-gpu", "torch"):
         raise ValueError(f"backend: expected auto, faiss, faiss-gpu or torch, got {backend!r}")
     if backend == "faiss-gpu" and faiss_gpus() == 0:

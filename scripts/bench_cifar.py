@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-size", type=int, default=32, help="image side of the k-NN evaluation")
     p.add_argument("--bank-limit", type=int, default=None, help="k-NN bank size (default all)")
     p.add_argument("--parallel", type=int, default=2)
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="both methods (bf16: autocast); each trains on the GPU when there is one",
+    )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (on CPU, cores per run)"
+    )
     p.add_argument("--out", default="runs/bench_cifar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (ours)")
     args = p.parse_args(argv)
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         method="ours", out=args.out, data=args.data, backbone=backbone, images=args.images,
         minutes=args.minutes, recipe=args.recipe, overrides=list(args.overrides),
         holdout=args.holdout, points=args.points, bank_limit=args.bank_limit,
-        eval_size=args.eval_size,
+        eval_size=args.eval_size, precision=args.precision, threads=args.threads,
     )  # fmt: skip
     report = race(
         base, args.seeds, peer=None if args.peer == "none" else args.peer,

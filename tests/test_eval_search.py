@@ -180,3 +180,23 @@ def test_blas_scan_of_ivf_cells_equals_faiss_search() -> None:
             assert all(set(a) == set(b) for a, b in zip(ids.numpy(), ref_ids, strict=True))
         found = ref_ids >= 0
         np.testing.assert_allclose(sims.numpy()[found], ref_sims[found], atol=1e-5)
+
+
+def test_without_faiss_the_knn_takes_the_torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GPU image this project measures on has no faiss: auto must not import it.
+    import importlib.util
+    import sys
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "faiss" else real_find_spec(name, *a),
+    )
+    monkeypatch.setitem(sys.modules, "faiss", None)  # any `import faiss` now raises ImportError
+    assert choose_backend("auto", "cpu") == "torch"
+    assert choose_backend("auto", "cuda") == "torch"
+    bank, y, queries = _data()
+    preds = knn_classify(bank, y, queries, k=20, num_classes=5)
+    expected = _vote(*_brute(bank, queries, 20), y, 5)
+    assert np.array_equal(np.asarray(preds), expected)
