@@ -3,55 +3,57 @@ processes, k-NN (FAISS / torch, exact or approximate), linear probe, export, rep
 
 Public API::
 
-    from unimix.eval import (load_backbone, eval_transform, extract_features, extract_to_store,
-                             FeatureStore, resolve_device, knn_classify, knn_evaluate,
-                             compare_knn, linear_probe, export_extractor, load_extractor,
-                             calibrate_batchnorm)
+    from unimix.eval import (load_backbone, eval_transform, eval_data_config, extract_features,
+                             extract_to_store, FeatureStore, resolve_device, knn_classify,
+                             knn_evaluate, compare_knn, linear_probe, export_extractor,
+                             load_extractor, calibrate_batchnorm)
+
+Each name is imported from its module on first use (PEP 562), so ``import unimix.eval.cli``
+(what ``unimix knn --help`` runs) does not pay for torch, timm and FAISS.
 """
 
-from .compare import (
-    compare_knn,
-    has_batchnorm,
-    is_like_for_like,
-    like_for_like_top1,
-    pixel_features,
-)
-from .device import resolve_device
-from .export import export_extractor, load_extractor
-from .feature_store import FeatureStore
-from .features import (
-    calibrate_batchnorm,
-    clean_state_dict,
-    eval_transform,
-    extract_features,
-    extract_to_store,
-    load_backbone,
-)
-from .knn import approximate_agreement, knn_classify, knn_evaluate, knn_search
-from .linear_probe import linear_probe, linear_probe_augmented
-from .run_eval_set import eval_datasets
+from __future__ import annotations
 
-__all__ = [
-    "FeatureStore",
-    "approximate_agreement",
-    "calibrate_batchnorm",
-    "clean_state_dict",
-    "compare_knn",
-    "eval_datasets",
-    "eval_transform",
-    "export_extractor",
-    "extract_features",
-    "extract_to_store",
-    "has_batchnorm",
-    "is_like_for_like",
-    "knn_classify",
-    "knn_evaluate",
-    "knn_search",
-    "like_for_like_top1",
-    "linear_probe",
-    "linear_probe_augmented",
-    "load_backbone",
-    "load_extractor",
-    "pixel_features",
-    "resolve_device",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module of this package that defines it.
+_LAZY: dict[str, str] = {
+    "compare_knn": "compare",
+    "has_batchnorm": "compare",
+    "is_like_for_like": "compare",
+    "like_for_like_top1": "compare",
+    "pixel_features": "compare",
+    "resolve_device": "device",
+    "export_extractor": "export",
+    "load_extractor": "export",
+    "FeatureStore": "feature_store",
+    "calibrate_batchnorm": "features",
+    "clean_state_dict": "features",
+    "eval_data_config": "features",
+    "eval_transform": "features",
+    "extract_features": "features",
+    "extract_to_store": "features",
+    "load_backbone": "features",
+    "approximate_agreement": "knn",
+    "knn_classify": "knn",
+    "knn_evaluate": "knn",
+    "knn_search": "knn",
+    "linear_probe": "linear_probe",
+    "linear_probe_augmented": "linear_probe",
+    "eval_datasets": "run_eval_set",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

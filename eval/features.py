@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torchvision.transforms import v2
 
 from unimix.checkpoint import clean_state_dict, load_backbone
 from unimix.data.skips import (
@@ -40,6 +39,7 @@ from .feature_store import FeatureStore
 __all__ = [
     "calibrate_batchnorm",
     "clean_state_dict",
+    "eval_data_config",
     "eval_transform",
     "extract_features",
     "extract_to_store",
@@ -47,30 +47,60 @@ __all__ = [
 ]
 
 
+#: Above this size the eval transform resizes then centre-crops (the DINO / ImageNet protocol,
+#: 224 <- 256); at or below it the image is resized to the size (a 32-px image has no border to
+#: spare).
+CROP_ABOVE = 64
+CROP_PCT = 0.875
+
+
+def eval_data_config(
+    image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> dict[str, Any]:
+    """timm's data config of unimix's eval transform (``input_size``, ``interpolation``,
+    ``mean``, ``std``, ``crop_pct``, ``crop_mode``): what ``--format hf`` writes into
+    ``pretrained_cfg`` and :func:`eval_transform` is built from, so both always agree."""
+    crop = image_size > CROP_ABOVE
+    return {
+        "input_size": (3, int(image_size), int(image_size)),
+        "interpolation": "bilinear",
+        "mean": tuple(float(v) for v in mean),
+        "std": tuple(float(v) for v in std),
+        "crop_pct": CROP_PCT if crop else 1.0,
+        "crop_mode": "center" if crop else "squash",
+    }
+
+
 def eval_transform(
     image_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> Callable[[Any], torch.Tensor]:
-    """PIL image / uint8 array → normalised float tensor ``[3, image_size, image_size]``.
+    """PIL image (or ``[H, W, 3]`` uint8 array) → normalised float tensor
+    ``[3, image_size, image_size]``: timm's ``create_transform`` of :func:`eval_data_config`.
 
-    Above 64 px: resize the shorter side to ``image_size / 0.875`` and centre-crop (the DINO /
-    ImageNet protocol, 224 ← 256). At 64 px and below (CIFAR-like data) the image is resized to
-    ``image_size`` without cropping: a 32-px image has no border to spare.
+    Above 64 px: bilinear resize of the shorter side to ``floor(image_size / 0.875)`` and a
+    centre crop (224 ← 256, 96 ← 109); at 64 px and below a plain resize to ``image_size``.
     """
-    if image_size > 64:
-        resize = [
-            v2.Resize(round(image_size / 0.875), antialias=True),
-            v2.CenterCrop(image_size),
-        ]
-    else:
-        resize = [v2.Resize((image_size, image_size), antialias=True)]
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            *resize,
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
+    from timm.data import create_transform
+
+    # timm's own transform, not a copy of it: a user who loads the export with timm and
+    # resolve_data_config gets these exact tensors (a hand-written copy once rounded 96 / 0.875
+    # to 110 where timm floors it to 109).
+    transform = create_transform(**eval_data_config(image_size, mean, std), is_training=False)
+    transform.transforms.insert(0, ArrayToPIL())
+    return transform
+
+
+class ArrayToPIL:
+    """``[H, W, 3]`` uint8 array → PIL image; anything else unchanged (timm's eval transform
+    resizes PIL images and tensors only)."""
+
+    def __call__(self, image: Any) -> Any:
+        from PIL import Image
+
+        return Image.fromarray(image) if isinstance(image, np.ndarray) else image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 def _hash_tensor(h: Any, tensor: torch.Tensor) -> None:

@@ -209,10 +209,11 @@ def test_eval_transform_shapes_and_values() -> None:
         x = eval_transform(size, mean, std)(image)
         assert x.shape == (3, size, size) and x.dtype == torch.float32
         torch.testing.assert_close(x, expected[:, None, None].expand_as(x))
-    # above 64 px: shorter side to size / 0.875, then the centre crop (a column pattern shows it)
-    ramp = np.tile(np.arange(110, dtype=np.uint8)[None, :, None], (110, 1, 3))  # 110 = 96/0.875
+    # above 64 px: shorter side to floor(size / 0.875) (timm's rule), then the centre crop (a
+    # column pattern shows it): 109 = floor(96 / 0.875), no resize, left edge round(13 / 2) = 6
+    ramp = np.tile(np.arange(109, dtype=np.uint8)[None, :, None], (109, 1, 3))
     x = eval_transform(96, (0, 0, 0), (1, 1, 1))(Image.fromarray(ramp))
-    torch.testing.assert_close(x[0, 0], torch.arange(7, 103, dtype=torch.float32) / 255)
+    torch.testing.assert_close(x[0, 0], torch.arange(6, 102, dtype=torch.float32) / 255)
 
 
 def test_knn_command_end_to_end(
