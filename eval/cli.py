@@ -1,6 +1,9 @@
 """``unimix knn`` / ``linear`` / ``export``: thin command lines over ``unimix.eval``.
 
 Each ``main(argv)`` returns an exit code: 0 done, 2 bad arguments or files (one line on stderr).
+torch and the evaluation modules are imported once the arguments are parsed, so ``--help``
+answers without them. Reports go to ``<RUN>/eval/`` (or beside an exported model) unless
+``--out`` says otherwise: never into the working directory, never over a run's own files.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["load_model", "main_export", "main_knn", "main_linear"]
+__all__ = ["load_model", "main_export", "main_knn", "main_linear", "report_home"]
 
 
 # ------------------------------------------------------------------------------ shared
@@ -27,7 +31,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
         help="run output dir (newest checkpoint), checkpoint dir, *.safetensors with backbone.json, "
-        "or an exported extractor",
+        "an exported extractor, or a folder written by `unimix export --format hf`",
     )
     p.add_argument(
         "--which", choices=("teacher", "student"), default="teacher",
@@ -74,18 +78,64 @@ def _add_data_args(p: argparse.ArgumentParser, data_default_help: str | None = N
 
 
 def load_model(path: str, which: str = "teacher") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A checkpoint's backbone (``load_backbone``) or an exported extractor (``load_extractor``)."""
+    """A checkpoint's backbone (``load_backbone``), an exported extractor (``load_extractor``)
+    or a ``--format hf`` folder (``load_hf_folder``: timm's ``local-dir:`` loader)."""
     from unimix.checkpoint import BACKBONE_META, load_backbone
 
+    from .hf_export import is_hf_folder, load_hf_folder
+
     p = Path(path)
+    if is_hf_folder(p):
+        return load_hf_folder(p)
     if p.is_dir() or (p.suffix == ".safetensors" and p.with_name(BACKBONE_META).is_file()):
-        return load_backbone(p, which)
+        model, meta = load_backbone(p, which)
+        if p.is_file() and p.name.startswith(("teacher_", "student_")):
+            which = p.name.split("_")[0]  # the weights file says which network it holds
+        return model, {**meta, "which": which}
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such checkpoint or exported extractor")
     from .export import load_extractor
 
     model = load_extractor(p)
     return model, {**model.meta, "model_file": str(p)}
+
+
+def report_home(path: str, meta: dict[str, Any]) -> tuple[Path, str]:
+    """``(folder, label)`` of the default report path (``meta`` from :func:`load_model`): a
+    training checkpoint's run folder and ``<which>-step<N>``; an exported file's folder and its
+    file name; an hf folder itself and its name."""
+    from unimix.checkpoint import CHECKPOINTS_DIR
+
+    p = Path(path)
+    if meta.get("hf_folder"):
+        return p, p.resolve().name
+    if meta.get("model_file"):
+        return p.parent, p.name
+    if p.is_file():
+        home = p.parents[2] if p.parent.parent.name == CHECKPOINTS_DIR else p.parent
+    else:
+        home = p.parent.parent if p.parent.name == CHECKPOINTS_DIR else p
+    which, step = meta.get("which", "teacher"), meta.get("step")
+    return home, which if step is None else f"{which}-step{step}"
+
+
+def _report_path(args: argparse.Namespace, command: str, meta: dict[str, Any]) -> Path:
+    """``--out``, checked (never a run's own file), or the default under ``report_home``."""
+    from .report import check_report_path, default_report_path
+
+    if args.out is not None:
+        check_report_path(args.out)
+        return Path(args.out)
+    home, label = report_home(args.checkpoint, meta)
+    return default_report_path(home, command, label, args.data, args.test_split)
+
+
+def _report_help(command: str) -> str:
+    return (
+        f"JSON report path (default: RUN/eval/{command}-<which>-step<N>-<data>-<split>.json in "
+        f"the run of a run / checkpoint; <folder>/eval/{command}-<name>-<data>-<split>.json "
+        "beside an exported file or inside an hf folder; never a run's own files)"
+    )
 
 
 def _file_tag(path: str | None) -> str:
@@ -97,6 +147,8 @@ def _file_tag(path: str | None) -> str:
 
 
 def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
+    import torch
+
     if limit is None or limit >= len(dataset):
         return dataset
     if limit < 1:
@@ -181,6 +233,8 @@ def _features(
 ) -> tuple[Any, ...]:
     """Train and test features with labels (tensors, or the train bank as a memory-mapped
     store with ``--features-cache``), each process extracting its block of the data."""
+    import torch
+
     from .device import default_workers
     from .distributed import world
     from .features import extract_features, extract_to_store
@@ -271,7 +325,7 @@ def _knn_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--predictions", action="store_true", help="add each k's predictions to the JSON"
     )
-    p.add_argument("--out", default="knn.json", help="JSON report path")
+    p.add_argument("--out", help=_report_help("knn"))
     return p
 
 
@@ -293,9 +347,11 @@ def _knn_rows(args: argparse.Namespace, result: dict[str, Any], ks: list[int], s
 def _knn(argv: Sequence[str] | None) -> int:
     args = _knn_parser().parse_args(argv)
     from .knn import approximate_agreement, knn_evaluate
-    from .report import format_table, write_report
+    from .report import check_report_path, format_table, write_report
     from .run_eval_set import RUN_CONFIG, find_run_config
 
+    if args.out is not None:
+        check_report_path(args.out)  # before the work, not after
     if args.data is None:
         args.run_config = find_run_config(args.checkpoint)
         if args.run_config is None:
@@ -337,7 +393,7 @@ def _knn(argv: Sequence[str] | None) -> int:
     report = {
         "command": "knn",
         "checkpoint": args.checkpoint,
-        "which": args.which,
+        "which": meta.get("which", args.which),
         "backbone": meta.get("backbone"),
         "step": meta.get("step"),
         "temperature": args.temperature,
@@ -345,7 +401,7 @@ def _knn(argv: Sequence[str] | None) -> int:
         **info,
         **result,
     }
-    print(f"wrote {write_report(args.out, report)}")
+    print(f"wrote {write_report(_report_path(args, 'knn', meta), report)}")
     return 0
 
 
@@ -375,10 +431,13 @@ def _linear(argv: Sequence[str] | None) -> int:
     p.add_argument(
         "--weight-decay", type=float, default=0.0, help="probe weight decay (default: 0)"
     )
-    p.add_argument("--out", default="linear.json", help="JSON report path")
+    p.add_argument("--out", help=_report_help("linear"))
     args = p.parse_args(argv)
     from .linear_probe import linear_probe
-    from .report import format_table, write_report
+    from .report import check_report_path, format_table, write_report
+
+    if args.out is not None:
+        check_report_path(args.out)  # before the work, not after
 
     device, rank, _ = _placement(args)
     model, meta = load_model(args.checkpoint, args.which)
@@ -413,14 +472,14 @@ def _linear(argv: Sequence[str] | None) -> int:
     report = {
         "command": "linear",
         "checkpoint": args.checkpoint,
-        "which": args.which,
+        "which": meta.get("which", args.which),
         "backbone": meta.get("backbone"),
         "step": meta.get("step"),
         "probe_s": row["time_s"],
         **info,
         **result,
     }
-    print(f"wrote {write_report(args.out, report)}")
+    print(f"wrote {write_report(_report_path(args, 'linear', meta), report)}")
     return 0
 
 

@@ -5,7 +5,11 @@ Three formats, each one model file plus a sidecar JSON named after the whole fil
 a sidecar). The sidecar says what a user needs: ``image_size``, ``mean``/``std``,
 ``num_features``, ``backbone`` preset and ``backbone_kwargs``, ``source`` checkpoint,
 ``format``, ``unimix_version`` and ``dynamic_size`` (whether other square sizes than
-``image_size`` are accepted).
+``image_size`` are accepted). The model file carries the same keys itself, each value as JSON
+text: ONNX in its ``metadata_props`` (onnxruntime: ``session.get_modelmeta().custom_metadata_map``),
+safetensors in its header metadata (``safe_open(path, "pt").metadata()``; ``format`` stays
+``"pt"`` there, as loaders expect), TorchScript as the extra file ``unimix.json``; so
+:func:`load_extractor` also loads a file whose sidecar was lost.
 
 =============  ==================  ==========================================================
 format         file                loads with
@@ -25,8 +29,9 @@ Without unimix (TorchScript, then ONNX)::
         features = model(images)                        # S = meta["image_size"]
 
     import json, onnxruntime as ort
-    meta = json.load(open("extractor.onnx.json"))
     session = ort.InferenceSession("extractor.onnx")
+    props = session.get_modelmeta().custom_metadata_map  # or json.load(the sidecar)
+    meta = {key: json.loads(text) for key, text in props.items()}
     features = session.run(None, {"images": images})[0]  # float32 numpy [B, 3, S, S] → [B, D]
 
 Inputs are float32 images scaled to [0, 1] and normalised with ``meta["mean"]``/``meta["std"]``
@@ -66,18 +71,22 @@ from torch import nn
 from unimix.backbones import create_dino_backbone
 from unimix.checkpoint import CHECKPOINTS_DIR, load_strict
 
+from .formats import FORMATS
+
 __all__ = [
     "FORMATS",
     "OnnxExtractor",
     "export_extractor",
     "load_extractor",
+    "embedded_meta",
     "portable_source",
     "sidecar_path",
 ]
 
 Format = Literal["safetensors", "torchscript", "onnx"]
-FORMATS: dict[str, str] = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
 _TOLERANCE = 1e-4  # export-time check; the round-trip tests hold the formats to 1e-5
+#: TorchScript's extra file holding the sidecar's keys.
+TORCHSCRIPT_META = "unimix.json"
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -178,6 +187,8 @@ def export_extractor(
             "dynamic_size": format == "safetensors",
             "source": portable_source(meta.get("source")),
             "step": meta.get("step"),
+            "which": meta.get("which"),
+            "trained_image_size": meta.get("trained_image_size") or size,
             "unimix_version": __version__,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,11 +197,13 @@ def export_extractor(
             if format == "safetensors":
                 # clone: tied or views of one storage would make safetensors refuse the dict
                 state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                save_file(state, os.fspath(tmp), metadata={"format": "pt"})
+                header = {k: v for k, v in _as_json_texts(info).items() if k != "format"}
+                save_file(state, os.fspath(tmp), metadata={"format": "pt", **header})
             elif format == "torchscript":
-                _export_torchscript(model, example, tmp)
+                _export_torchscript(model, example, tmp, info)
             else:
                 info.update(_export_onnx(model, example, tmp))
+                _set_onnx_metadata(tmp, info)
             os.replace(tmp, path)
         except Exception as err:
             tmp.unlink(missing_ok=True)
@@ -212,7 +225,63 @@ def _check_same(name: str, got: torch.Tensor, expected: torch.Tensor, what: str)
         raise RuntimeError(f"{name} differs from the model {what} (max |diff| {diff})")
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _as_json_texts(info: dict[str, Any]) -> dict[str, str]:
+    """Each key's value as JSON text: what ONNX ``metadata_props`` and safetensors headers hold."""
+    return {key: json.dumps(value) for key, value in info.items()}
+
+
+def _from_json_texts(texts: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, text in texts.items():
+        try:
+            meta[key] = json.loads(text)
+        except ValueError:  # a key another tool wrote as plain text
+            meta[key] = text
+    return meta
+
+
+def _set_onnx_metadata(path: Path, info: dict[str, Any]) -> None:
+    """Write ``info`` into the ONNX file's ``metadata_props`` (replacing keys of the same name)."""
+    import onnx
+
+    graph = onnx.load(os.fspath(path))
+    texts = _as_json_texts(info)
+    kept = [p for p in graph.metadata_props if p.key not in texts]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    for key, text in texts.items():
+        graph.metadata_props.add(key=key, value=text)
+    onnx.save(graph, os.fspath(path))
+
+
+def embedded_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar's keys as the model file itself carries them (ONNX ``metadata_props``, the
+    safetensors header, TorchScript's ``unimix.json``); None when the file has none."""
+    path = Path(path)
+    if path.suffix == FORMATS["onnx"]:
+        session = _onnx_session(path)
+        texts = dict(session.get_modelmeta().custom_metadata_map) if session else {}
+        meta = _from_json_texts(texts)
+    elif path.suffix == FORMATS["safetensors"]:
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = _from_json_texts(f.metadata() or {})
+        meta["format"] = "safetensors"  # the header's own "format" is safetensors' "pt"
+    elif path.suffix == FORMATS["torchscript"]:
+        files = {TORCHSCRIPT_META: ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=files)
+        meta = json.loads(files[TORCHSCRIPT_META]) if files[TORCHSCRIPT_META] else {}
+    else:
+        return None
+    return meta if meta.get("image_size") and meta.get("num_features") else None
+
+
+def _export_torchscript(
+    model: nn.Module, example: torch.Tensor, path: Path, info: dict[str, Any]
+) -> None:
     # Tracing, not scripting: timm models are not all scriptable, all are traceable.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -220,7 +289,7 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
         traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
         other = _images(3, example.shape[-1], seed=1)  # another batch size than the trace's
         _check_same("the traced module", traced(other), model(other), "at batch 3")
-        torch.jit.save(traced, os.fspath(path))
+        torch.jit.save(traced, os.fspath(path), _extra_files={TORCHSCRIPT_META: json.dumps(info)})
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
@@ -344,14 +413,24 @@ def load_extractor(path: str | os.PathLike) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such exported extractor")
     side = sidecar_path(path)
-    if not side.is_file():
-        raise FileNotFoundError(f"{side}: missing (the sidecar JSON describing {path.name})")
-    try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{side}: not valid JSON ({_first_line(err)})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{side}: expected a JSON object, got {type(meta).__name__}")
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{side}: not valid JSON ({_first_line(err)})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{side}: expected a JSON object, got {type(meta).__name__}")
+    else:  # the sidecar was lost: the file's own metadata
+        try:
+            embedded = embedded_meta(path)
+        except Exception as err:  # onnxruntime / safetensors / torch.jit: many error types
+            raise ValueError(f"{path}: cannot read this extractor ({_first_line(err)})") from None
+        if embedded is None:
+            raise FileNotFoundError(
+                f"{side}: missing (the sidecar JSON describing {path.name}), and {path.name} "
+                "carries no unimix metadata of its own"
+            )
+        meta = embedded
     fmt = meta.get("format")
     if fmt not in FORMATS or path.suffix != FORMATS[fmt]:
         raise ValueError(f"{side}: format {fmt!r} does not match the file {path.name}")

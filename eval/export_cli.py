@@ -7,17 +7,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .cli import _add_model_args, load_model
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["export_command"]
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    from .export import FORMATS
+    from .formats import FORMATS
 
     p = argparse.ArgumentParser(
         prog="unimix export",
@@ -56,7 +57,7 @@ def _run_dir(meta: dict[str, Any]) -> Path | None:
     """The run's output folder, from the weights path ``<run>/checkpoints/step_X/<file>``."""
     from unimix.checkpoint import CHECKPOINTS_DIR
 
-    if meta.get("model_file"):  # an exported extractor: its sidecar's source is not a path here
+    if meta.get("model_file") or meta.get("hf_folder"):  # an export: its source is no path here
         return None
     source = Path(meta.get("source") or "")
     if source.parent.parent.name == CHECKPOINTS_DIR:
@@ -67,12 +68,12 @@ def _run_dir(meta: dict[str, Any]) -> Path | None:
 def _export_hf(args: argparse.Namespace, model: torch.nn.Module, meta: dict[str, Any]) -> None:
     """``--format hf``: write the folder, reload it with timm on ``--device``, compare, push."""
     import timm
+    import torch
 
     from .device import resolve_device
     from .hf_export import export_hf, push_hf
 
     device = resolve_device(args.device)
-    meta = {**meta, "which": args.which}
     folder = export_hf(model, meta, args.output, _run_dir(meta))
     loaded = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
     size = int(meta.get("image_size") or 224)
@@ -96,13 +97,16 @@ def export_command(argv: Sequence[str] | None) -> int:
     args = _export_parser().parse_args(argv)
     if args.push_to_hub and args.format != "hf":
         raise ValueError(f"--push-to-hub: needs --format hf, got --format {args.format}")
+    import torch
+
     from .device import resolve_device
     from .export import export_extractor, load_extractor, sidecar_path
 
     device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, args.which)
+    meta["trained_image_size"] = meta.get("trained_image_size") or meta.get("image_size")
     if args.image_size:
-        meta["image_size"] = args.image_size
+        meta["image_size"] = args.image_size  # the export's input size; it trained at its own
     if args.format == "hf":
         _export_hf(args, model, meta)
         return 0

@@ -1,16 +1,20 @@
-"""Export a run's backbone in timm's Hugging Face layout (``save_for_hf``) + a model card.
+"""Export a run's backbone in timm's Hugging Face layout (``save_for_hf``) + a model card, and
+read such a folder back.
 
 ``export_hf(model, meta, "DIR")`` writes, through timm's own ``save_for_hf``:
 
 - ``DIR/config.json``: ``architecture`` (``unimix_<preset>``, or the timm model's name),
   ``num_classes`` 0, ``num_features``, ``model_args`` (the run's ``backbone_kwargs`` without drop
-  rates, as timm records them) and ``pretrained_cfg`` with the run's ``mean``/``std``,
-  ``input_size`` (the run's image size) and the interpolation / crop of unimix's
-  :func:`~unimix.eval.eval_transform` (bilinear; centre crop 0.875 above 64 px, a plain resize at
-  64 px and below);
+  rates, as timm records them), ``pretrained_cfg`` with :func:`~unimix.eval.eval_data_config`
+  (the run's ``mean``/``std``, ``input_size``, bilinear, crop: the very config unimix's
+  :func:`~unimix.eval.eval_transform` is built from) and ``first_conv`` (the convolution that
+  reads the image, so that timm adapts it for ``in_chans=1``), and a ``unimix`` block (preset,
+  step, which network, the trained image size, run-relative source) that ``unimix knn`` and
+  ``unimix export`` read when given the folder back (:func:`load_hf_folder`);
 - ``DIR/model.safetensors``: the backbone's ``state_dict``, keys as the timm-created model has them;
-- ``DIR/README.md``: a model card (timm's ``generate_readme``): recipe, data, steps, the run's
-  k-NN / linear-probe numbers (``knn.json`` / ``linear.json`` in the run folder, when present),
+- ``DIR/README.md``: a model card (timm's ``generate_readme``): recipe, data (paths named from
+  the run folder), steps, the trained size, the exported network's own k-NN / linear-probe
+  numbers (the run's ``knn.json`` and ``eval/`` reports of the same network at the same step),
   how to load it, licence Apache-2.0.
 
 After ``import unimix``, ``timm.create_model("local-dir:DIR", pretrained=True, num_classes=0)``
@@ -22,22 +26,40 @@ access and a Hugging Face token). No absolute path is written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 
+from unimix import __version__
 from unimix.backbones import PRESETS
 
 from .export import portable_source
+from .features import eval_data_config
+from .report import EVAL_DIR
 
-__all__ = ["export_hf", "hf_card", "hf_export_args", "push_hf"]
+__all__ = [
+    "HF_FILES",
+    "export_hf",
+    "first_conv",
+    "hf_card",
+    "hf_export_args",
+    "is_hf_folder",
+    "load_hf_folder",
+    "push_hf",
+]
 
 _DROP_RATES = ("drop_rate", "drop_path_rate", "drop_block_rate", "proj_drop_rate")
+_TIMM_ARGS = ("num_classes", "in_chans", "global_pool")  # model_args timm records on its own
 _TASK = "image-feature-extraction"
+#: What makes a folder an hf export: timm's config and the weights.
+HF_FILES = ("config.json", "model.safetensors")
 
 
 def _architecture(backbone: str) -> str:
@@ -45,10 +67,31 @@ def _architecture(backbone: str) -> str:
     return "unimix_" + bare if bare in PRESETS else backbone
 
 
+def first_conv(model: nn.Module, image_size: int) -> str | None:
+    """Name of the convolution that reads the image (timm's ``first_conv``): the first 3-channel
+    ``Conv2d`` a forward pass calls (found with hooks, not guessed from names)."""
+    called: list[str] = []
+    hooks = [
+        module.register_forward_hook(lambda *_, name=name: called.append(name))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3
+    ]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return called[0] if called else None
+
+
 def hf_export_args(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments shared by timm's ``save_for_hf`` and ``push_to_hf_hub``:
-    ``model_args`` (the run's kwargs, drop rates left out) and ``data_config`` (the run's
-    eval transform: size, mean/std, bilinear, crop)."""
+    ``model_args`` (the run's kwargs, drop rates left out), ``data_config`` (the run's eval
+    transform, :func:`~unimix.eval.eval_data_config`) and ``model_config`` (the ``unimix``
+    block of ``config.json``)."""
     if not hasattr(model, "pretrained_cfg") or not meta.get("backbone"):
         raise ValueError(
             f"--format hf: needs a checkpoint or a safetensors export (a timm-built backbone), "
@@ -56,15 +99,88 @@ def hf_export_args(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         )
     size = int(meta.get("image_size") or model.pretrained_cfg["input_size"][-1])
     kwargs = {k: v for k, v in (meta.get("backbone_kwargs") or {}).items() if k not in _DROP_RATES}
-    data_config = {
-        "input_size": (3, size, size),
-        "mean": tuple(float(v) for v in meta.get("mean") or (0.485, 0.456, 0.406)),
-        "std": tuple(float(v) for v in meta.get("std") or (0.229, 0.224, 0.225)),
-        "interpolation": "bilinear",  # torchvision's Resize default, as eval_transform
-        "crop_pct": 0.875 if size > 64 else 1.0,
-        "crop_mode": "center" if size > 64 else "squash",
+    mean = meta.get("mean") or (0.485, 0.456, 0.406)
+    std = meta.get("std") or (0.229, 0.224, 0.225)
+    unimix = {
+        "backbone": meta["backbone"],
+        "backbone_kwargs": kwargs,
+        "step": meta.get("step"),
+        "which": meta.get("which"),
+        "trained_image_size": meta.get("trained_image_size") or size,
+        "source": portable_source(meta.get("source")),
+        "unimix_version": __version__,
     }
-    return {"model_args": kwargs, "data_config": data_config}
+    return {
+        "model_args": kwargs,
+        "data_config": eval_data_config(size, mean, std),
+        "model_config": {"unimix": unimix},
+    }
+
+
+@contextlib.contextmanager
+def _first_conv_in_cfg(model: nn.Module, image_size: int) -> Iterator[None]:
+    """``first_conv`` set while timm writes ``config.json``, restored afterwards. timm writes the
+    model's trait (``model._traits``, else ``pretrained_cfg``); unimix presets register none, and
+    without it ``create_model(..., pretrained=True, in_chans=1)`` cannot adapt the stem."""
+    traits = getattr(model, "_traits", None)
+    if (traits or model.pretrained_cfg).get("first_conv"):
+        yield
+        return
+    name = first_conv(model, image_size)
+    cfg = model.pretrained_cfg
+    model.pretrained_cfg = {**cfg, "first_conv": name}
+    if traits is not None:
+        model._traits = {**traits, "first_conv": name}
+    try:
+        yield
+    finally:
+        model.pretrained_cfg = cfg
+        if traits is not None:
+            model._traits = traits
+
+
+def is_hf_folder(path: str | os.PathLike) -> bool:
+    """A folder holding timm's ``config.json`` and ``model.safetensors``."""
+    path = Path(path)
+    return path.is_dir() and all((path / name).is_file() for name in HF_FILES)
+
+
+def load_hf_folder(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model, meta)`` of a ``--format hf`` folder: the headless backbone through timm's
+    ``local-dir:`` loader, in eval mode, and the keys :func:`~unimix.checkpoint.load_backbone`
+    gives (``backbone``, ``backbone_kwargs``, ``num_features``, ``image_size``, ``mean``,
+    ``std``, ``step``, ``source``) plus ``which``, ``trained_image_size`` and ``hf_folder``.
+    A folder timm cannot load is one ValueError line naming it."""
+    import timm
+
+    path = Path(path)
+    config_file = path / "config.json"
+    config = _read_json(config_file)
+    if config is None or not isinstance(config.get("pretrained_cfg"), dict):
+        raise ValueError(f"{config_file}: not a timm config (a JSON object with pretrained_cfg)")
+    try:
+        model = timm.create_model(f"local-dir:{path}", pretrained=True, num_classes=0)
+    except Exception as err:  # timm raises many types for a foreign or damaged folder
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: timm cannot load this folder ({first})") from None
+    info = config["unimix"] if isinstance(config.get("unimix"), dict) else {}
+    timm_args = config.get("model_args") or {}
+    cfg = model.pretrained_cfg
+    meta = {
+        "backbone": info.get("backbone") or config.get("architecture"),
+        "backbone_kwargs": info.get("backbone_kwargs")
+        or {k: v for k, v in timm_args.items() if k not in _TIMM_ARGS},
+        "num_features": int(model.num_features),
+        "image_size": int(cfg["input_size"][-1]),
+        "trained_image_size": info.get("trained_image_size"),
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+        "step": info.get("step"),
+        "which": info.get("which") or "teacher",
+        "source": info.get("source"),
+        "hf_folder": str(path),
+    }
+    return model.eval(), meta
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -86,21 +202,86 @@ def _recipe(run_dir: Path | None) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def _results(run_dir: Path | None) -> list[str]:
+def _reports(run_dir: Path) -> list[dict[str, Any]]:
+    """``unimix knn`` / ``unimix linear`` reports of the run: ``eval/*.json`` (and the
+    ``linear.json`` earlier versions wrote into the working directory)."""
+    files = [*sorted((run_dir / EVAL_DIR).glob("*.json")), run_dir / "linear.json"]
+    found = [_read_json(f) for f in files if f.is_file()]
+    return [r for r in found if r and r.get("command") in ("knn", "linear")]
+
+
+def _final_step(run_dir: Path) -> int | None:
+    """The step of the run's newest checkpoint: what a ``knn.json`` without a step measured."""
+    from unimix.checkpoint import CHECKPOINTS_DIR, list_checkpoints
+
+    found = list_checkpoints(run_dir / CHECKPOINTS_DIR)
+    return int(found[-1].name.rsplit("_", 1)[-1]) if found else None
+
+
+def _results(run_dir: Path | None, which: str, step: Any, names: Callable[[Any], str]) -> list[str]:
+    """Card lines: the numbers of the exported network (``which`` at ``step``), never another's."""
+    if run_dir is None:
+        return []
     rows = []
-    knn = _read_json(run_dir / "knn.json") if run_dir else None
-    if knn and isinstance(knn.get("trained"), (int, float)):
-        line = f"- k-NN top-1 (k={knn.get('k')}) on {knn.get('dataset')}: {knn['trained']:.2f}%"
-        if isinstance(knn.get("untrained"), (int, float)):
+    knn = _read_json(run_dir / "knn.json")
+    key = "trained" if which == "teacher" else which
+    if knn and knn.get("step", _final_step(run_dir)) == step and _number(knn.get(key)):
+        line = f"- k-NN top-1 (k={knn.get('k')}) on {names(knn.get('dataset'))}: {knn[key]:.2f}%"
+        if _number(knn.get("untrained")):
             line += f" (same backbone untrained: {knn['untrained']:.2f}%)"
-        rows.append(line)
-    linear = _read_json(run_dir / "linear.json") if run_dir else None
-    top1 = (linear or {}).get("test_top1", (linear or {}).get("top-1"))
-    if isinstance(top1, (int, float)):
-        rows.append(
-            f"- linear probe top-1 on {linear.get('dataset', 'its test split')}: {top1:.2f}%"
-        )
+        rows.append(f"{line}; the run's final k-NN of the {which}")
+    for report in _reports(run_dir):
+        if report.get("which", "teacher") != which or report.get("step") != step:
+            continue
+        data = names(f"{report.get('dataset')} {report.get('test_split')}")
+        if report["command"] == "knn" and isinstance(report.get("top1"), dict):
+            for k, top1 in sorted(report["top1"].items(), key=lambda kv: int(kv[0])):
+                if _number(top1):
+                    rows.append(f"- k-NN top-1 (k={k}) on {data}: {top1:.2f}%; unimix knn")
+        top1 = report.get("test_top1")
+        if report["command"] == "linear" and _number(top1):
+            rows.append(f"- linear probe top-1 on {data}: {top1:.2f}%; unimix linear")
     return rows
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _dataset_names(cfg: dict[str, Any], run_dir: Path | None) -> Callable[[Any], str]:
+    """A function rewriting, in a text, each dataset path of the run's config as seen from the
+    run folder (``../data/src``): the card names no absolute path, and no path the reader
+    could not place."""
+    paths = []
+    for section in ("data", "eval"):
+        value = (cfg.get(section) or {}).get("dataset")
+        if isinstance(value, str) and ("/" in value or os.sep in value):
+            paths.append(value)
+
+    def relative(value: str) -> str:
+        path = Path(value)
+        if run_dir is None:
+            return path.name
+        if not path.is_absolute():  # as typed where the run was started: taken from here
+            path = Path.cwd() / path
+        return Path(os.path.relpath(path, run_dir.resolve())).as_posix()
+
+    def names(text: Any) -> str:
+        text = str(text)
+        for value in sorted(paths, key=len, reverse=True):
+            text = text.replace(value, relative(value))
+        return text
+
+    return names
+
+
+def _pretraining_data(cfg: dict[str, Any], names: Callable[[Any], str]) -> str:
+    if not cfg:
+        return "not recorded (no config.yaml of the run was found)"
+    dataset = (cfg.get("data") or {}).get("dataset")
+    if dataset is None:
+        return "the caller's own images (unimix.pretrain(dataset=...)), not named by the run"
+    return names(dataset)
 
 
 _USAGE = """
@@ -108,14 +289,15 @@ _USAGE = """
 import timm
 import unimix  # registers the unimix_* architectures with timm
 
+# "{source}": a path from the folder that holds {name}/ (from elsewhere, give the folder's path)
 model = timm.create_model("{source}", pretrained=True, num_classes=0).eval()
-# a local folder: "local-dir:PATH/TO/FOLDER"; on the Hugging Face Hub: "hf-hub:USER/REPO"
 config = timm.data.resolve_data_config({{}}, model=model)  # the run's size, mean/std, crop
-transform = timm.data.create_transform(**config)
-features = model(transform(image).unsqueeze(0))  # [1, {num_features}]
+transform = timm.data.create_transform(**config)  # = unimix's eval transform
+features = model(transform(image).unsqueeze(0))  # image: a PIL RGB image -> [1, {num_features}]
 
 # torch.hub, from a checkout of unimix (its hubconf.py)
 import torch
+
 model = torch.hub.load("path/to/unimix", "from_export", "{source}", source="local")
 ```
 """
@@ -128,18 +310,29 @@ def hf_card(
     is what the usage example loads (``"local-dir:NAME"`` / ``"hf-hub:USER/REPO"``)."""
     cfg = _recipe(run_dir)
     data, dino, head = cfg.get("data") or {}, cfg.get("dino") or {}, cfg.get("model", {})
+    names = _dataset_names(cfg, run_dir)
     arch = _architecture(meta["backbone"])
+    which = meta.get("which") or "teacher"
     params = sum(p.numel() for p in model.parameters()) / 1e6
+    size = int(meta.get("image_size") or model.pretrained_cfg["input_size"][-1])
+    trained = meta.get("trained_image_size") or (cfg.get("augment") or {}).get("global_size")
+    input_size = f"{size} px" + (
+        f" (trained at {trained} px)" if trained and trained != size else ""
+    )
     details: dict[str, Any] = {
         "Model Type": "Image feature backbone (self-supervised, DINO; headless)",
         "Architecture": f"{arch} ({params:.2f} M parameters, {model.num_features} features)",
-        "Pretraining data": f"{data.get('dataset', 'unknown')} at {meta.get('image_size')} px",
+        "Pretraining data": _pretraining_data(cfg, names)
+        + (f", at {trained} px" if trained else ""),
+        "Input size": input_size,
         "Steps": meta.get("step"),
-        "Weights": f"the {meta.get('which', 'teacher')} backbone of {meta.get('source')}",
+        "Weights": f"the {which} backbone"
+        + (f" of {meta['source']}" if meta.get("source") else ""),
         "Normalisation": f"mean {list(meta.get('mean') or [])}, std {list(meta.get('std') or [])}",
     }
+    details = {k: v for k, v in details.items() if v is not None}
     if cfg:
-        details["Recipe"] = {
+        recipe = {
             "epochs": cfg.get("epochs"),
             "max_steps": cfg.get("max_steps"),
             "batch_size": data.get("batch_size"),
@@ -148,14 +341,21 @@ def hf_card(
             "teacher_temp": dino.get("teacher_temp"),
             "momentum_teacher": dino.get("momentum_teacher"),
         }
-    results = _results(run_dir) or ["- no k-NN / linear report was found in the run folder"]
+        details["Recipe"] = {k: v for k, v in recipe.items() if v is not None}
+    step = meta.get("step")
+    results = _results(run_dir, which, step, names) or [
+        f"- no k-NN / linear report of the {which}"
+        + (f" at step {step}" if step is not None else "")
+        + " was found in the run folder"
+    ]
+    name = source.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
     return {
         "tags": [_TASK, "timm", "unimix", "dino", "self-supervised"],
         "license": "apache-2.0",
         "description": f"A {arch} backbone pretrained with DINO by unimix "
         f"(exported with `unimix export --format hf`).",
         "details": details,
-        "usage": _USAGE.format(source=source, num_features=model.num_features),
+        "usage": _USAGE.format(source=source, name=name, num_features=model.num_features),
         "comparison": "\n".join(results) + "\n",
     }
 
@@ -167,8 +367,9 @@ def export_hf(
     (the folder is created when missing). Returns the folder.
 
     ``meta``: what :func:`~unimix.checkpoint.load_backbone` returns (``backbone``,
-    ``backbone_kwargs``, ``image_size``, ``mean``, ``std``, ``step``, ``source``; ``which``);
-    ``run_dir``: the run's output folder, read for ``config.yaml``, ``knn.json``, ``linear.json``.
+    ``backbone_kwargs``, ``image_size``, ``mean``, ``std``, ``step``, ``source``), ``which``,
+    and ``trained_image_size`` when ``image_size`` is the export's own;
+    ``run_dir``: the run's output folder, read for ``config.yaml``, ``knn.json``, ``eval/``.
     """
     from timm.models import save_for_hf
     from timm.models._hub import generate_readme
@@ -178,13 +379,15 @@ def export_hf(
         raise ValueError(f"{folder}: --format hf writes a folder, but this is a file")
     meta = {**meta, "source": portable_source(meta.get("source"))}
     args = hf_export_args(model, meta)
-    card = hf_card(model, meta, f"local-dir:{folder.name}", run_dir)
+    name = folder.resolve().name
+    card = hf_card(model, meta, f"local-dir:{name}", run_dir)
     was_training = model.training
     try:
-        save_for_hf(model.eval(), os.fspath(folder), safe_serialization=True, **args)
+        with _first_conv_in_cfg(model, args["data_config"]["input_size"][-1]):
+            save_for_hf(model.eval(), os.fspath(folder), safe_serialization=True, **args)
     finally:
         model.train(was_training)
-    readme = generate_readme(card, folder.name, task_name=_TASK)
+    readme = generate_readme(card, name, task_name=_TASK)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
 
@@ -202,10 +405,11 @@ def push_hf(
     card = hf_card(model, meta, f"hf-hub:{repo_id}", run_dir)
     was_training = model.training
     try:
-        return push_to_hf_hub(
-            model.eval(), repo_id, model_card=card, task_name=_TASK, safe_serialization=True,
-            **args,
-        )  # fmt: skip
+        with _first_conv_in_cfg(model, args["data_config"]["input_size"][-1]):
+            return push_to_hf_hub(
+                model.eval(), repo_id, model_card=card, task_name=_TASK,
+                safe_serialization=True, **args,
+            )  # fmt: skip
     except Exception as err:  # network, authentication, hub errors: many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RuntimeError(f"--push-to-hub {repo_id}: upload failed ({first})") from err

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "write_report"]
+__all__ = [
+    "EVAL_DIR",
+    "RUN_FILES",
+    "check_report_path",
+    "default_report_path",
+    "format_table",
+    "write_report",
+]
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -36,3 +44,43 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(report, indent=1, default=str))
     os.replace(tmp, path)
     return path
+
+
+#: The folder ``unimix knn`` / ``unimix linear`` write their reports into by default: inside the
+#: run a checkpoint belongs to, or beside an exported model (never the working directory).
+EVAL_DIR = "eval"
+#: Files of a run's output folder a report must never replace.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "knn.json", "curves.png")
+
+
+def _slug(text: str) -> str:
+    """``text`` as a file-name part: a path's last component, other characters than
+    letters, digits, ``.``, ``_`` and ``-`` as ``_``."""
+    name = Path(str(text).rstrip("/\\")).name or str(text)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "data"
+
+
+def default_report_path(
+    home: str | os.PathLike, command: str, label: str, data: str, split: str
+) -> Path:
+    """``HOME/eval/<command>-<label>-<data>-<split>.json``: e.g.
+    ``runs/quickstart/eval/knn-teacher-step160-synthetic-test.json``. ``label`` names the network
+    (``teacher-step160``, an exported file's name), so two networks never share a report."""
+    parts = [command, _slug(label), _slug(data), _slug(split)]
+    return Path(home) / EVAL_DIR / ("-".join(parts) + ".json")
+
+
+def check_report_path(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse (one-line ValueError) a report path that would replace a run's own file
+    (``config.yaml``, ``metrics.jsonl``, ``knn.json``, ``curves.png`` of a folder holding a
+    ``config.yaml``) or anything inside a run's ``checkpoints/``."""
+    given, path = path, Path(path).absolute()
+    run_file = path.name in RUN_FILES and (path.parent / RUN_FILES[0]).is_file()
+    in_checkpoints = any(
+        f.name == "checkpoints" and (f.parent / RUN_FILES[0]).is_file() for f in path.parents
+    )
+    if run_file or in_checkpoints:
+        raise ValueError(
+            f"{option} {given}: would replace a file of the run; give another path (the default "
+            f"writes into the run's {EVAL_DIR}/ folder)"
+        )

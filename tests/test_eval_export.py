@@ -151,8 +151,11 @@ def test_bad_sidecars_and_arguments(
 ) -> None:
     path = tmp_path / "m.pt"
     shutil.copy(exported["torchscript"], path)
-    with pytest.raises(FileNotFoundError, match=r"m\.pt\.json: missing"):
-        load_extractor(path)
+    assert load_extractor(path).meta["image_size"] == 32  # no sidecar: the file's own metadata
+    foreign = tmp_path / "foreign.pt"  # a TorchScript file unimix did not write
+    torch.jit.save(torch.jit.trace(torch.nn.Flatten(), torch.zeros(1, 3)), str(foreign))
+    with pytest.raises(FileNotFoundError, match=r"foreign\.pt\.json: missing"):
+        load_extractor(foreign)
     sidecar_path(path).write_text("{not json")
     with pytest.raises(ValueError, match=r"m\.pt\.json: not valid JSON"):
         load_extractor(path)
