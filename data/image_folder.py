@@ -291,6 +291,11 @@ class ImageFolderDataset(Dataset):
                 self.skip_log.found(j, error)
         raise UnreadableImageError(f"none of the {n} images under {self.root} can be decoded")
 
+    @property
+    def cached(self) -> bool:
+        """Whether the pixels are held in memory (``cache=True``) rather than read from files."""
+        return self._pixels is not None
+
     def get_uint8(self, index: int) -> np.ndarray:
         """Pixels of item ``index``: a new ``[H, W, 3]`` uint8 array (substitution as in ``[]``)."""
         index = self._check_index(index)

@@ -73,6 +73,10 @@ class DataConfig:
     batch_size: int = field(default=1024, metadata={"ge": 1})
     #: DataLoader worker processes per training process (0: augment in the training process).
     num_workers: int = field(default=2, metadata={"ge": 0})
+    #: Where a folder's JPEG files are decoded: ``loader`` (workers, PIL) or ``device`` (the
+    #: training process, in batches with torchvision's ``decode_jpeg``: nvJPEG on a GPU; needs
+    #: ``augment.placement`` device, ``data.cache=false``; other files still decode in workers).
+    decode: Literal["loader", "device"] = "loader"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), metadata=_POSITIVE)
 
@@ -317,6 +321,11 @@ def check_consistency(cfg: PretrainConfig, own_dataset: bool = False) -> None:
         raise ConfigError(
             f"config key 'optim.min_lr': {cfg.optim.min_lr} exceeds the peak lr "
             f"base_lr·batch_size/256 = {cfg.optim.base_lr * cfg.data.batch_size / 256:g}"
+        )
+    if cfg.data.decode == "device" and (cfg.augment.placement == "loader" or cfg.data.cache):
+        raise ConfigError(
+            "config key 'data.decode': device decodes JPEG files where the views are rendered: "
+            "it needs augment.placement=device (or auto on a GPU) and data.cache=false"
         )
     if cfg.data.batch_size % cfg.optim.grad_accum_steps:
         raise ConfigError(

@@ -23,14 +23,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from unimix.data.skips import announce_skipped
+from unimix.data.image_folder import ImageFolderDataset
+from unimix.data.jpeg import read_jpeg
+from unimix.data.skips import announce_skipped, base_indices
 
-from .multicrop import CropBatch, MultiCropAugment
+from .multicrop import CropBatch, MultiCropAugment, Source
 
 __all__ = [
     "BatchPlan",
     "MultiCropBatches",
     "augmented_item",
+    "jpeg_folder",
+    "load_sources",
     "load_uint8",
     "make_loader",
     "render_on",
@@ -129,12 +133,33 @@ def render_on(
         yield item
 
 
+def jpeg_folder(dataset: Dataset) -> bool:
+    """Whether ``dataset``'s images are files read from disk (an uncached image folder, or a
+    subset of one), whose JPEGs :func:`load_sources` can hand over undecoded."""
+    base, _ = base_indices(dataset)
+    return isinstance(base, ImageFolderDataset) and not base.cached
+
+
+def load_sources(dataset: Dataset, indices: Sequence[int], jpeg: bool = False) -> list[Source]:
+    """:func:`load_uint8`, or with ``jpeg`` (a :func:`jpeg_folder` dataset) each JPEG file's
+    bytes, to be decoded where the views are rendered; other files are decoded here."""
+    if not jpeg:
+        return load_uint8(dataset, indices)
+    base, index = base_indices(dataset)
+    out: list[Source] = []
+    for i in indices:
+        encoded = read_jpeg(base.files[index[i]])
+        out.append(encoded if encoded is not None else base.get_uint8(int(index[i])))
+    return out
+
+
 class MultiCropBatches(Dataset):
     """Item ``m``: this process's micro-batch ``m`` of the run, as multi-crop views.
 
     Returns ``{"crops": [globals [2·b, 3, G, G], locals [V_l·b, 3, L, L]], "indices": [b]}``
     (view-major rows; no locals entry when ``num_local == 0``), or with ``render=False``
-    ``{"views": CropBatch, "indices": [b]}`` (see :func:`augmented_item`).
+    ``{"views": CropBatch, "indices": [b]}`` (see :func:`augmented_item`), whose JPEG files
+    stay undecoded with ``jpeg=True`` (see :func:`load_sources`).
     """
 
     def __init__(
@@ -144,16 +169,17 @@ class MultiCropBatches(Dataset):
         augment: MultiCropAugment,
         total: int,
         render: bool = True,
+        jpeg: bool = False,
     ) -> None:
         self.dataset, self.plan, self.augment, self.total = dataset, plan, augment, total
-        self.render = render
+        self.render, self.jpeg = render, jpeg
 
     def __len__(self) -> int:
         return self.total
 
     def __getitem__(self, micro: int) -> dict[str, object]:
         epoch, indices = self.plan.indices(micro)
-        images = load_uint8(self.dataset, indices)
+        images = load_sources(self.dataset, indices, self.jpeg)
         return augmented_item(self.augment, images, indices.tolist(), epoch, self.render)
 
 

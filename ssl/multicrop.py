@@ -27,9 +27,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from unimix.data.jpeg import EncodedJPEG, decode_jpegs
+
 from .config import AugmentConfig
 
-__all__ = ["CropBatch", "MultiCropAugment", "ViewOps", "ViewParams"]
+__all__ = ["CropBatch", "MultiCropAugment", "Source", "ViewOps", "ViewParams"]
+
+#: A source image: ``[H, W, 3]`` uint8 pixels, or a JPEG file to decode where views are rendered.
+Source = torch.Tensor | np.ndarray | EncodedJPEG
 
 _RRC_ATTEMPTS = 10
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
@@ -104,12 +109,12 @@ class CropBatch:
     """``n`` uint8 sources and the operations of every view: what crosses from a DataLoader
     worker to the process that renders the views (4× less than float32 crops).
 
-    ``sources``: one ``[m, H, W, 3]`` uint8 stack per distinct source size; ``rows``: the
-    batch rows (``[m]`` int64) of each stack; ``views``: one :class:`ViewOps` per view, globals
-    first.
+    ``sources``: per distinct source size, a ``[m, H, W, 3]`` uint8 stack, or ``m`` JPEG files
+    to decode where the views are rendered (``data.decode=device``); ``rows``: the batch rows
+    (``[m]`` int64) of each group; ``views``: one :class:`ViewOps` per view, globals first.
     """
 
-    sources: list[torch.Tensor]
+    sources: list[torch.Tensor | list[EncodedJPEG]]
     rows: list[torch.Tensor]
     views: list[ViewOps]
     num_samples: int
@@ -125,6 +130,8 @@ class CropBatch:
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, EncodedJPEG):  # the decoder reads its bytes from the CPU
+        return obj
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if isinstance(obj, list):
@@ -165,7 +172,7 @@ class MultiCropAugment:
         self.num_views = 2 + cfg.num_local
 
     def __call__(
-        self, images: Sequence[torch.Tensor | np.ndarray], indices: Sequence[int], epoch: int
+        self, images: Sequence[Source], indices: Sequence[int], epoch: int
     ) -> list[torch.Tensor]:
         return self.render(self.prepare(images, indices, epoch))
 
@@ -211,16 +218,19 @@ class MultiCropAugment:
         solarize = u[:, k + 13] < solarize_p
         return ViewParams(box, flip, jitter, order, gray, sigma, solarize)
 
-    def prepare(
-        self, images: Sequence[torch.Tensor | np.ndarray], indices: Sequence[int], epoch: int
-    ) -> CropBatch:
-        """Draw every view's parameters and stack the sources by size (no pixel is touched)."""
+    def prepare(self, images: Sequence[Source], indices: Sequence[int], epoch: int) -> CropBatch:
+        """Draw every view's parameters and stack the sources by size (no pixel is touched).
+
+        ``images``: ``[H, W, 3]`` uint8 arrays or tensors, or JPEG files to be decoded where
+        the views are rendered (:class:`~unimix.data.jpeg.EncodedJPEG`)."""
         if len(images) != len(indices):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
         # A copy: cached sources are read-only views, which torch warns about (and a few KB each).
-        sources = [torch.from_numpy(np.array(im)) for im in images]
-        heights = np.array([s.shape[0] for s in sources])
-        widths = np.array([s.shape[1] for s in sources])
+        sources = [
+            im if isinstance(im, EncodedJPEG) else torch.from_numpy(np.array(im)) for im in images
+        ]
+        heights = np.array([_size(s)[0] for s in sources])
+        widths = np.array([_size(s)[1] for s in sources])
         u = self.draw_uniforms(epoch, indices)
         stacks, rows = _group_by_shape(sources)
         views = [
@@ -249,10 +259,12 @@ class MultiCropAugment:
     # ---------------------------------------------------------------------------- rendering
     def render(self, batch: CropBatch) -> list[torch.Tensor]:
         """The views of ``batch``, computed on the device its tensors are on."""
-        device = batch.sources[0].device
+        device = batch.rows[0].device
         mean, std = self.mean.to(device), self.std.to(device)
         # uint8 → float once per source stack, shared by every view
-        stacks = [s.permute(0, 3, 1, 2).float().contiguous() for s in batch.sources]
+        stacks = [
+            _pixels(s, device).permute(0, 3, 1, 2).float().contiguous() for s in batch.sources
+        ]
         views = [_render_view(stacks, batch, ops, mean, std) for ops in batch.views]
         out = [torch.cat(views[:2])]
         if len(views) > 2:
@@ -284,13 +296,33 @@ def _render_view(
 
 
 # -------------------------------------------------------------------------------- helpers
-def _group_by_shape(sources: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-    """Stack equal-sized sources: uint8 ``[m, H, W, 3]`` stacks and their batch rows ``[m]``."""
-    by_shape: dict[tuple[int, ...], list[int]] = {}
+def _size(source: torch.Tensor | EncodedJPEG) -> tuple[int, int]:
+    if isinstance(source, EncodedJPEG):
+        return source.height, source.width
+    return source.shape[0], source.shape[1]
+
+
+def _group_by_shape(
+    sources: list[torch.Tensor | EncodedJPEG],
+) -> tuple[list[torch.Tensor | list[EncodedJPEG]], list[np.ndarray]]:
+    """Equal-sized sources together: uint8 ``[m, H, W, 3]`` stacks (JPEG files: lists of
+    ``m``, in groups of their own), and the batch rows ``[m]`` of each group."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for row, s in enumerate(sources):
-        by_shape.setdefault(tuple(s.shape), []).append(row)
-    stacks = [torch.stack([sources[r] for r in rows]) for rows in by_shape.values()]
-    return stacks, [np.array(rows) for rows in by_shape.values()]
+        key = (*_size(s), "jpeg") if isinstance(s, EncodedJPEG) else tuple(s.shape)
+        groups.setdefault(key, []).append(row)
+    out = [
+        [sources[r] for r in rows] if key[-1] == "jpeg" else torch.stack([sources[r] for r in rows])
+        for key, rows in groups.items()
+    ]
+    return out, [np.array(rows) for rows in groups.values()]
+
+
+def _pixels(group: torch.Tensor | list[EncodedJPEG], device: torch.device) -> torch.Tensor:
+    """A source group as a ``[m, H, W, 3]`` uint8 stack on ``device`` (JPEGs decoded there)."""
+    if isinstance(group, torch.Tensor):
+        return group
+    return torch.stack(decode_jpegs(group, device))
 
 
 def _random_resized_crop(

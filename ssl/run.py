@@ -19,16 +19,17 @@ from .checkpoint import resolve_resume, restore_training_checkpoint, save_traini
 from .config import PretrainConfig
 from .datasets import build_train_dataset
 from .launch import LaunchSettings, check_launch, resolve_launch, world_origin
-from .loader import BatchPlan, MultiCropBatches, make_loader, render_on
+from .loader import BatchPlan, MultiCropBatches, jpeg_folder, make_loader, render_on
 from .model import DINOModel
 from .monitor import Monitor
 from .multicrop import MultiCropAugment
 from .preflight import preflight
+from .run_lock import hold_output_dir
 from .runtime import configure_logging, device_origin, make_accelerator
 from .schedules import Schedules
 from .shard_loader import ShardBatches, ShardPlan, make_stream_loader, resume_message, stream_plan
 from .step import DINOStep
-from .trackers import flat_config
+from .trackers import flat_config, use_run_stores
 
 __all__ = ["PretrainResult", "Run", "build_run"]
 
@@ -149,6 +150,23 @@ def render_on_device(cfg: PretrainConfig, device: torch.device) -> bool:
     return cfg.augment.placement == "device"
 
 
+def _decode_on_device(cfg: PretrainConfig, dataset: Any, on_device: bool) -> bool:
+    """Whether JPEG files go undecoded to the training process (``data.decode=device``)."""
+    if cfg.data.decode != "device":
+        return False
+    if not on_device:
+        raise ValueError(
+            "data.decode=device: the views are rendered in the loader workers here (no GPU, "
+            "augment.placement=auto): set augment.placement=device, or data.decode=loader"
+        )
+    if not jpeg_folder(dataset):
+        raise ValueError(
+            "data.decode=device: reads the JPEG files of an image folder (data.cache=false); "
+            f"{cfg.data.dataset or 'this dataset'} has none: set data.decode=loader"
+        )
+    return True
+
+
 def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
     """Micro-batches from ``start_step`` on: the same views whatever the process count and
     wherever they are rendered (for streaming shards: see :mod:`~unimix.ssl.shard_loader`)."""
@@ -172,8 +190,9 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
         )
         items = iter(make_stream_loader(stream, cfg.data.num_workers, cfg.seed, pin))
     else:
+        jpeg = _decode_on_device(cfg, run.dataset, on_device)
         batches = MultiCropBatches(
-            run.dataset, run.plan, augment, run.end_step * accum, render=not on_device
+            run.dataset, run.plan, augment, run.end_step * accum, not on_device, jpeg
         )
         start = run.start_step * accum
         items = iter(make_loader(batches, start, cfg.data.num_workers, cfg.seed, pin))
@@ -198,8 +217,10 @@ def build_run(
     accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
     configure_logging(accelerator.is_main_process)
     output_dir = Path(cfg.output_dir)
+    hold_output_dir(output_dir, accelerator)  # before anything in it is read, moved or written
     resume_path = resolve_resume(resume, output_dir)
     dataset = build_train_dataset(cfg) if dataset is None else dataset  # a caller's own data
+    _decode_on_device(cfg, dataset, render_on_device(cfg, accelerator.device))  # before writing
     plan = BatchPlan(
         len(dataset), cfg.data.batch_size, cfg.optim.grad_accum_steps,
         accelerator.num_processes, accelerator.process_index, cfg.seed,
@@ -225,6 +246,7 @@ def build_run(
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "config.yaml")
+        use_run_stores(cfg.logging.trackers, output_dir)  # MLflow: <output_dir>/mlruns
     run = Run(
         cfg, accelerator, launch, output_dir, resume_path, dataset, plan, schedules, step_fn,
         networks, start_step, end_step,
