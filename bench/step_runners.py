@@ -26,7 +26,13 @@ class OursRunner:
     """unimix's trainer pieces: per-sample-seeded batched multi-crop loader + ``DINOStep``."""
 
     def __init__(self, cfg: Any, dataset: Any, accelerator: Any) -> None:
-        from unimix.ssl.loader import BatchPlan, MultiCropBatches, make_loader, render_on
+        from unimix.ssl.loader import (
+            BatchPlan,
+            MultiCropBatches,
+            jpeg_folder,
+            make_loader,
+            render_on,
+        )
         from unimix.ssl.multicrop import MultiCropAugment
         from unimix.ssl.run import render_on_device
         from unimix.ssl.schedules import Schedules
@@ -42,7 +48,8 @@ class OursRunner:
         on_device = render_on_device(cfg, device)
         #: where the views are rendered: the training device, or the loader workers' CPU
         self.render_device = device if on_device else torch.device("cpu")
-        batches = MultiCropBatches(dataset, self.plan, augment, total, render=not on_device)
+        jpeg = cfg.data.decode == "device" and jpeg_folder(dataset)
+        batches = MultiCropBatches(dataset, self.plan, augment, total, not on_device, jpeg)
         pin = device.type == "cuda" and cfg.data.num_workers > 0
         items = iter(make_loader(batches, 0, cfg.data.num_workers, cfg.seed, pin))
         self.loader = render_on(items, augment, device) if on_device else items

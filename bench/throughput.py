@@ -49,6 +49,7 @@ class ThroughputSpec:
     compile: str = ""  # torch.compile backend for our student and teacher ("": eager)
     compile_mode: str = "default"  # torch.compile mode (reduce-overhead: CUDA graphs)
     placement: str = "auto"  # where our views are rendered (augment.placement)
+    decode: str = "loader"  # where our JPEG files are decoded (data.decode)
     out: str = "bench_train.json"  # JSON report path
 
 
@@ -64,6 +65,7 @@ def build_config(spec: ThroughputSpec) -> Any:
         f"augment.local_size={spec.local_size}",
         f"augment.num_local={spec.num_local}",
         f"augment.placement={spec.placement}",
+        f"data.decode={spec.decode}",
         f"model.head.out_dim={spec.out_dim}",
         f"model.head.hidden_dim={spec.hidden_dim}",
         f"model.head.bottleneck_dim={spec.bottleneck_dim}",

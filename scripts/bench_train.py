@@ -82,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where our views are rendered: loader workers, the training device, or auto "
         "(device on a GPU, loader on CPU)",
     )
+    p.add_argument(
+        "--decode",
+        choices=("loader", "device"),
+        default=d.decode,
+        help="where our JPEG files are decoded (with --data FOLDER): loader workers (PIL) or "
+        "the training device (torchvision decode_jpeg, with --placement device)",
+    )
     p.add_argument("--out", default=d.out, help="JSON report path")
     return p.parse_args(argv)
 
