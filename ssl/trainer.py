@@ -36,6 +36,7 @@ from .datasets import build_train_dataset, check_eval_dataset
 from .fit import Callback, fit
 from .knn_monitor import final_knn, final_knn_line, online_knn
 from .run import PretrainResult, Run, build_run
+from .run_lock import release_output_dir
 from .step import NonFiniteLossError
 
 __all__ = [
@@ -166,6 +167,7 @@ def pretrain(
         ConfigError: a bad config key or value (one line naming it).
         TypeError: ``dataset`` / ``eval_dataset`` is not usable (one line naming it).
         NonFiniteLossError: the loss became NaN/inf (the message names the step).
+        RunLockedError: another run is using ``output_dir`` (one line naming its pid and host).
         ValueError / FileNotFoundError: bad data, backbone or checkpoint (key mismatches listed).
     """
     start_time = time.perf_counter()
@@ -175,17 +177,22 @@ def pretrain(
         cfg = _own_data_config(cfg, own_eval=eval_dataset is not None)
     if eval_dataset is not None:
         eval_dataset = check_eval_dataset(eval_dataset)
-    run = build_run(cfg, resume, dataset, own_eval=eval_dataset is not None)
-    result = PretrainResult(output_dir=run.output_dir, steps=run.start_step, world_size=run.world)
-    _fit_and_save(run, result, eval_dataset)
-    if cfg.eval.knn_at_end:
-        student, teacher = run.networks["student"], run.networks["teacher"]
-        result.knn = final_knn(cfg, teacher, student, run.accelerator, eval_dataset)
-        if result.knn is not None and run.accelerator.is_main_process:
-            print(final_knn_line(result.knn))
-            with open(run.output_dir / "knn.json", "w") as f:
-                json.dump(result.knn, f, indent=1)
-    result.wall_time_s = time.perf_counter() - start_time
-    run.accelerator.wait_for_everyone()
-    run.accelerator.end_training()
+    try:
+        run = build_run(cfg, resume, dataset, own_eval=eval_dataset is not None)
+        result = PretrainResult(
+            output_dir=run.output_dir, steps=run.start_step, world_size=run.world
+        )
+        _fit_and_save(run, result, eval_dataset)
+        if cfg.eval.knn_at_end:
+            student, teacher = run.networks["student"], run.networks["teacher"]
+            result.knn = final_knn(cfg, teacher, student, run.accelerator, eval_dataset)
+            if result.knn is not None and run.accelerator.is_main_process:
+                print(final_knn_line(result.knn))
+                with open(run.output_dir / "knn.json", "w") as f:
+                    json.dump(result.knn, f, indent=1)
+        result.wall_time_s = time.perf_counter() - start_time
+        run.accelerator.wait_for_everyone()
+        run.accelerator.end_training()
+    finally:
+        release_output_dir(cfg.output_dir)  # build_run locked it
     return result
