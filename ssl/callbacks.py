@@ -36,11 +36,14 @@ class StepReport:
     loss: float  # global-batch loss
     values: StepValues  # lr, weight decay, momentum, teacher temperature of this step
     teacher_out: torch.Tensor  # [2, B, out_dim] teacher logits of the last micro-batch
+    step_s: float = 0.0  # seconds of this step: its data and the update, no callback's work
 
 
 class LogCallback:
     """Every ``logging.every_steps`` steps (and the last): one metrics record with the schedule
-    values, teacher entropies (the collapse diagnostics), KoLeo and throughput."""
+    values, teacher entropies (the collapse diagnostics), KoLeo and throughput (``img_per_s``:
+    images over the time spent in the steps themselves, so a k-NN or a checkpoint written
+    between them does not count)."""
 
     def __init__(
         self,
@@ -58,14 +61,14 @@ class LogCallback:
         self.batch_size, self.steps_per_epoch, self.world_size = (
             batch_size, steps_per_epoch, world_size,
         )  # fmt: skip
-        self.window_start, self.window_images = time.perf_counter(), 0
+        self.window_s, self.window_images = 0.0, 0
         self.run_start = time.perf_counter()
 
     def on_step(self, r: StepReport) -> bool:
         self.window_images += self.batch_size
+        self.window_s += r.step_s
         if r.step % self.cfg.every_steps != 0 and r.step != r.end_step:
             return False
-        elapsed = time.perf_counter() - self.window_start
         v = r.values
         h_sample, h_mean = teacher_entropies(r.teacher_out, self.loss_fn.center, v.teacher_temp)
         koleo = self.koleo()
@@ -83,7 +86,7 @@ class LogCallback:
             "teacher_mean_entropy": h_mean,
             "teacher_entropy_gap": h_mean - h_sample,
             **({"koleo": koleo} if koleo is not None else {}),
-            "img_per_s": self.window_images / max(elapsed, 1e-9),
+            "img_per_s": self.window_images / max(self.window_s, 1e-9),
             "elapsed_s": time.perf_counter() - self.run_start,
             "world_size": self.world_size,
         }
@@ -91,7 +94,7 @@ class LogCallback:
         warning = self.collapse.check(h_sample, h_mean)
         if warning:
             self.monitor.warn(warning)
-        self.window_start, self.window_images = time.perf_counter(), 0
+        self.window_s, self.window_images = 0.0, 0
         return False
 
 

@@ -3,6 +3,7 @@ or a callback asks to stop."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,7 @@ def fit(
     """
     accum = run.cfg.optim.grad_accum_steps
     for step in range(run.start_step, run.end_step):
+        step_start = time.perf_counter()
         values = run.schedules.at(step)
         micro_batches = (next(run.batches)["crops"] for _ in range(accum))
         try:
@@ -39,10 +41,11 @@ def fit(
             kept = last_checkpoint()
             kept_text = f"; the last good checkpoint is {kept}" if kept else ""
             raise NonFiniteLossError(f"{err}{kept_text}") from None
+        step_s = time.perf_counter() - step_start  # data + step; the callbacks' time is not in it
         result.losses.append(loss)
         result.steps = step + 1
         run.monitor.advance()
-        report = StepReport(step + 1, run.end_step, loss, values, teacher_out)
+        report = StepReport(step + 1, run.end_step, loss, values, teacher_out, step_s)
         stop = False
         for callback in callbacks:  # every callback sees every step, in order
             stop = callback.on_step(report) or stop

@@ -24,6 +24,7 @@ __all__ = [
     "RAW_PIXEL_MAX_SIZE",
     "final_knn",
     "final_knn_line",
+    "final_knn_metrics",
     "online_knn",
 ]
 
@@ -112,6 +113,18 @@ def final_knn(
         "k": k,
         "temperature": cfg.eval.temperature,
         "dataset": description,
+    }
+
+
+def final_knn_metrics(knn: dict[str, Any]) -> dict[str, float]:
+    """The final k-NN as metrics for ``metrics.jsonl`` and the trackers:
+    ``final_knn_top1_<network>`` (teacher, student, untrained, raw_pixels) for each number."""
+    names = {"trained": "teacher", "student": "student", "untrained": "untrained",
+             "raw_pixels": "raw_pixels"}  # fmt: skip
+    return {
+        f"final_knn_top1_{name}": float(knn[key])
+        for key, name in names.items()
+        if isinstance(knn.get(key), int | float)
     }
 
 

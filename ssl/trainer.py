@@ -34,7 +34,7 @@ from .callbacks import BudgetCallback, CheckpointCallback, KnnCallback, LogCallb
 from .config import RECIPES, PretrainConfig, check_consistency
 from .datasets import build_train_dataset, check_eval_dataset
 from .fit import Callback, fit
-from .knn_monitor import final_knn, final_knn_line, online_knn
+from .knn_monitor import final_knn, final_knn_line, final_knn_metrics, online_knn
 from .run import PretrainResult, Run, build_run
 from .run_lock import release_output_dir
 from .step import NonFiniteLossError
@@ -74,11 +74,28 @@ def _callbacks(
     return callbacks, checkpoints
 
 
+def _final_knn(
+    run: Run, result: PretrainResult, eval_dataset: tuple[Dataset, Dataset] | None
+) -> None:
+    """The final k-NN (every process computes it): printed, written to ``knn.json`` (with its
+    step) and logged at the last step, so that metrics.jsonl and every tracker (TensorBoard,
+    W&B's run summary, MLflow) hold it too."""
+    student, teacher = run.networks["student"], run.networks["teacher"]
+    result.knn = final_knn(run.cfg, teacher, student, run.accelerator, eval_dataset)
+    if result.knn is None or not run.accelerator.is_main_process:
+        return
+    result.knn["step"] = result.steps
+    print(final_knn_line(result.knn))
+    with open(run.output_dir / "knn.json", "w") as f:
+        json.dump(result.knn, f, indent=1)
+    run.monitor.log({"step": result.steps, **final_knn_metrics(result.knn)})
+
+
 def _fit_and_save(
     run: Run, result: PretrainResult, eval_dataset: tuple[Dataset, Dataset] | None = None
 ) -> None:
-    """The fit loop, then the last step's checkpoint; the metrics sinks and the data workers
-    are closed whatever happens."""
+    """The fit loop, the last step's checkpoint, then the final k-NN (``eval.knn_at_end``);
+    the metrics sinks and the data workers are closed whatever happens."""
     callbacks, checkpoints = _callbacks(run, eval_dataset)
     fit_start = time.perf_counter()
     try:
@@ -90,6 +107,9 @@ def _fit_and_save(
         result.checkpoint = checkpoints.latest
         if result.checkpoint is None and run.resume_path is not None:
             result.checkpoint = run.resume_path
+        if run.cfg.eval.knn_at_end:  # before the sinks close: the trackers get it too
+            run.batches = None  # the training loader's workers are done
+            _final_knn(run, result, eval_dataset)
     finally:
         run.monitor.close()
         run.batches = None  # stops the DataLoader's workers
@@ -183,13 +203,6 @@ def pretrain(
             output_dir=run.output_dir, steps=run.start_step, world_size=run.world
         )
         _fit_and_save(run, result, eval_dataset)
-        if cfg.eval.knn_at_end:
-            student, teacher = run.networks["student"], run.networks["teacher"]
-            result.knn = final_knn(cfg, teacher, student, run.accelerator, eval_dataset)
-            if result.knn is not None and run.accelerator.is_main_process:
-                print(final_knn_line(result.knn))
-                with open(run.output_dir / "knn.json", "w") as f:
-                    json.dump(result.knn, f, indent=1)
         result.wall_time_s = time.perf_counter() - start_time
         run.accelerator.wait_for_everyone()
         run.accelerator.end_training()
