@@ -101,6 +101,22 @@ def test_missing_series_say_not_logged(tmp_path: Path) -> None:
     assert not panels["teacher momentum"].get_lines()
 
 
+def test_every_panel_spans_the_runs_steps_even_with_only_the_final_knn() -> None:
+    # no online k-NN, only knn.json's final numbers: the k-NN panel has no x data of its own
+    records = [
+        {"step": s, "loss": 1.0 / s, "lr": 0.01, "img_per_s": 100.0} for s in range(10, 101, 10)
+    ]
+    final = {"trained": 38.7, "untrained": 21.0}
+    panels = _panels(run_figure(records, final, "no online k-NN"))
+    knn = panels["teacher k-NN top-1"]
+    assert [line.get_ydata()[0] for line in knn.get_lines()] == [38.7, 21.0]
+    low, high = knn.get_xlim()
+    assert low < 10 < 100 < high and high - low < 1.1 * 90  # the run's steps, not matplotlib's 0-1
+    for ax in panels.values():  # one x range for every panel that draws
+        if NOT_LOGGED not in _said(ax):
+            assert ax.get_xlim() == (low, high)
+
+
 def test_no_run_or_no_metrics_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -35,6 +35,8 @@ class Panel:
     ylabel: str = ""
     hlines: list[tuple[str, float]] = field(default_factory=list)
     log_y: bool = False
+    #: ``(first, last)`` of the x axis; None: matplotlib's choice (0-1 when only ``hlines``)
+    xlim: tuple[float, float] | None = None
 
     @property
     def logged(self) -> bool:
@@ -72,6 +74,10 @@ def draw_panel(ax: Any, panel: Panel, legend_title: str | None = None) -> None:
         ax.axhline(y, ls=style, lw=1, color="gray", label=label or None)
     if panel.log_y and all(v > 0 for s in panel.series for v in s.y):
         ax.set_yscale("log")
+    if panel.xlim is not None:
+        first, last = panel.xlim
+        pad = 0.02 * (last - first) or 0.5  # a one-step run still gets an axis around its step
+        ax.set_xlim(first - pad, last + pad)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)

@@ -86,8 +86,13 @@ def _knn_lines(knn: dict[str, Any] | None) -> list[tuple[str, float]]:
 
 
 def run_panels(records: list[dict[str, Any]], knn: dict[str, Any] | None = None) -> list[Panel]:
-    """The six panels of a run, in reading order (a panel with no points says "not logged")."""
-    return [
+    """The six panels of a run, in reading order (a panel with no points says "not logged"),
+    every one over the same steps: the first to the last step the run logged (the k-NN panel
+    too when it holds only the final numbers)."""
+    steps = [r["step"] for r in records if _number(r.get("step")) and _number(r.get("loss"))]
+    steps = steps or [r["step"] for r in records if _number(r.get("step"))]
+    xlim = (float(min(steps)), float(max(steps))) if steps else None
+    panels = [
         Panel("DINO loss", [_series(records, "loss", "")], ylabel="loss"),
         Panel(
             "teacher entropy (collapse: the two meet)",
@@ -107,6 +112,9 @@ def run_panels(records: list[dict[str, Any]], knn: dict[str, Any] | None = None)
         ),
         Panel("throughput", [_series(records, "img_per_s", "")], ylabel="images / s"),
     ]
+    for panel in panels:
+        panel.xlim = xlim
+    return panels
 
 
 def run_figure(records: list[dict[str, Any]], knn: dict[str, Any] | None, title: str) -> Any:
