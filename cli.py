@@ -8,6 +8,7 @@ configuration and input errors print one ``error: ...`` line and exit with code 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,28 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class _LineHandler(logging.Handler):
+    """``warning: message`` (the level in lower case) on the *current* ``sys.stderr``, one
+    write per record: what every command prints for the library's log records (e.g. a damaged
+    checkpoint skipped), as its own ``error:`` / ``warning:`` lines look."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _log_lines() -> None:
+    """Records of ``unimix.*`` loggers (warnings and above) as ``warning:`` lines; pretraining
+    sets its own handlers (:func:`unimix.ssl.runtime.configure_logging`), which stop them here."""
+    log = logging.getLogger("unimix")
+    if not any(isinstance(h, _LineHandler) for h in log.handlers):
+        handler = _LineHandler(logging.WARNING)
+        log.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``unimix <command> ...``; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -49,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    _log_lines()
     module_name, func_name, _ = SUBCOMMANDS[name]
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(rest) or 0)

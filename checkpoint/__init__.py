@@ -29,6 +29,7 @@ from .manifest import (
     write_checkpoint,
 )
 from .pickled import check_pickled_files
+from .tensor_files import check_safetensors_files, default_file_mode, save_safetensors
 from .weights import (
     check_keys,
     clean_state_dict,
@@ -50,8 +51,10 @@ __all__ = [
     "backbone_file",
     "check_keys",
     "check_pickled_files",
+    "check_safetensors_files",
     "checkpoint_name",
     "clean_state_dict",
+    "default_file_mode",
     "find_resume_checkpoint",
     "list_checkpoints",
     "load_backbone",
@@ -60,6 +63,7 @@ __all__ = [
     "read_backbone_meta",
     "read_trainer_state",
     "resolve_weights",
+    "save_safetensors",
     "set_aside",
     "unwrapped_key",
     "verify_checkpoint",

@@ -7,6 +7,7 @@ detected (the file and what is wrong named) before anything is read from it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .layout import TRAINER_STATE, checkpoint_name, list_checkpoints
+from .tensor_files import check_safetensors_files, default_file_mode
 from .write_error import WRITE_ERRORS, CheckpointWriteError, describe_write_error
 
 __all__ = [
@@ -51,9 +53,11 @@ def _fsync(path: Path) -> None:
 
 def _seal(tmp: Path, state: Mapping[str, Any]) -> None:
     """Hash every file of ``tmp`` into its ``trainer_state.json`` (``state`` plus ``files``)."""
-    files = {}
+    files, mode = {}, default_file_mode()
     for p in sorted(tmp.iterdir()):
         if p.is_file():
+            with contextlib.suppress(OSError):  # a file system without modes keeps its own
+                os.chmod(p, mode)  # every writer's file as readable as the JSON beside it
             _fsync(p)
             files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
     meta = {**state, "files": files}
@@ -170,7 +174,8 @@ def read_trainer_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Check that every file listed in ``trainer_state.json`` is present and unchanged.
+    """Check that every file listed in ``trainer_state.json`` is present and unchanged, and that
+    every safetensors file opens (a file written short matches its checksum too).
 
     Returns the trainer state. Raises :class:`CheckpointError` naming the first bad file.
     """
@@ -185,6 +190,8 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             _check_file(file, expected)
         except OSError as err:  # unreadable, or moved away while we read it
             raise CheckpointError(f"{file}: unreadable ({err.strerror or err})") from None
+    for file, reason in check_safetensors_files(path):
+        raise CheckpointError(f"{file}: not a readable safetensors file ({reason})")
     return state
 
 

@@ -9,6 +9,7 @@ own message: never the advice to load it with ``weights_only=False``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from pathlib import Path
@@ -43,10 +44,28 @@ def check_pickled_files(path: str | os.PathLike) -> None:
             _load_weights_only(file)
         except Exception as err:
             if not isinstance(err, pickle.UnpicklingError) and "weights_only" not in str(err):
-                first = (str(err).strip().splitlines() or [""])[0][:120]
-                raise CheckpointError(
-                    f"rejected {file}: unreadable tensor file ({type(err).__name__}: {first})"
-                ) from None
+                raise CheckpointError(f"rejected {file}: {_unreadable(err, file)}") from None
             raise CheckpointError(
                 f"rejected {file}: not a plain tensor file (refusing to unpickle it)"
             ) from None
+
+
+def _unreadable(err: Exception, file: Path) -> str:
+    """Why torch cannot read ``file``, in our words: torch's own messages run over several
+    sentences, quote the path back and advise loading with other settings."""
+    text = " ".join(str(err).split())
+    with contextlib.suppress(OSError):
+        if file.stat().st_size == 0:
+            return "an empty file"
+    if "_use_new_zipfile_serialization" in text:  # torch's mmap refusal of a non-zip file
+        return (
+            "not a tensor file in torch.save's zip format (a plain or old-format pickle, or "
+            "other bytes; refusing to unpickle it)"
+        )
+    if "PytorchStreamReader" in text:  # e.g. "failed reading zip archive: failed finding ..."
+        reason = text.split("PytorchStreamReader ", 1)[1].split(". ", 1)[0].rstrip(".")
+        return f"a damaged zip archive ({reason})"
+    first = text.split(". ", 1)[0].rstrip(".")
+    if len(first) > 100:
+        first = first[:100].rsplit(" ", 1)[0] + " ..."
+    return f"unreadable tensor file ({type(err).__name__}: {first})"

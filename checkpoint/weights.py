@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,19 @@ def _listed(label: str, keys: list[str], limit: int) -> str:
     return f"{label} {len(keys)}: {', '.join(keys[:limit])}{' ...' if len(keys) > limit else ''}"
 
 
-def check_keys(expected: Iterable[str], file: str | os.PathLike, what: str) -> None:
-    """Raise ValueError listing missing and unexpected keys of safetensors ``file`` vs ``expected``."""
+def check_keys(
+    expected: Iterable[str] | Mapping[str, Sequence[int]], file: str | os.PathLike, what: str
+) -> None:
+    """Raise ValueError listing missing and unexpected keys of safetensors ``file`` vs
+    ``expected``; when ``expected`` maps each key to its shape, also the tensors whose shape
+    differs. Only the file's header is read (shapes are checked before anything is loaded)."""
     with safe_open(os.fspath(file), framework="pt") as f:
-        found = set(f.keys())
-    expected = set(expected)
-    if found == expected:
+        found = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    if found.keys() == set(expected):
+        if isinstance(expected, Mapping):
+            _check_shapes(expected, found, file, what)
         return
-    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    missing, unexpected = sorted(set(expected) - found.keys()), sorted(found.keys() - set(expected))
     parts = [
         _listed(label, keys, 20)
         for label, keys in (("missing", missing), ("unexpected", unexpected))
@@ -64,6 +69,26 @@ def check_keys(expected: Iterable[str], file: str | os.PathLike, what: str) -> N
         f"{file}: {what} keys do not match this run's model ({'; '.join(parts)}); "
         "was it written with another model.backbone / model.head config?"
     )
+
+
+def _check_shapes(
+    expected: Mapping[str, Sequence[int]],
+    found: Mapping[str, tuple[int, ...]],
+    file: str | os.PathLike,
+    what: str,
+) -> None:
+    wrong = [
+        f"{key} {list(found[key])} in the file, {list(shape)} in this run"
+        for key, shape in sorted(expected.items())
+        if tuple(shape) != found[key]
+    ]
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise ValueError(
+            f"{file}: {what} shapes do not match this run's model ({'; '.join(wrong[:3])}{more}); "
+            "was it written with another model.head (out_dim, hidden_dim, bottleneck_dim) or "
+            "model.backbone config?"
+        )
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -142,7 +142,8 @@ def _clean_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def _load_clean(module: nn.Module, file: Path, name: str, device: str) -> None:
     """Load clean-keyed ``file`` into ``module`` (compiled or not), strictly."""
     own = {unwrapped_key(k): k for k in module.state_dict()}
-    check_keys(own.keys(), file, name)
+    shapes = {key: value.shape for key, value in module.state_dict().items()}
+    check_keys({k: shapes[own[k]] for k in own}, file, name)  # keys and shapes, before loading
     state = load_file(str(file), device=device)
     module.load_state_dict({own[k]: v for k, v in state.items()}, strict=True)
 

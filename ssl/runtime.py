@@ -135,8 +135,16 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+class _LowerLevelFormatter(logging.Formatter):
+    """``warning: message``: the level in lower case, as every ``warning:`` / ``error:`` line
+    unimix prints itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def configure_logging(is_main: bool) -> None:
-    """``LEVEL: message`` on stderr (through tqdm's writer, so the progress bar stays whole)
+    """``level: message`` on stderr (through tqdm's writer, so the progress bar stays whole)
     for the trainer's and the checkpoint format's loggers; only errors from processes other
     than the main one. Unreadable images are reported by
     :mod:`unimix.data.skips` (one ``warning:`` line each, also through tqdm's writer)."""
@@ -145,7 +153,7 @@ def configure_logging(is_main: bool) -> None:
         if log.handlers:
             continue
         handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(_LowerLevelFormatter())
         log.addHandler(handler)
         log.setLevel(logging.INFO if is_main else logging.ERROR)
         log.propagate = False
