@@ -55,6 +55,8 @@ class JobSpec:
     peer_optimizer: str = "sgd"
     #: fp32 or bf16 (autocast), both methods; the device is the accelerator when there is one
     precision: str = "fp32"
+    #: DataLoader workers of each run (both methods)
+    num_workers: int = 1
     #: ours: warm-ups (lr, teacher temperature, frozen last layer) not set in ``overrides`` are
     #: capped at this share of the budgeted epochs (a 30-epoch recipe's 2-epoch warm-up would
     #: fill most of a 5-epoch budget).
@@ -130,6 +132,7 @@ def _ours_overrides(spec: JobSpec, out: Path, epochs: float, every: int) -> list
         f"seed={spec.seed}",
         f"threads={spec.threads}",
         f"precision={spec.precision}",
+        f"data.num_workers={spec.num_workers}",
         "eval.knn_every_epochs=0",
         "eval.knn_at_end=false",
         "logging.progress_bar=false",
@@ -217,7 +220,7 @@ def _run_lightly(spec: JobSpec, out: Path) -> dict[str, Any]:
     args = ["--data", spec.data, "--backbone", spec.backbone, "--seed", str(spec.seed)]
     args += ["--holdout", str(spec.holdout), "--points", str(spec.points)]
     args += ["--threads", str(spec.threads), "--optimizer", spec.peer_optimizer]
-    args += ["--precision", spec.precision]
+    args += ["--precision", spec.precision, "--num-workers", str(spec.num_workers)]
     args += ["--out", str(out / "run")]
     if spec.images is not None:
         args += ["--images", str(spec.images)]

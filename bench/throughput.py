@@ -50,6 +50,7 @@ class ThroughputSpec:
     compile_mode: str = "default"  # torch.compile mode (reduce-overhead: CUDA graphs)
     placement: str = "auto"  # where our views are rendered (augment.placement)
     decode: str = "loader"  # where our JPEG files are decoded (data.decode)
+    cache: bool = False  # a folder's images decoded once into RAM (data.cache)
     out: str = "bench_train.json"  # JSON report path
 
 
@@ -75,7 +76,7 @@ def build_config(spec: ThroughputSpec) -> Any:
         overrides += ["data.dataset=synthetic", f"data.num_samples={spec.num_samples}"]
         overrides += [f"data.image_size={spec.global_size}"]
     else:
-        overrides += [f"data.dataset={spec.data}"]
+        overrides += [f"data.dataset={spec.data}", f"data.cache={str(spec.cache).lower()}"]
     return load_pretrain_config("quickstart", overrides)
 
 

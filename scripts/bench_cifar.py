@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (on CPU, cores per run)"
     )
+    p.add_argument("--num-workers", type=int, default=1, help="DataLoader workers per run")
     p.add_argument("--out", default="runs/bench_cifar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides (ours)")
     args = p.parse_args(argv)
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes, recipe=args.recipe, overrides=list(args.overrides),
         holdout=args.holdout, points=args.points, bank_limit=args.bank_limit,
         eval_size=args.eval_size, precision=args.precision, threads=args.threads,
+        num_workers=args.num_workers,
     )  # fmt: skip
     report = race(
         base, args.seeds, peer=None if args.peer == "none" else args.peer,

@@ -131,3 +131,49 @@ def test_throughput_races_both_loops_at_one_precision_with_views_where_asked(
     assert "bf16" in format_throughput(report).splitlines()[0]
     with pytest.raises(ValueError, match="precision"):
         measure(ThroughputSpec(precision="fp16"))
+
+
+def test_speed_matrix_parses_variants_and_times_each() -> None:
+    from unimix.bench.speed import format_speed, measure_speed, parse_variant
+    from unimix.bench.throughput import ThroughputSpec
+
+    assert parse_variant("x: placement=device, batch_size=32, compile=") == (
+        "x",
+        {"placement": "device", "batch_size": 32, "compile": ""},
+    )
+    for bad, message in (("nameless", "expected"), ("x: nope=1", "unknown field 'nope'"),
+                         ("x: batch_size=big", "not a int")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad)
+    base = ThroughputSpec(
+        num_samples=32, batch_size=8, num_local=1, out_dim=32, hidden_dim=16, bottleneck_dim=8,
+        steps=1, warmup=1, num_workers=0, threads=1,
+    )  # fmt: skip
+    report = measure_speed(base, ["w: placement=loader", "d: placement=device"])
+    assert [r["name"] for r in report["rows"]] == ["w", "d"]
+    assert all(r["img_per_s"] > 0 and r["views_rendered_on"] == "cpu" for r in report["rows"])
+    assert format_speed(report).count("\n") == 3
+
+
+def test_carry_packs_and_unpacks_a_tree_byte_for_byte(tmp_path: Path) -> None:
+    import gzip
+
+    from unimix.bench.carry import pack, unpack
+
+    src = tmp_path / "src"
+    files = {"train/cat/0.jpg": b"\xff\xd8a", "train/dog/1.jpg": b"bb", "test/cat/2.jpg": b""}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    assert pack(src, tmp_path / "packed") == 3
+    assert unpack(tmp_path / "packed", tmp_path / "out") == 3
+    for rel, data in files.items():
+        assert (tmp_path / "out" / rel).read_bytes() == data
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "images.bin").write_bytes(b"x")
+    with gzip.open(evil / "index.json.gz", "wt") as f:
+        json.dump([["../escaped.txt", 0, 1]], f)
+    with pytest.raises(ValueError, match="outside the target folder"):
+        unpack(evil, tmp_path / "target")
+    assert not (tmp_path / "escaped.txt").exists()
