@@ -8,13 +8,20 @@ Examples::
     torchrun --nproc_per_node 2 -m unimix.cli pretrain --config cifar10_nano --resume auto
     unimix pretrain --config my_run.yaml optim.base_lr=1e-3 model.backbone=resnet18
 
+Options and ``KEY=VALUE`` overrides may come in any order
+(``unimix pretrain -c quickstart --resume auto max_steps=2``).
+
 Exit codes: 0 done, 1 training failed (e.g. non-finite loss, another process of the run lost),
-2 bad config/arguments/files (checked before any work: :mod:`unimix.ssl.preflight`).
+2 bad config/arguments/files (checked before any work: :mod:`unimix.ssl.preflight`) or another
+run using the output dir, 128 + N stopped by signal N after writing a checkpoint (143 SIGTERM,
+130 SIGINT / Ctrl-C; one line gives the ``--resume auto`` command that continues the run).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -52,16 +59,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: object) -> None:
-    """``error: message`` on stderr in ONE write: print() writes the text and the newline
-    separately, and under a launcher with unbuffered stderr two processes' lines interleave."""
-    sys.stderr.write(f"error: {message}\n")
+def _write(line: str) -> None:
+    """``line`` on stderr in ONE write: print() writes the text and the newline separately, and
+    under a launcher with unbuffered stderr two processes' lines interleave."""
+    sys.stderr.write(f"{line}\n")
     sys.stderr.flush()
+
+
+def _error(message: object) -> None:
+    _write(f"error: {message}")
+
+
+def resume_command(argv: Sequence[str], world_size: int = 1) -> str:
+    """The command that continues the run ``unimix pretrain argv`` started: the same arguments
+    with ``--resume auto`` (replacing any ``--resume``), quoted for a POSIX shell."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    command = shlex.join(["unimix", "pretrain", *kept, "--resume", "auto"])
+    if world_size > 1:  # the launcher's own options are not ours to know
+        rest = command.removeprefix("unimix ")
+        return f"the same launcher (accelerate launch / torchrun ...) with -m unimix.cli {rest}"
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, validate the whole config before any work, run; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_intermixed_args(argv)
     from unimix.config import ConfigError, to_dict
 
     from .config import load_pretrain_config
@@ -81,13 +111,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from .launch import lost_peer_message
-    from .trainer import NonFiniteLossError, pretrain
+    from .run_lock import RunLockedError
+    from .trainer import NonFiniteLossError, RunInterrupted, pretrain
 
     try:
         pretrain(cfg, resume=args.resume)
+    except RunInterrupted as err:
+        if err.is_main:
+            command = resume_command(argv, int(os.environ.get("WORLD_SIZE", "1")))
+            _write(f"{err}; continue with: {command}")
+        return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C twice: stopped at once, in the middle of a step
+        _error(
+            "interrupted (Ctrl-C twice): the step in progress was not saved; --resume auto "
+            "continues from the last checkpoint"
+        )
+        return 130
     except NonFiniteLossError as err:
         _error(err)
         return 1
+    except RunLockedError as err:
+        if err.report:
+            _error(err)
+        return 2
     except (ValueError, FileNotFoundError) as err:
         _error(err)
         return 2

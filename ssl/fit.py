@@ -1,5 +1,5 @@
-"""The fit loop: one DINO step per iteration, then every callback in order, until the last step
-or a callback asks to stop."""
+"""The fit loop: one DINO step per iteration, then every callback in order, until the last step,
+a callback asks to stop, or a stop signal (:mod:`~unimix.ssl.interrupt`) was received."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Protocol
 
 from .callbacks import StepReport
+from .interrupt import StopRequest
+from .monitor import MetricsWriteError
 from .run import PretrainResult, Run
 from .step import NonFiniteLossError
 
@@ -26,9 +28,12 @@ def fit(
     result: PretrainResult,
     callbacks: Sequence[Callback],
     last_checkpoint: Callable[[], Path | None],
-) -> None:
+    stop: StopRequest | None = None,
+) -> int | None:
     """Steps ``run.start_step`` → ``run.end_step``; ``result.losses`` / ``result.steps`` grow as
-    they finish. A non-finite loss raises :class:`NonFiniteLossError` naming ``last_checkpoint()``.
+    they finish. Returns the signal the run stopped on (every process after the same step),
+    None otherwise. A non-finite loss raises :class:`NonFiniteLossError`, a metrics file that
+    cannot be written :class:`MetricsWriteError`, each naming ``last_checkpoint()``.
     """
     accum = run.cfg.optim.grad_accum_steps
     for step in range(run.start_step, run.end_step):
@@ -38,16 +43,25 @@ def fit(
         try:
             loss, teacher_out = run.step_fn(micro_batches, values, run.plan.local_batch, step)
         except NonFiniteLossError as err:
-            kept = last_checkpoint()
-            kept_text = f"; the last good checkpoint is {kept}" if kept else ""
-            raise NonFiniteLossError(f"{err}{kept_text}") from None
+            raise NonFiniteLossError(f"{err}{_kept(last_checkpoint())}") from None
         step_s = time.perf_counter() - step_start  # data + step; the callbacks' time is not in it
         result.losses.append(loss)
         result.steps = step + 1
         run.monitor.advance()
         report = StepReport(step + 1, run.end_step, loss, values, teacher_out, step_s)
-        stop = False
-        for callback in callbacks:  # every callback sees every step, in order
-            stop = callback.on_step(report) or stop
-        if stop:
+        done = False
+        try:
+            for callback in callbacks:  # every callback sees every step, in order
+                done = callback.on_step(report) or done
+        except MetricsWriteError as err:
+            raise MetricsWriteError(f"{err}{_kept(last_checkpoint())}") from None
+        signum = stop.agreed(run.accelerator) if stop is not None else None
+        if signum is not None:
+            return signum
+        if done:
             break
+    return None
+
+
+def _kept(checkpoint: Path | None) -> str:
+    return f"; the last good checkpoint is {checkpoint}" if checkpoint else ""

@@ -1,16 +1,21 @@
 """Training monitor: progress bar, JSONL metrics, Accelerate's trackers and the collapse warning.
 
 Only the main process writes or prints; other processes get a monitor that does nothing.
-``metrics.jsonl`` is always written (one JSON object per logged step); the trackers the
+``metrics.jsonl`` is always written (one JSON object per logged step, each line in one write:
+a write that fails, e.g. on a full disk, is cut back to the last whole line and raises
+:class:`MetricsWriteError`, one line); the trackers the
 Accelerator was made with (``logging.trackers``: TensorBoard, W&B, MLflow; see
 :mod:`~unimix.ssl.trackers`) get every numeric value of each record at its step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +25,37 @@ from tqdm.auto import tqdm
 
 from .trackers import tracker_init_kwargs
 
-__all__ = ["CollapseDetector", "Monitor", "ProgressTracker"]
+__all__ = ["CollapseDetector", "MetricsWriteError", "Monitor", "ProgressTracker"]
 
 logger = logging.getLogger("unimix.ssl")
+
+
+class MetricsWriteError(OSError, ValueError):
+    """``metrics.jsonl`` could not be written (disk full, read-only, ...); the file holds whole
+    lines only. ``str(err)`` is one line naming the file (a ValueError too, as
+    :class:`~unimix.checkpoint.CheckpointWriteError` is: the CLI reports it the same way)."""
+
+
+def append_line(fd: int, line: bytes, path: Path) -> None:
+    """Append ``line`` to the file open (``O_APPEND``) as ``fd``, all of it or nothing: a short
+    write is continued, and a failed one truncates the file back to where the line began.
+
+    Raises:
+        MetricsWriteError: one line naming ``path`` and the OS error.
+    """
+    start = os.lseek(fd, 0, os.SEEK_END)
+    done = 0
+    try:
+        while done < len(line):
+            done += os.write(fd, line[done:])
+    except OSError as err:
+        with contextlib.suppress(OSError):  # no half line for the next reader to trip on
+            os.ftruncate(fd, start)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            message = f"no space left on device while writing {path}"
+        else:
+            message = f"could not write {path} ({err.strerror or err})"
+        raise MetricsWriteError(message) from None
 
 
 class CollapseDetector:
@@ -110,13 +143,14 @@ class Monitor:
         self.total_steps = total_steps
         self.bar = None
         self.trackers = None  # the Accelerator whose trackers get the metrics
-        self.metrics_file = None
+        self.metrics_fd: int | None = None
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / "metrics.jsonl"
-        _truncate_after(path, start_step)  # a resumed run rewrites what followed its checkpoint
-        self.metrics_file = open(path, "a")  # noqa: SIM115 (closed in close())
+        self.metrics_path = output_dir / "metrics.jsonl"
+        _truncate_after(self.metrics_path, start_step)  # a resumed run rewrites what followed
+        # unbuffered: each record reaches the file in one write, or not at all (append_line)
+        self.metrics_fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         if accelerator is not None and accelerator.log_with:
             self.trackers = accelerator
             kwargs = tracker_init_kwargs(output_dir, start_step)
@@ -140,8 +174,7 @@ class Monitor:
         """Write one metrics record (must contain ``step``)."""
         if not self.enabled:
             return
-        self.metrics_file.write(json.dumps(record) + "\n")
-        self.metrics_file.flush()
+        append_line(self.metrics_fd, (json.dumps(record) + "\n").encode(), self.metrics_path)
         if self.trackers is not None:
             values = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
             if values:
@@ -163,29 +196,46 @@ class Monitor:
             self.bar.update(steps)
 
     def close(self) -> None:
+        """Close the bar, the trackers and the metrics file; a tracker that cannot write its
+        last events (a full disk) is one warning line, never an error over the run's own."""
+        if self.metrics_fd is not None:
+            os.close(self.metrics_fd)
+            self.metrics_fd = None
         if self.bar is not None:
             self.bar.close()
         if self.trackers is not None:  # finished here, so a failed run keeps its events too
             for tracker in self.trackers.trackers:
-                tracker.finish()
+                try:
+                    tracker.finish()
+                except OSError as err:
+                    logger.warning("could not close the %s tracker: %s", tracker.name, err)
             self.trackers.trackers.clear()
             self.trackers = None
-        if self.metrics_file is not None:
-            self.metrics_file.close()
 
 
 def _truncate_after(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    original = path.read_text()
+    for line in original.splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
         if record.get("step", -1) <= step:
             kept.append(line)
-    path.write_text("".join(k + "\n" for k in kept))
+    text = "".join(k + "\n" for k in kept)
+    if text == original:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")  # replaced whole: a failed write loses no line
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise MetricsWriteError(f"could not rewrite {path} ({err.strerror or err})") from None
 
 
 def now() -> float:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from .callbacks import BudgetCallback, CheckpointCallback, KnnCallback, LogCallb
 from .config import RECIPES, PretrainConfig, check_consistency
 from .datasets import build_train_dataset, check_eval_dataset
 from .fit import Callback, fit
+from .interrupt import RunInterrupted, StopRequest
 from .knn_monitor import final_knn, final_knn_line, final_knn_metrics, online_knn
 from .run import PretrainResult, Run, build_run
 from .run_lock import release_output_dir
@@ -42,6 +44,7 @@ from .step import NonFiniteLossError
 __all__ = [
     "NonFiniteLossError",
     "PretrainResult",
+    "RunInterrupted",
     "build_train_dataset",
     "pretrain",
     "resolve_config",
@@ -92,14 +95,19 @@ def _final_knn(
 
 
 def _fit_and_save(
-    run: Run, result: PretrainResult, eval_dataset: tuple[Dataset, Dataset] | None = None
-) -> None:
+    run: Run,
+    result: PretrainResult,
+    eval_dataset: tuple[Dataset, Dataset] | None = None,
+    stop: StopRequest | None = None,
+) -> int | None:
     """The fit loop, the last step's checkpoint, then the final k-NN (``eval.knn_at_end``);
-    the metrics sinks and the data workers are closed whatever happens."""
+    the metrics sinks and the data workers are closed whatever happens. Returns the signal
+    the run stopped on (``stop``; its step is checkpointed, the final k-NN left out), or None.
+    """
     callbacks, checkpoints = _callbacks(run, eval_dataset)
     fit_start = time.perf_counter()
     try:
-        fit(run, result, callbacks, lambda: checkpoints.latest)
+        signum = fit(run, result, callbacks, lambda: checkpoints.latest or run.resume_path, stop)
         steps_run = result.steps - run.start_step
         fit_time = time.perf_counter() - fit_start
         result.images_per_s = steps_run * run.cfg.data.batch_size / max(fit_time, 1e-9)
@@ -107,12 +115,18 @@ def _fit_and_save(
         result.checkpoint = checkpoints.latest
         if result.checkpoint is None and run.resume_path is not None:
             result.checkpoint = run.resume_path
-        if run.cfg.eval.knn_at_end:  # before the sinks close: the trackers get it too
+        if signum is None and stop is not None:  # a signal during the last checkpoint
+            signum = stop.agreed(run.accelerator)
+        if signum is not None:
+            signame = signal.Signals(signum).name
+            run.monitor.log({"event": "interrupted", "signal": signame, "step": result.steps})
+        elif run.cfg.eval.knn_at_end:  # before the sinks close: the trackers get it too
             run.batches = None  # the training loader's workers are done
             _final_knn(run, result, eval_dataset)
     finally:
         run.monitor.close()
         run.batches = None  # stops the DataLoader's workers
+    return signum
 
 
 def resolve_config(
@@ -187,6 +201,9 @@ def pretrain(
         ConfigError: a bad config key or value (one line naming it).
         TypeError: ``dataset`` / ``eval_dataset`` is not usable (one line naming it).
         NonFiniteLossError: the loss became NaN/inf (the message names the step).
+        RunInterrupted: SIGTERM or SIGINT (Ctrl-C) was received: the step in progress was
+            finished and checkpointed (every process at the same step); ``resume="auto"``
+            continues the run exactly. The same signal again stops at once, without a checkpoint.
         RunLockedError: another run is using ``output_dir`` (one line naming its pid and host).
         ValueError / FileNotFoundError: bad data, backbone or checkpoint (key mismatches listed).
     """
@@ -197,15 +214,21 @@ def pretrain(
         cfg = _own_data_config(cfg, own_eval=eval_dataset is not None)
     if eval_dataset is not None:
         eval_dataset = check_eval_dataset(eval_dataset)
-    try:
-        run = build_run(cfg, resume, dataset, own_eval=eval_dataset is not None)
-        result = PretrainResult(
-            output_dir=run.output_dir, steps=run.start_step, world_size=run.world
+    # the signal handlers before the data loader forks its workers (they inherit them)
+    with StopRequest() as stop:
+        try:
+            run = build_run(cfg, resume, dataset, own_eval=eval_dataset is not None)
+            result = PretrainResult(
+                output_dir=run.output_dir, steps=run.start_step, world_size=run.world
+            )
+            signum = _fit_and_save(run, result, eval_dataset, stop)
+            result.wall_time_s = time.perf_counter() - start_time
+            run.accelerator.wait_for_everyone()
+            run.accelerator.end_training()
+        finally:
+            release_output_dir(cfg.output_dir)
+    if signum is not None:
+        raise RunInterrupted(
+            signum, result.steps, run.end_step, result.checkpoint, run.accelerator.is_main_process
         )
-        _fit_and_save(run, result, eval_dataset)
-        result.wall_time_s = time.perf_counter() - start_time
-        run.accelerator.wait_for_everyone()
-        run.accelerator.end_training()
-    finally:
-        release_output_dir(cfg.output_dir)  # build_run locked it
     return result
