@@ -6,21 +6,29 @@ From a checkout of this repository (no network)::
     model = torch.hub.load("path/to/unimix", "poolformer_nano", source="local")  # [B, 256]
     model = torch.hub.load("path/to/unimix", "from_export", "exports/run_hf", source="local")
 
-Each preset entry point (``poolformer_nano``, ``deit_small``, ... : ``torch.hub.list`` shows them)
-is ``timm.create_model("unimix_<preset>", **kwargs)`` with ``num_classes=0`` unless given: a
+Each preset entry point (``poolformer_nano``, ``deit_small``, ...) is
+``timm.create_model("unimix_<preset>", **kwargs)`` with ``num_classes=0`` unless given: a
 headless backbone, randomly initialised; ``features_only=True`` and timm's other keyword
 arguments work as with timm. ``from_export(DIR)`` loads a folder written by
 ``unimix export RUN --format hf --output DIR`` (``"hf-hub:USER/REPO"`` for one pushed to the
 Hugging Face Hub) with the run's weights and ``pretrained_cfg`` (mean/std, input size).
+
+The entry points are the presets and ``from_export``, nothing else. ``torch.hub.list`` lists
+them for a copy on GitHub (``torch.hub.list("OWNER/unimix")``), but it takes no local folder
+(torch's ``list`` and ``help`` have no ``source="local"``, unlike ``load``): from a checkout,
+``unimix backbones`` lists the presets, each of which is an entry point.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import importlib.util as _importlib_util
+import sys as _sys
+from pathlib import Path as _Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # names imported here would otherwise show up as hub entry points
+    from collections.abc import Callable
+    from typing import Any
 
 dependencies = ["torch", "timm"]
 
@@ -29,14 +37,14 @@ __all__ = ["dependencies", "from_export"]
 
 def _load_unimix() -> None:
     """``unimix`` when installed; else this checkout, whose folder is the ``unimix`` package."""
-    if "unimix" in sys.modules or importlib.util.find_spec("unimix") is not None:
+    if "unimix" in _sys.modules or _importlib_util.find_spec("unimix") is not None:
         return
-    root = Path(__file__).resolve().parent
-    spec = importlib.util.spec_from_file_location(
+    root = _Path(__file__).resolve().parent
+    spec = _importlib_util.spec_from_file_location(
         "unimix", root / "__init__.py", submodule_search_locations=[str(root)]
     )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unimix"] = module
+    module = _importlib_util.module_from_spec(spec)
+    _sys.modules["unimix"] = module
     spec.loader.exec_module(module)
 
 
