@@ -4,7 +4,7 @@
 ``tensorboard``, ``wandb`` and ``mlflow`` are Accelerate's trackers (``Accelerator(log_with=…)``,
 ``init_trackers``, ``log``), each an optional package checked before anything is built. Every
 tracker keeps its files in the run's output folder: TensorBoard ``<output_dir>/tensorboard/``,
-W&B ``<output_dir>/wandb/``, MLflow ``<output_dir>/mlruns/`` (a file store: works with
+W&B ``<output_dir>/wandb/``, MLflow ``<output_dir>/mlruns/`` (:func:`use_run_stores`: works with
 ``mlflow`` and ``mlflow-skinny`` alike; ``MLFLOW_TRACKING_URI`` set by the user wins).
 """
 
@@ -37,7 +37,7 @@ TRACKER_PACKAGES: dict[str, tuple[str, str]] = {
 #: Accelerate's logging dir inside the run's output dir (TensorBoard writes
 #: ``<output_dir>/tensorboard/<logging.project>/``).
 PROJECT_SUBDIR = "tensorboard"
-#: MLflow's file store inside the run's output dir.
+#: MLflow's store (database or file store) inside the run's output dir.
 MLFLOW_SUBDIR = "mlruns"
 
 
