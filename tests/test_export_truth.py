@@ -119,6 +119,7 @@ def test_an_hf_folder_is_accepted_by_knn_and_export(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ item 8
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load's deprecation notice
 @pytest.mark.parametrize("fmt", ["onnx", "safetensors", "torchscript"])
 def test_exports_carry_their_metadata_and_load_without_the_sidecar(
     tmp_path: Path, fmt: str
@@ -156,6 +157,7 @@ def test_exports_carry_their_metadata_and_load_without_the_sidecar(
         torch.testing.assert_close(model(x), trained(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's legacy ONNX exporter
 def test_a_foreign_onnx_file_without_sidecar_is_one_line(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     path = tmp_path / "foreign.onnx"
