@@ -11,16 +11,19 @@ here, which callers turn into a skip or a raise.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LargeImageWarning",
     "UnreadableImageError",
     "UnreadableImageWarning",
     "load_rgb",
     "to_rgb",
+    "warn_if_large",
 ]
 
 #: File name suffixes (lower case) treated as images when listing folders.
@@ -54,6 +57,31 @@ class UnreadableImageError(OSError, ValueError):
 
 class UnreadableImageWarning(UserWarning):
     """A corrupt or truncated image file was skipped (filter this category to silence it)."""
+
+
+class LargeImageWarning(UnreadableImageWarning):
+    """An image over PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) was decoded
+    anyway; shown as one ``warning:`` line naming it (:mod:`unimix.data.skips`)."""
+
+
+# PIL's own warning for such an image names no file and echoes a source line; warn_if_large
+# says the same in one line naming the file. (Above twice the limit PIL raises, and the file
+# is unreadable like any other.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def warn_if_large(image: Image.Image, name: str) -> None:
+    """One :class:`LargeImageWarning` when ``image`` has more pixels than PIL's limit."""
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = image.width * image.height
+    if limit and pixels > limit:
+        warnings.warn(
+            f"large image {name}: {image.width}x{image.height} = {pixels} pixels, over PIL's "
+            f"decompression-bomb limit of {limit}; decoded anyway (PIL refuses above twice the "
+            "limit: raise PIL.Image.MAX_IMAGE_PIXELS for bigger images you trust)",
+            LargeImageWarning,
+            stacklevel=3,
+        )
 
 
 def _scale_to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:
@@ -114,6 +142,7 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """
     try:
         with Image.open(path) as image:
+            warn_if_large(image, os.fspath(path))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
             return to_rgb(image)

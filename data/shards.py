@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,7 +28,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .decode import IMAGE_EXTENSIONS, UnreadableImageError, to_rgb
+from .decode import IMAGE_EXTENSIONS, UnreadableImageError, to_rgb, warn_if_large
 from .skips import warn_unreadable
 
 __all__ = [
@@ -61,11 +62,12 @@ def _expand(spec: str) -> list[str]:
 
 
 def is_shard_spec(name: str | os.PathLike[str], split: str = "") -> bool:
-    """Whether ``name`` names shards: a ``.tar`` path or brace pattern, or a folder (or its
-    ``split`` subfolder) holding ``.tar`` files directly inside it and no image files."""
+    """Whether ``name`` names shards: a ``.tar`` path or brace pattern, a ``pipe:`` or URL
+    spec, or a folder (or its ``split`` subfolder) holding ``.tar`` files directly inside it
+    and no image files."""
     text = os.fspath(name)
-    if text.lower().endswith(".tar"):
-        return True
+    if text.lower().endswith(".tar") or text.startswith("pipe:") or "://" in text:
+        return True  # pipes and URLs: ShardSet.open says they are not read
     folder = Path(text).expanduser()
     if not folder.is_dir():
         return False
@@ -76,20 +78,45 @@ def is_shard_spec(name: str | os.PathLike[str], split: str = "") -> bool:
     return has_tar and not any(os.path.splitext(n)[1] in IMAGE_EXTENSIONS for n in names)
 
 
-def _count_samples(path: Path) -> int:
-    """Samples (keys with an image member) in tar ``path``, from its headers only."""
+def _count_samples(path: Path) -> tuple[int, list[str]]:
+    """``(samples, member names)`` of tar ``path`` (samples: keys with an image member), from
+    its headers only."""
     from webdataset.tariterators import base_plus_ext
 
     keys: set[str] = set()
+    names: list[str] = []
     try:
         with tarfile.open(path, "r:") as tar:  # seekable: member data is skipped, not read
             for member in tar:
+                names.append(member.name)
                 key, ext = base_plus_ext(member.name) if member.isreg() else (None, None)
                 if key is not None and ext.lower() in _IMAGE_SUFFIXES:
                     keys.add(key)
-    except tarfile.TarError as error:
+    except (tarfile.TarError, OSError) as error:
         raise ValueError(f"shard {path}: not a readable tar file ({error})") from None
-    return len(keys)
+    return len(keys), names
+
+
+_warned_empty: set[str] = set()  # shards already reported by this process
+
+
+def _warn_empty(path: str, why: str) -> None:
+    """One ``warning:`` line per shard and process (a run opens its shards more than once)."""
+    if path not in _warned_empty:
+        _warned_empty.add(path)
+        warn_unreadable(f"shard {path} {why}: left out")
+
+
+def _refuse_remote(spec: str) -> None:
+    """``pipe:`` commands and URLs are not read: one line saying what to do instead."""
+    scheme = spec.split(":", 1)[0].lower() if ":" in spec else ""
+    if scheme == "pipe" or (len(scheme) > 1 and "://" in spec):
+        raise ValueError(
+            f"{spec[:60]}{'...' if len(spec) > 60 else ''}: {scheme}: shards are not read "
+            "(unimix streams local shard files, whose samples it counts to give every process "
+            "the same steps); copy or mount them and name the files, e.g. "
+            "'/data/shards/shard-{000000..000099}.tar'"
+        )
 
 
 def _read_index(folder: Path) -> dict[str, Any]:
@@ -123,6 +150,8 @@ class ShardSet:
             FileNotFoundError: no shard matches or a shard is missing (the message names it).
         """
         text = os.path.expanduser(os.fspath(spec))
+        if not os.path.exists(text):
+            _refuse_remote(text)
         if os.path.isdir(text):
             folder = Path(text)
             if split and (folder / split).is_dir():
@@ -137,17 +166,27 @@ class ShardSet:
                 raise FileNotFoundError(
                     f"shard {missing[0]} not found ({len(missing)} of {len(paths)} missing)"
                 )
-        counts, classes = [], None
+        kept, counts, classes = [], [], None
         indexes: dict[Path, dict[str, Any]] = {}
         for path in map(Path, paths):
             index = indexes.setdefault(path.parent, _read_index(path.parent))
             listed = index.get("shards", {}).get(path.name)
-            counts.append(int(listed) if listed is not None else _count_samples(path))
+            if listed is not None:
+                count, why = int(listed), f"has no image ({INDEX_NAME} lists 0 samples)"
+            else:
+                count, names = _count_samples(path)
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                why = f"holds no image ({len(names)} members: {shown})" if names else "is empty"
             if classes is None and index:
                 classes = tuple(index.get("classes", ()))
-        if sum(counts) == 0:
+            if count == 0:  # it would shorten every epoch to its reader's other shards
+                _warn_empty(str(path), why)
+                continue
+            kept.append(str(path))
+            counts.append(count)
+        if not counts:
             raise FileNotFoundError(f"the shards of {spec} hold no image samples")
-        return cls(tuple(paths), tuple(counts), classes or ())
+        return cls(tuple(kept), tuple(counts), classes or ())
 
     @property
     def offsets(self) -> np.ndarray:
@@ -211,8 +250,18 @@ def iter_shard_samples(shards: ShardSet, shard_ids: Sequence[int]) -> Iterator[S
                     label = _label(sample.get("cls"), name)
                     yield ShardSample(int(offsets[s]) + position, name, sample[ext], label)
                     position += 1
-            except tarfile.TarError as error:
-                raise ValueError(f"shard {path}: damaged tar file ({error.args[0]})") from None
+            except (tarfile.TarError, OSError) as error:
+                raise ValueError(f"shard {path}: damaged tar file ({_reason(error)})") from None
+        if position < shards.counts[s]:
+            raise ValueError(
+                f"shard {path}: ends after {position} of the {shards.counts[s]} samples its "
+                f"{INDEX_NAME} lists (cut short, or replaced): rebuild the shard and its index"
+            )
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error.args[0] if error.args else error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _label(cls: bytes | None, name: str) -> int:
@@ -251,11 +300,13 @@ def decode_image_bytes(data: bytes, name: str) -> Image.Image:
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
+            warn_if_large(image, name)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
             return to_rgb(image)
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, zlib errors…
-        reason = str(error) or type(error).__name__
+        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
+        reason = reason or type(error).__name__
         raise UnreadableImageError(f"cannot decode image {name}: {reason}") from error
 
 

@@ -6,8 +6,10 @@ data or the networks are built and before anything is written: the training data
 both splits), the ``--resume`` directory and ``output_dir`` (a folder, or creatable; writable;
 with room for one checkpoint, every folder name within the file system's limit). The k-NN bank
 and queries must not be the same images (a folder without ``train/`` and ``test/`` serves both
-splits), and a resumed checkpoint must have been written with this ``data.batch_size`` and
-``seed``. Each failure is one line naming the key and its value.
+splits) and must be labeled, shards need ``eval.dataset`` for a k-NN, the backbone must take
+the global and local crop sizes (tried on the meta device), and a resumed checkpoint must have
+been written with this ``data.batch_size`` and ``seed``. Each failure is one line naming the
+key and its value.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from unimix.data import (
     is_generated,
 )
 from unimix.data.distinct import check_distinct
+from unimix.data.shards import is_shard_spec
 from unimix.data.torchvision_sets import _EXPECTED_FOLDER  # what torchvision reads under root
 
 from .checkpoint import check_resume_settings
@@ -92,7 +95,7 @@ def _check_dataset(ref: _DataRef, full: bool) -> Any:
     if ref.name.lower() in TORCHVISION_SPLITS:
         _check_torchvision(ref)
         return None
-    shards = ref.name.lower().endswith(".tar")  # a WebDataset shard or brace pattern
+    shards = is_shard_spec(ref.name, ref.split)  # .tar files, a pattern, pipe:/URL specs
     if not is_generated(ref.name) and not shards:
         folder = Path(ref.name).expanduser()
         if not folder.exists():
@@ -174,6 +177,58 @@ def _check_knn_distinct(bank: tuple[_DataRef, Any], queries: tuple[_DataRef, Any
         raise PreflightError(str(err)) from None
 
 
+def _check_labeled(ref: _DataRef, dataset: Any) -> None:
+    """A k-NN set must have labels: an unlabeled folder failed at the first k-NN, with
+    "train_labels: negative label -1" and no checkpoint."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) and all(int(t) < 0 for t in targets):
+        raise PreflightError(
+            f"{ref.key}={ref.name!r} (split {ref.split!r}): no labels (a flat folder of "
+            "images); the k-NN needs labeled images, root/<split>/<class>/<image> (or switch "
+            "it off: eval.knn_at_end=false eval.knn_every_epochs=0)"
+        )
+
+
+def _check_shard_knn(cfg: PretrainConfig) -> None:
+    """Streamed shards have no random access: their k-NN needs ``eval.dataset`` (it failed only
+    once the run had written its config and metrics)."""
+    d, e = cfg.data, cfg.eval
+    if not _knn_runs(cfg) or e.dataset is not None or d.holdout or d.dataset is None:
+        return
+    if is_shard_spec(d.dataset, d.split):
+        raise PreflightError(
+            f"eval.dataset: required for a k-NN when data.dataset is shards "
+            f"({d.dataset!r}: streamed, no random access); name a labeled folder or "
+            "dataset, or switch the k-NN off (eval.knn_at_end=false eval.knn_every_epochs=0)"
+        )
+
+
+def _check_crop_sizes(cfg: PretrainConfig, backbone: torch.nn.Module) -> None:
+    """The backbone takes the crops the run feeds it (global and local sizes), tried on the meta
+    device: a model with a fixed input size failed at step 1, deep in timm."""
+    a = cfg.augment
+    sizes = [("augment.global_size", a.global_size)]
+    if a.num_local:
+        sizes.append(("augment.local_size", a.local_size))
+    for key, size in sizes:
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                param = next(backbone.parameters(), None)
+                device = param.device if param is not None else torch.device("meta")
+                backbone.eval()(torch.zeros(2, 3, size, size, device=device))
+        except NotImplementedError:
+            return  # an op the meta device lacks: the size cannot be tried here
+        except (AssertionError, RuntimeError, ValueError) as err:
+            text = _first_line(err)
+            if "meta" in text.lower():
+                return
+            raise PreflightError(
+                f"{key}={size}: model.backbone={cfg.model.backbone!r} does not take "
+                f"{size}x{size} images ({text}); set model.backbone_kwargs (e.g. img_size, "
+                "dynamic_img_size: true) or crop sizes it takes"
+            ) from None
+
+
 def _build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(student, backbone) as the run builds them, on the meta device (on the CPU for a model
     that cannot be built there), with the random number generators left as they were."""
@@ -190,12 +245,15 @@ def _build_networks(cfg: PretrainConfig) -> tuple[torch.nn.Module, torch.nn.Modu
             return build_student(cfg)
 
 
-def checkpoint_bytes(cfg: PretrainConfig) -> int:
+def checkpoint_bytes(
+    cfg: PretrainConfig, networks: tuple[torch.nn.Module, torch.nn.Module] | None = None
+) -> int:
     """Estimated bytes of one checkpoint: student and teacher (backbone + head), both backbones
     again (for evaluation and export), the optimizer state (AdamW: 2 tensors per trainable
-    parameter, SGD/LARS: 1) and the loss centre, before the margin. The networks are built on
-    the meta device (no memory, no random numbers drawn)."""
-    student, backbone = _build_networks(cfg)
+    parameter, SGD/LARS: 1) and the loss centre, before the margin. The networks (``(student,
+    backbone)``, else built here) are built on the meta device (no memory, no random numbers
+    drawn)."""
+    student, backbone = networks or _build_networks(cfg)
 
     def state_bytes(module: torch.nn.Module) -> int:
         return sum(t.numel() * t.element_size() for t in module.state_dict().values())
@@ -253,7 +311,9 @@ def _check_path_length(value: str, path: Path) -> None:
         )
 
 
-def _check_output_dir(cfg: PretrainConfig) -> None:
+def _check_output_dir(
+    cfg: PretrainConfig, networks: tuple[torch.nn.Module, torch.nn.Module] | None = None
+) -> None:
     value = cfg.output_dir
     path = Path(value).expanduser().absolute()
     _check_path_length(value, path)
@@ -267,7 +327,7 @@ def _check_output_dir(cfg: PretrainConfig) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "is not writable" if existing == path else f"cannot be created in {existing}"
         raise PreflightError(f"output_dir={value!r}: {what} (read-only or no permission)")
-    needed = int(checkpoint_bytes(cfg) * (1 + MARGIN_FRACTION)) + MARGIN_BYTES
+    needed = int(checkpoint_bytes(cfg, networks) * (1 + MARGIN_FRACTION)) + MARGIN_BYTES
     free = shutil.disk_usage(existing).free
     if free < needed:
         raise PreflightError(
@@ -316,13 +376,20 @@ def preflight(
     """
     if not own_eval:
         _check_eval_values(cfg)
+        if not own_train:
+            _check_shard_knn(cfg)
     knn_sets = []
     for ref, full in _data_refs(cfg):
         if not (own_eval if ref.knn else own_train):
             dataset = _check_dataset(ref, full)
             if ref.knn:
                 knn_sets.append((ref, dataset))
-    if _knn_runs(cfg) and len(knn_sets) == 2:
-        _check_knn_distinct(*knn_sets)
-    _check_output_dir(cfg)
+    if _knn_runs(cfg):
+        for ref, dataset in knn_sets:
+            _check_labeled(ref, dataset)
+        if len(knn_sets) == 2:
+            _check_knn_distinct(*knn_sets)
+    networks = _build_networks(cfg)
+    _check_crop_sizes(cfg, networks[1])
+    _check_output_dir(cfg, networks)
     _check_resume(cfg, resume)

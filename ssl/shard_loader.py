@@ -42,7 +42,15 @@ from unimix.data.shards import (
 from .loader import BatchPlan, _worker_init, augmented_item
 from .multicrop import MultiCropAugment
 
-__all__ = ["ShardBatches", "ShardPlan", "make_stream_loader", "resume_message", "stream_plan"]
+__all__ = [
+    "ShardBatches",
+    "ShardPlan",
+    "ShardReadError",
+    "StreamLoader",
+    "make_stream_loader",
+    "resume_message",
+    "stream_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,17 @@ class ShardBatches(IterableDataset):
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._micro_batches()
+        except (ValueError, OSError) as err:  # a damaged shard, a count its index gets wrong
+            if get_worker_info() is None:
+                raise
+            # in a loader worker: sent back as an item, so the training process raises the one
+            # line (torch would wrap it in "Caught ValueError in DataLoader worker process 0"
+            # and the worker's whole traceback)
+            yield {"error": " ".join(str(err).split()) or type(err).__name__}
+
+    def _micro_batches(self) -> Iterator[dict[str, Any]]:
         # A DataLoader hands task i to worker i mod R: worker w serves micro-batches start+w,
         # start+w+R, …, i.e. reader (start + w) mod R's share of the run.
         info = get_worker_info()
@@ -212,15 +231,34 @@ class ShardBatches(IterableDataset):
                 return
 
 
+class ShardReadError(ValueError):
+    """A shard could not be read while training; ``str(err)`` is one line naming it."""
+
+
+class StreamLoader:
+    """The micro-batches of a DataLoader over :class:`ShardBatches`; an error a worker sent
+    back (``{"error": ...}``) is raised here as :class:`ShardReadError`."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for item in self.loader:
+            if "error" in item:
+                raise ShardReadError(item["error"])
+            yield item
+
+
 def make_stream_loader(
     batches: ShardBatches, num_workers: int, seed: int = 0, pin_memory: bool = False
-) -> DataLoader:
-    """A DataLoader over ``batches`` with one worker per reader (none when ``num_workers`` is 0).
+) -> StreamLoader:
+    """A DataLoader over ``batches`` with one worker per reader (none when ``num_workers`` is 0),
+    in a :class:`StreamLoader` (a worker's read error is one line in the training process).
 
     It has its own generator, so creating it never consumes the global torch RNG.
     """
     workers = batches.plan.readers if num_workers else 0
-    return DataLoader(
+    loader = DataLoader(
         batches,
         batch_size=None,
         num_workers=workers,
@@ -230,3 +268,4 @@ def make_stream_loader(
         generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
     )
+    return StreamLoader(loader)

@@ -86,7 +86,7 @@ def test_shard_specs_counts_and_indices(shards: Path) -> None:
     indexed = ShardSet.open(shards)
     (shards / "shards.json").unlink()
     assert ShardSet.open(shards).counts == indexed.counts == (9, 9, 9, 5)  # from tar headers
-    # global index = the converter's key = position in the source listing
+    # global index = the converter's key = position in the written (shuffled) order
     for sample in iter_shard_samples(indexed, range(4)):
         assert sample.index == int(sample.name.split(":")[1].split(".")[0])
     with pytest.raises(FileNotFoundError, match="shard-000004.tar not found .4 of 8"):
@@ -95,9 +95,15 @@ def test_shard_specs_counts_and_indices(shards: Path) -> None:
 
 
 def test_unreadable_images_are_skipped_and_counted(tiny_image_folder, tmp_path: Path) -> None:
+    from webdataset import TarWriter
+
     root = tiny_image_folder(("a",), per_class=4, name="bad")
-    (root / "a" / "a_1.png").write_bytes(b"not an image")
-    assert shards_main([str(root), str(tmp_path / "s")]) == 0
+    (tmp_path / "s").mkdir()
+    # written by another tool (unimix shards checks every image): member 1 is not an image
+    with TarWriter(str(tmp_path / "s" / "shard-000000.tar"), encoder=False) as tar:
+        for i, file in enumerate(sorted((root / "a").iterdir())):
+            data = b"not an image" if i == 1 else file.read_bytes()
+            tar.write({"__key__": f"{i:09d}", "png": data, "cls": b"0"})
     dataset = build_dataset(str(tmp_path / "s"))
     with pytest.warns(UnreadableImageWarning, match="shard-000000.tar:000000001.png"):
         labels = [label for _, label in dataset]
@@ -137,9 +143,19 @@ def test_shards_are_dealt_disjointly_and_completely(num_shards: int) -> None:
     assert reader_shards(10, 5, 1) != reader_shards(10, 5, 2)
 
 
-def _no_views(images: list[np.ndarray], indices: list[int], epoch: int) -> list[torch.Tensor]:
-    assert all(image.shape[2] == 3 and image.dtype == np.uint8 for image in images)
-    return [torch.zeros(len(images))]
+class _NoViews:
+    """An augmentation that checks the images it gets and draws no views (the multi-crop's
+    prepare / render halves, :mod:`unimix.ssl.multicrop`)."""
+
+    def prepare(self, images: list[np.ndarray], indices: list[int], epoch: int) -> int:
+        assert all(image.shape[2] == 3 and image.dtype == np.uint8 for image in images)
+        return len(images)
+
+    def render(self, count: int) -> list[torch.Tensor]:
+        return [torch.zeros(count)]
+
+
+_no_views = _NoViews()
 
 
 def _batches(shards: Path, *, world=1, rank=0, workers=0, epochs=2, batch=8, start=0) -> list:
