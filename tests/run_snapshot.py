@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -50,11 +52,19 @@ def write_tiny_config(folder: Path, name: str = "tiny.yaml", **top: object) -> P
     return path
 
 
-def run_cli(args: list[str], timeout: float = 180, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """``args`` (after the Python interpreter) in a fresh process, under ``timeout``."""
+def _cap_memory(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run_cli(
+    args: list[str], timeout: float = 180, cwd: Path = REPO, memory: int | None = None
+) -> subprocess.CompletedProcess:
+    """``args`` (after the Python interpreter) in a fresh process, under ``timeout`` and, with
+    ``memory``, that many bytes of address space (a regression then fails, not the machine)."""
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env(), cwd=cwd
-    )
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env(),
+        cwd=cwd, preexec_fn=None if memory is None else partial(_cap_memory, memory),
+    )  # fmt: skip
 
 
 def finished_run(folder: Path) -> Path:

@@ -22,10 +22,11 @@ from run_snapshot import PRETRAIN, run_cli, write_tiny_config
 
 from unimix.backbones import create_dino_backbone
 from unimix.checkpoint import list_checkpoints, load_backbone
-from unimix.data import ImageFolderDataset, list_image_files
 from unimix.eval import export_extractor
 
 CLASSES = ("cat", "dog")
+#: Address space for each command (a tiny run peaks near 3.5 GB): a runaway walk fails alone.
+MEMORY = 8 * 2**30
 PER_CLASS = 5  # images written per class folder: the reference counts below
 
 
@@ -80,18 +81,40 @@ def extractor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ------------------------------------------------------------------------- the listing itself
+#: Lists a folder in a process of its own (a loop used to walk for ever, a FIFO to block): prints
+#: {"files", "classes", "targets", "warnings"} as JSON.
+_LIST = """
+import json, sys, warnings
+from unimix.data import ImageFolderDataset, list_image_files
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if sys.argv[1] == "walk":
+        files, classes, targets = list_image_files(sys.argv[2]), [], []
+    else:
+        d = ImageFolderDataset(sys.argv[2])
+        files, classes, targets = d.files, d.classes, d.targets
+print(json.dumps({"files": files, "classes": classes, "targets": targets,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def _listed(how: str, folder: Path) -> dict:
+    done = run_cli(["-c", _LIST, how, str(folder)], timeout=60, memory=MEMORY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
 def test_listing_keeps_regular_files_and_links_to_them(fifo_tree, tmp_path: Path) -> None:
     root, special = fifo_tree
     train = root / "train"
     (train / "dog" / "linked.png").symlink_to(train / "dog" / "dog_0.png")  # a link: kept
     (train / "dog" / "broken.png").symlink_to(tmp_path / "nowhere.png")  # dangling: skipped
-    with pytest.warns(Warning) as caught:
-        dataset = ImageFolderDataset(train)
+    listed = _listed("dataset", train)
     # the reference: every image name whose target is a regular file (os.path.isfile follows
     # links; rglob lists each link once without walking into linked folders)
     regular = sorted(str(p) for p in train.rglob("*.*") if os.path.isfile(p))
-    assert sorted(dataset.files) == regular and len(regular) == 2 * PER_CLASS + 1
-    messages = [str(w.message) for w in caught]
+    assert sorted(listed["files"]) == regular and len(regular) == 2 * PER_CLASS + 1
+    messages = listed["warnings"]
     for path, kind in [(train / "cat" / "x.png", "a FIFO"), (train / "dog" / "x.png", "a FIFO"),
                        (train / "cat" / "y.jpg", "a socket"),
                        (train / "dog" / "broken.png", "a broken symbolic link")]:  # fmt: skip
@@ -101,21 +124,20 @@ def test_listing_keeps_regular_files_and_links_to_them(fifo_tree, tmp_path: Path
 
 def test_listing_skips_link_loops_once_each(loop_tree) -> None:
     root, links = loop_tree
-    with pytest.warns(Warning) as caught:
-        files = list_image_files(root)
+    listed = _listed("walk", root)
     # the reference: every PNG written, each once (os.walk without following links)
     written = sorted(
         str(Path(d) / n) for d, _, ns in os.walk(root) for n in ns if n.endswith(".png")
     )
-    assert sorted(files) == written and len(written) == 4 * PER_CLASS
-    messages = [str(w.message) for w in caught]
+    assert sorted(listed["files"]) == written and len(written) == 4 * PER_CLASS
+    messages = listed["warnings"]
     assert len(messages) == len(links)
     for link in links:
         assert any(m.startswith(f"skipping {link}: a link to ") and "loop" in m for m in messages)
-    with pytest.warns(Warning):  # a class folder's loop back to the dataset root
-        dataset = ImageFolderDataset(root / "train")
-    assert len(dataset) == 2 * PER_CLASS and dataset.classes == list(CLASSES)
-    assert dataset.targets == [0] * PER_CLASS + [1] * PER_CLASS
+    listed = _listed("dataset", root / "train")  # a class folder's loop back to the root
+    assert len(listed["files"]) == 2 * PER_CLASS and listed["classes"] == list(CLASSES)
+    assert listed["targets"] == [0] * PER_CLASS + [1] * PER_CLASS
+    assert len(listed["warnings"]) == 1
 
 
 def test_second_link_to_a_folder_is_listed_once(tiny_image_folder) -> None:
@@ -123,9 +145,8 @@ def test_second_link_to_a_folder_is_listed_once(tiny_image_folder) -> None:
     (root / "sub").mkdir()
     (root / "sub" / "same").symlink_to(root / "sub")  # a loop one level down
     (root / "alias").symlink_to(root)  # the root itself under another name
-    with pytest.warns(Warning) as caught:
-        files = list_image_files(root)
-    assert len(files) == PER_CLASS and len(caught) == 2
+    listed = _listed("walk", root)
+    assert len(listed["files"]) == PER_CLASS and len(listed["warnings"]) == 2
 
 
 # ------------------------------------------------------------ pretraining, knn, shards: FIFOs
@@ -135,7 +156,8 @@ def _pretrain_on(tmp_path: Path, data: Path, *extra: str) -> tuple[Path, str]:
         max_steps=1, checkpoint={"every_steps": 0, "keep_last": 1},
     )  # fmt: skip
     out = tmp_path / "run"
-    done = run_cli([*PRETRAIN[1:], "-c", str(config), "-o", str(out), *extra], timeout=180)
+    args = [*PRETRAIN[1:], "-c", str(config), "-o", str(out), *extra]
+    done = run_cli(args, timeout=180, memory=MEMORY)
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     return out, done.stdout + done.stderr
@@ -163,7 +185,8 @@ def test_knn_skips_a_fifo_instead_of_hanging(fifo_tree, extractor: Path, tmp_pat
     root, special = fifo_tree
     report = tmp_path / "knn.json"
     done = run_cli(["-m", "unimix.cli", "knn", str(extractor), "--data", str(root), "--k", "3",
-                    "--out", str(report), "--no-progress", "--device", "cpu"], timeout=180)  # fmt: skip
+                    "--out", str(report), "--no-progress", "--device", "cpu"],
+                   timeout=180, memory=MEMORY)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     result = json.loads(report.read_text())
@@ -176,7 +199,7 @@ def test_shards_skip_a_fifo_instead_of_hanging(fifo_tree, tmp_path: Path) -> Non
     root, special = fifo_tree
     out = tmp_path / "shards"
     done = run_cli(["-m", "unimix.cli", "shards", str(root / "train"), str(out),
-                    "--shard-size", "4"], timeout=120)  # fmt: skip
+                    "--shard-size", "4"], timeout=120, memory=MEMORY)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     index = json.loads((out / "shards.json").read_text())
@@ -208,7 +231,8 @@ def test_knn_and_shards_count_each_image_once_despite_a_loop(
     root, links = loop_tree
     report = tmp_path / "knn.json"
     done = run_cli(["-m", "unimix.cli", "knn", str(extractor), "--data", str(root), "--k", "3",
-                    "--out", str(report), "--no-progress", "--device", "cpu"], timeout=180)  # fmt: skip
+                    "--out", str(report), "--no-progress", "--device", "cpu"],
+                   timeout=180, memory=MEMORY)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     result = json.loads(report.read_text())
@@ -217,7 +241,7 @@ def test_knn_and_shards_count_each_image_once_despite_a_loop(
 
     out = tmp_path / "shards"
     done = run_cli(["-m", "unimix.cli", "shards", str(root / "test"), str(out), "--unlabeled"],
-                   timeout=120)  # fmt: skip
+                   timeout=120, memory=MEMORY)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "shards.json").read_text())["num_samples"] == 2 * PER_CLASS
     assert len(_warnings(done.stderr)) == 2  # test/cat/up and test/dog/again

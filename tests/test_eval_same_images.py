@@ -169,7 +169,7 @@ def test_knn_on_a_runs_own_eval_set_refuses_the_same_images(
     assert unimix_main(argv) == 2
     _one_error(capsys, f"eval.dataset='{flat_labeled}'", f"same {2 * PER_CLASS} images")
     assert_run_intact(copy, before)
+    overrides = [f"data.dataset={flat_labeled}", "eval.dataset=null", "eval.knn_at_end=true",
+                 f"output_dir={tmp_path / 'x'}"]  # fmt: skip
     with pytest.raises(PreflightError, match="data.holdout"):  # the same through the preflight
-        preflight(load_pretrain_config(str(copy / "config.yaml"),
-                                       [f"data.dataset={flat_labeled}", "eval.dataset=null",
-                                        "eval.knn_at_end=true", f"output_dir={tmp_path / 'x'}"]))  # fmt: skip
+        preflight(load_pretrain_config(str(copy / "config.yaml"), overrides))
