@@ -56,6 +56,7 @@ through ``json``, TorchScript through ``torch.jit.load`` and ONNX through onnxru
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -65,18 +66,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from unimix.backbones import create_dino_backbone
-from unimix.checkpoint import CHECKPOINTS_DIR, load_strict
+from unimix.checkpoint import CHECKPOINTS_DIR, load_strict, save_safetensors
 
 from .formats import FORMATS
 
 __all__ = [
     "FORMATS",
+    "ExportWriteError",
     "OnnxExtractor",
     "export_extractor",
+    "export_write_error",
     "load_extractor",
     "embedded_meta",
     "portable_source",
@@ -191,14 +194,18 @@ def export_extractor(
             "trained_image_size": meta.get("trained_image_size") or size,
             "unimix_version": __version__,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        try:  # before the work: a folder it cannot write is one line at once
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.touch()
+        except OSError as err:
+            raise export_write_error(err, path) from None
         try:
             if format == "safetensors":
                 # clone: tied or views of one storage would make safetensors refuse the dict
                 state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 header = {k: v for k, v in _as_json_texts(info).items() if k != "format"}
-                save_file(state, os.fspath(tmp), metadata={"format": "pt", **header})
+                save_safetensors(state, tmp, metadata={"format": "pt", **header})
             elif format == "torchscript":
                 _export_torchscript(model, example, tmp, info)
             else:
@@ -206,15 +213,37 @@ def export_extractor(
                 _set_onnx_metadata(tmp, info)
             os.replace(tmp, path)
         except Exception as err:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # on a file system gone read-only, unlink fails too
+                tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise export_write_error(err, path) from None
             raise RuntimeError(f"exporting {name} to {format} failed: {_first_line(err)}") from err
     finally:
         model.train(was_training)
     side = sidecar_path(path)
     side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(json.dumps(info, indent=1))
-    os.replace(side_tmp, side)
+    try:
+        side_tmp.write_text(json.dumps(info, indent=1))
+        os.replace(side_tmp, side)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            side_tmp.unlink(missing_ok=True)
+        raise export_write_error(err, side) from None
     return path
+
+
+class ExportWriteError(OSError, ValueError):
+    """An export could not be written (read-only, full, no permission); ``str(err)`` is one
+    line naming the file. Also a ValueError: the commands report it as one ``error:`` line."""
+
+
+def export_write_error(err: OSError, path: str | os.PathLike) -> ExportWriteError:
+    """One line for ``err``, raised while writing the export ``path`` (named, not the temporary
+    file or the folder the error may name)."""
+    where = os.fspath(path)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportWriteError(f"no space left on device while writing {where}")
+    return ExportWriteError(f"cannot write {where}: {err.strerror or err}")
 
 
 def _check_same(name: str, got: torch.Tensor, expected: torch.Tensor, what: str) -> None:

@@ -90,9 +90,32 @@ class FeatureStore:
 
     @staticmethod
     def is_complete(directory: str | os.PathLike) -> bool:
-        """Whether ``directory`` holds a store whose every row was written."""
-        path = Path(directory) / META
-        return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
+        """Whether ``directory`` holds a store whose every row was written, whole: marked
+        complete, with files of the sizes ``n`` and ``dim`` give (see :meth:`damage`)."""
+        return FeatureStore.damage(directory) is None
+
+    @staticmethod
+    def damage(directory: str | os.PathLike) -> str | None:
+        """Why ``directory`` holds no complete store (``"not complete"``, an unreadable
+        ``store.json``, a file cut short), or None when it does."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / META).read_text())
+            n, dim, complete = int(meta["n"]), int(meta["dim"]), bool(meta.get("complete"))
+        except FileNotFoundError:
+            return f"no {META}"
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f"{META} unreadable ({type(err).__name__})"
+        if not complete:
+            return "not complete"
+        for name, size in ((FEATURES, 4 * n * dim), (LABELS, 8 * n)):
+            try:
+                found = (directory / name).stat().st_size
+            except OSError as err:
+                return f"{name}: {err.strerror or err}"
+            if found != size:
+                return f"{name}: {found} bytes, expected {size}"
+        return None
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:

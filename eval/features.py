@@ -10,8 +10,10 @@ raises instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from unimix.checkpoint import clean_state_dict, load_backbone
+from unimix.checkpoint import clean_state_dict, load_backbone, save_safetensors
 from unimix.data.skips import (
     announce_skipped,
     base_indices,
@@ -34,7 +36,7 @@ from unimix.data.skips import (
 
 from .device import is_accelerator, resolve_device
 from .distributed import barrier, gather_rows, shard_range, world
-from .feature_store import FeatureStore
+from .feature_store import META, FeatureStore
 
 __all__ = [
     "calibrate_batchnorm",
@@ -45,6 +47,8 @@ __all__ = [
     "extract_to_store",
     "load_backbone",
 ]
+
+logger = logging.getLogger("unimix.eval")
 
 
 #: Above this size the eval transform resizes then centre-crops (the DINO / ImageNet protocol,
@@ -258,8 +262,9 @@ def extract_features(
             Path(cache_dir) / f"features_{_cache_key(model, dataset, cache_tag)}.safetensors"
         )
         if cache_file.is_file():
-            stored = load_file(os.fspath(cache_file))
-            return stored["features"], stored["labels"]
+            stored = _read_cache(cache_file)
+            if stored is not None:
+                return stored
     if len(dataset) == 0:
         raise ValueError(f"extract_features: dataset {dataset!r} is empty")
     device, rank, size = _placement(device, accelerator, shard)
@@ -281,11 +286,38 @@ def extract_features(
         gather_rows(torch.cat(labels), len(dataset))[keep],
     )
     if cache_file is not None and rank == 0:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"features": result[0].contiguous(), "labels": result[1]}, os.fspath(tmp))
-        os.replace(tmp, cache_file)
+        _write_cache(cache_file, result)
     return result
+
+
+def _read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The cached ``(features [N, D], labels [N])``, or None (with a warning line) when the file
+    cannot be read or does not hold them: a cache miss, computed again and rewritten."""
+    try:
+        stored = load_file(os.fspath(file))
+        features, labels = stored["features"], stored["labels"]
+        if features.ndim != 2 or labels.shape != (features.shape[0],):
+            raise ValueError(f"shapes {tuple(features.shape)} and {tuple(labels.shape)}")
+    except Exception as err:  # SafetensorError for a cut file, KeyError, OSError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        logger.warning("feature cache %s is unreadable (%s): computing it again", file, first)
+        return None
+    return features, labels
+
+
+def _write_cache(file: Path, result: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Store ``result`` atomically; a cache folder that cannot be written is a warning line
+    (the features are computed; only the next run will not find them)."""
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors({"features": result[0].contiguous(), "labels": result[1]}, tmp)
+        os.replace(tmp, file)
+    except Exception as err:  # OSError, or safetensors' own I/O error
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        logger.warning("feature cache %s not written (%s)", file, first)
 
 
 def _feature_dim(model: nn.Module, dataset: Any, device: torch.device) -> int:
@@ -324,8 +356,11 @@ def extract_to_store(
     if len(dataset) == 0:
         raise ValueError(f"extract_to_store: dataset {dataset!r} is empty")
     target = Path(directory) / f"store_{_cache_key(model, dataset, cache_tag)}"
-    if FeatureStore.is_complete(target):
+    damage = FeatureStore.damage(target)
+    if damage is None:
         return FeatureStore(target)
+    if damage not in ("not complete", f"no {META}"):  # marked complete, but cut short
+        logger.warning("feature store %s is damaged (%s): computing it again", target, damage)
     device, rank, size = _placement(device, accelerator, shard)
     if rank == 0:
         FeatureStore.allocate(target, len(dataset), _feature_dim(model, dataset, device))

@@ -35,12 +35,14 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from torch import nn
 
 from unimix import __version__
 from unimix.backbones import PRESETS
+from unimix.checkpoint import default_file_mode
 
-from .export import portable_source
+from .export import ExportWriteError, export_write_error, portable_source
 from .features import eval_data_config
 from .report import EVAL_DIR
 
@@ -385,10 +387,17 @@ def export_hf(
     try:
         with _first_conv_in_cfg(model, args["data_config"]["input_size"][-1]):
             save_for_hf(model.eval(), os.fspath(folder), safe_serialization=True, **args)
+        readme = generate_readme(card, name, task_name=_TASK)
+        (folder / "README.md").write_text(readme, encoding="utf-8")
+        weights = folder / HF_FILES[1]
+        weights.chmod(default_file_mode())  # safetensors writes 0600; the JSON beside it is not
+    except OSError as err:  # read-only, full, no permission: inside timm or here
+        raise export_write_error(err, folder) from None
+    except SafetensorError as err:  # safetensors' own I/O error for model.safetensors
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportWriteError(f"cannot write {folder / HF_FILES[1]}: {first}") from None
     finally:
         model.train(was_training)
-    readme = generate_readme(card, name, task_name=_TASK)
-    (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -37,12 +38,18 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
-    """Write ``report`` as JSON (atomically: a temporary file renamed into place)."""
+    """Write ``report`` as JSON (atomically: a temporary file renamed into place); a path that
+    cannot be written is one ValueError line naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(report, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ValueError(f"cannot write the report {path}: {err.strerror or err}") from None
     return path
 
 
@@ -84,3 +91,25 @@ def check_report_path(path: str | os.PathLike, option: str = "--out") -> None:
             f"{option} {given}: would replace a file of the run; give another path (the default "
             f"writes into the run's {EVAL_DIR}/ folder)"
         )
+    _check_writable(given, path, option)
+
+
+def _check_writable(given: str | os.PathLike, path: Path, option: str) -> None:
+    """Refuse, before any work, a report path that cannot be written: a folder, a path under a
+    file, a read-only file system or folder (the report was lost after the whole computation)."""
+    if path.is_dir():
+        raise ValueError(f"{option} {given}: a folder; give a file path, e.g. {path / 'knn.json'}")
+    existing = next((p for p in path.parents if p.exists()), Path(path.anchor))
+    if not existing.is_dir():
+        raise ValueError(f"{option} {given}: {existing} is a file, not a folder")
+    target = path if path.exists() else existing
+    if not os.access(target, os.W_OK | (0 if target == path else os.X_OK)):
+        why = "read-only file system" if _read_only(existing) else "no permission"
+        raise ValueError(f"{option} {given}: cannot be written ({why} at {target})")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
