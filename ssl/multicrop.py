@@ -24,12 +24,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from unimix.data.jpeg import EncodedJPEG, decode_jpegs
 
 from .config import AugmentConfig
+from .photometric import (
+    IDENTITY_JITTER,
+    BlurStep,
+    JitterStep,
+    apply_blur,
+    apply_jitter,
+    blur_step,
+    grayscale,
+    jitter_steps,
+)
 
 __all__ = ["CropBatch", "MultiCropAugment", "Source", "ViewOps", "ViewParams"]
 
@@ -42,9 +51,6 @@ _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 # RRC attempts (scale, ratio) × 10, crop position (2), flip, jitter gate, 4 jitter factors,
 # jitter order (4 keys), grayscale, blur gate, blur sigma, solarize.
 _DRAWS_PER_VIEW = 2 * _RRC_ATTEMPTS + 2 + 1 + 1 + 4 + 4 + 1 + 1 + 1 + 1
-_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # luma weights exactly as torchvision
-_HSV_OFFSETS = (5.0, 3.0, 1.0)
-_IDENTITY_JITTER = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
 
 
 @dataclass
@@ -63,26 +69,6 @@ class ViewParams:
     gray: np.ndarray
     blur_sigma: np.ndarray  # 0 where not blurred
     solarize: np.ndarray
-
-
-@dataclass
-class JitterStep:
-    """One colour-jitter operation (0 brightness, 1 contrast, 2 saturation, 3 hue) applied to
-    ``rows`` (``[k]`` int64) with per-row ``factors`` (``[k]``)."""
-
-    op: int
-    rows: torch.Tensor
-    factors: torch.Tensor
-
-
-@dataclass
-class BlurStep:
-    """A separable Gaussian blur of ``rows`` (``[k]``) with one kernel row per (row, channel):
-    ``kernel`` ``[k·3, 2·radius + 1]``."""
-
-    rows: torch.Tensor
-    kernel: torch.Tensor
-    radius: int
 
 
 @dataclass
@@ -210,7 +196,7 @@ class MultiCropAugment:
             axis=1,
         )
         jitter[:, :3] = np.clip(jitter[:, :3], 0, None)
-        jitter[~jitter_on] = _IDENTITY_JITTER
+        jitter[~jitter_on] = IDENTITY_JITTER
         order = np.argsort(u[:, k + 6 : k + 10], axis=1)
         gray = u[:, k + 10] < cfg.grayscale_p
         low, high = cfg.blur_sigma
@@ -250,9 +236,9 @@ class MultiCropAugment:
             size=size,
             boxes=boxes,
             flip=torch.from_numpy(p.flip),
-            jitter=_jitter_steps(factors, torch.from_numpy(p.order)),
+            jitter=jitter_steps(factors, torch.from_numpy(p.order)),
             gray=torch.from_numpy(p.gray),
-            blur=_blur_step(torch.from_numpy(p.blur_sigma).float(), self.cfg.blur_sigma[1], size),
+            blur=blur_step(torch.from_numpy(p.blur_sigma).float(), self.cfg.blur_sigma[1], size),
             solarize=torch.from_numpy(p.solarize),
         )
 
@@ -288,9 +274,9 @@ def _render_view(
         )
     x = x / 255.0
     x = torch.where(ops.flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    x = _apply_jitter(x, ops.jitter)
-    x = torch.where(ops.gray.view(-1, 1, 1, 1), _grayscale(x).expand_as(x), x)
-    x = _apply_blur(x, ops.blur)
+    x = apply_jitter(x, ops.jitter)
+    x = torch.where(ops.gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    x = apply_blur(x, ops.blur)
     x = torch.where(ops.solarize.view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
     return (x - mean) / std
 
@@ -357,113 +343,3 @@ def _random_resized_crop(
     x0 = np.where(ok, np.floor(position[:, 0] * (widths - cw + 1)), (widths - cw) // 2)
     y0 = np.where(ok, np.floor(position[:, 1] * (heights - ch + 1)), (heights - ch) // 2)
     return np.stack([x0, y0, x0 + cw, y0 + ch], axis=1)
-
-
-def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    """``[n, 3, H, W]`` → ``[n, 1, H, W]`` luma."""
-    r, g, b = x.unbind(1)
-    return (_GRAY_WEIGHTS[0] * r + _GRAY_WEIGHTS[1] * g + _GRAY_WEIGHTS[2] * b).unsqueeze(1)
-
-
-def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (factor.view(-1, 1, 1, 1) * x + (1 - factor.view(-1, 1, 1, 1)) * other).clamp_(0, 1)
-
-
-def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate hue by ``shift`` (fraction of a turn, ``[n]``) in HSV space, as torchvision."""
-    r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    s = delta / maxc.clamp_min(1e-12)
-    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.remainder(h / 6.0 + shift.view(-1, 1, 1), 1.0)  # grey pixels: s = 0, h is moot
-    # HSV → RGB in closed form: channel n ∈ (5, 3, 1): v − v·s·clamp(min(k, 4 − k), 0, 1),
-    # k = (n + 6h) mod 6; one broadcast instead of a 6-way table lookup.
-    offsets = torch.tensor(_HSV_OFFSETS, device=x.device).view(1, 3, 1, 1)
-    k = torch.remainder(offsets + 6.0 * h.unsqueeze(1), 6.0)
-    weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return maxc.unsqueeze(1) * (1.0 - s.unsqueeze(1) * weight)
-
-
-def _jitter_steps(factors: torch.Tensor, order: torch.Tensor) -> list[JitterStep]:
-    """The colour-jitter operations for per-sample factors ``[n, 4]`` and order ``[n, 4]``.
-
-    Each of the four rounds applies, to each sample, the operation its order names; samples are
-    grouped by operation so every operation runs once per round on its subset. An operation
-    whose factors are all identity is left out.
-    """
-    steps = []
-    for round_ in range(4):
-        for op in range(4):
-            rows = (order[:, round_] == op).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
-            f = factors[rows, op]
-            if torch.all(f == _IDENTITY_JITTER[op]):
-                continue
-            steps.append(JitterStep(op, rows, f))
-    return steps
-
-
-def _apply_jitter(x: torch.Tensor, steps: Sequence[JitterStep]) -> torch.Tensor:
-    """``x`` ``[n, 3, H, W]`` in [0, 1] with the jitter ``steps`` applied in order."""
-    if not steps:
-        return x
-    x = x.clone()
-    for step in steps:
-        sub, f = x[step.rows], step.factors
-        if step.op == 0:
-            sub = (sub * f.view(-1, 1, 1, 1)).clamp_(0, 1)
-        elif step.op == 1:
-            mean = _grayscale(sub).mean(dim=(1, 2, 3), keepdim=True)
-            sub = _blend(sub, mean, f)
-        elif step.op == 2:
-            sub = _blend(sub, _grayscale(sub), f)
-        else:
-            sub = _adjust_hue(sub, f)
-        x[step.rows] = sub
-    return x
-
-
-def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Brightness/contrast/saturation/hue with per-sample factors ``[n, 4]`` and order ``[n, 4]``."""
-    return _apply_jitter(x, _jitter_steps(factors, order))
-
-
-def _blur_step(sigma: torch.Tensor, max_sigma: float, size: int) -> BlurStep | None:
-    """The blur of ``size``-px views with per-sample σ (``[n]`` px; 0 = untouched), or None."""
-    rows = (sigma > 0).nonzero().squeeze(1)
-    radius = min(math.ceil(3 * max_sigma), size - 1)
-    if rows.numel() == 0 or radius < 1:
-        return None
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma[rows, None]) ** 2)
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(3, 0)  # [m·3, k]
-    return BlurStep(rows, kernel, radius)
-
-
-def _apply_blur(x: torch.Tensor, blur: BlurStep | None) -> torch.Tensor:
-    """Separable Gaussian blur of ``blur.rows`` of ``x`` ``[n, 3, H, W]``, reflect padding."""
-    if blur is None:
-        return x
-    n, c, h, w = x.shape
-    r, kernel = blur.radius, blur.kernel
-    sub = x[blur.rows].reshape(1, -1, h, w)
-    groups = sub.shape[1]
-    sub = F.conv2d(
-        F.pad(sub, (r, r, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=groups
-    )
-    sub = F.conv2d(
-        F.pad(sub, (0, 0, r, r), mode="reflect"), kernel[:, None, :, None], groups=groups
-    )
-    out = x.clone()
-    out[blur.rows] = sub.view(-1, c, h, w)
-    return out
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with per-sample σ (``[n]`` px; 0 = untouched), reflect padding."""
-    return _apply_blur(x, _blur_step(sigma, max_sigma, min(x.shape[-2:])))

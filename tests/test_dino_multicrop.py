@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from unimix.ssl import multicrop
+from unimix.ssl import photometric
 from unimix.ssl.config import AugmentConfig
 from unimix.ssl.loader import BatchPlan
 from unimix.ssl.multicrop import MultiCropAugment
@@ -64,7 +64,7 @@ def test_colour_jitter_ops_match_torchvision(op: int, factor: float, reference) 
     factors = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).repeat(3, 1)
     factors[:, op] = factor
     order = torch.tensor([[op] + [k for k in range(4) if k != op]]).repeat(3, 1)
-    ours = multicrop._color_jitter(x, factors, order)
+    ours = photometric.color_jitter(x, factors, order)
     expected = torch.stack([reference(img, factor) for img in x])
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
 
@@ -72,11 +72,11 @@ def test_colour_jitter_ops_match_torchvision(op: int, factor: float, reference) 
 def test_blur_and_grayscale_match_torchvision() -> None:
     x = torch.rand(2, 3, 20, 20)
     sigma = torch.tensor([0.7, 0.0])
-    ours = multicrop._gaussian_blur(x, sigma, max_sigma=1.0)
+    ours = photometric.gaussian_blur(x, sigma, max_sigma=1.0)
     expected = TF.gaussian_blur(x[0], kernel_size=[7, 7], sigma=[0.7, 0.7])  # radius ceil(3·1.0)
     torch.testing.assert_close(ours[0], expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(ours[1], x[1])  # σ = 0: untouched
-    gray = multicrop._grayscale(x)
+    gray = photometric.grayscale(x)
     torch.testing.assert_close(gray, TF.rgb_to_grayscale(x), atol=1e-6, rtol=0)
 
 
