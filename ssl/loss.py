@@ -56,7 +56,7 @@ class DINOLoss(nn.Module):
         # cross[i, v] = mean_b −Σ_k P_i · log Q_v, every pair in one contraction.
         cross = -torch.einsum("ibk,vbk->iv", probs, log_q) / teacher.shape[1]
         same_view = torch.eye(n_teacher, n_student, dtype=torch.bool, device=cross.device)
-        n_pairs = n_teacher * n_student - int(same_view.sum())
+        n_pairs = n_teacher * n_student - min(n_teacher, n_student)  # the eye's ones, on the host
         return cross.masked_fill(same_view, 0.0).sum() / n_pairs
 
     @torch.no_grad()

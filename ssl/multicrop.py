@@ -243,10 +243,17 @@ class MultiCropAugment:
         )
 
     # ---------------------------------------------------------------------------- rendering
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and std on ``device``, copied there once (each copy from the host would make
+        the GPU's queue drain)."""
+        if self.mean.device != device:
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std
+
     def render(self, batch: CropBatch) -> list[torch.Tensor]:
         """The views of ``batch``, computed on the device its tensors are on."""
         device = batch.rows[0].device
-        mean, std = self.mean.to(device), self.std.to(device)
+        mean, std = self._normalisation(device)
         # uint8 → float once per source stack, shared by every view
         stacks = [
             _pixels(s, device).permute(0, 3, 1, 2).float().contiguous() for s in batch.sources

@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # luma weights exactly as torchvision
-_HSV_OFFSETS = (5.0, 3.0, 1.0)
 #: brightness, contrast, saturation factors and hue shift that change nothing
 IDENTITY_JITTER = (1.0, 1.0, 1.0, 0.0)
 
@@ -78,7 +77,8 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     h = torch.remainder(h / 6.0 + shift.view(-1, 1, 1), 1.0)  # grey pixels: s = 0, h is moot
     # HSV → RGB in closed form: channel n ∈ (5, 3, 1): v − v·s·clamp(min(k, 4 − k), 0, 1),
     # k = (n + 6h) mod 6; one broadcast instead of a 6-way table lookup.
-    offsets = torch.tensor(_HSV_OFFSETS, device=x.device).view(1, 3, 1, 1)
+    # (5, 3, 1) made on x's device: a tensor copied from the host would wait for the GPU
+    offsets = torch.arange(5.0, 0.0, -2.0, device=x.device).view(1, 3, 1, 1)
     k = torch.remainder(offsets + 6.0 * h.unsqueeze(1), 6.0)
     weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return maxc.unsqueeze(1) * (1.0 - s.unsqueeze(1) * weight)

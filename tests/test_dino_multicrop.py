@@ -185,3 +185,21 @@ def test_a_run_trains_the_same_with_views_rendered_in_workers_or_in_the_training
         lines = (tmp_path / placement / "metrics.jsonl").read_text().splitlines()
         start = next(json.loads(line) for line in lines if '"start"' in line)
         assert start["views_rendered_by"] == by
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rendering_on_cuda_never_waits_for_the_gpu() -> None:
+    # Every host-side decision is made in prepare: render only queues kernels. A copy from the
+    # host (an index, a constant) or a read-back would make the CPU wait for the GPU's queue.
+    cfg = AugmentConfig(global_size=32, local_size=16, num_local=4)
+    aug = MultiCropAugment(cfg, seed=2)
+    images = _images(16, size=40) + [np.zeros((30, 50, 3), np.uint8)]
+    batch = aug.prepare(images, list(range(17)), epoch=1).pin_memory()
+    aug.render(batch.to("cuda", non_blocking=True))  # first call: constants moved once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        views = aug.render(batch.to("cuda", non_blocking=True))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert views[0].is_cuda and views[1].shape == (4 * 17, 3, 16, 16)
