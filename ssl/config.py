@@ -294,6 +294,10 @@ class PretrainConfig:
     #: processes on the node, whatever ``OMP_NUM_THREADS`` says; on GPU, torch's default).
     threads: int = field(default=0, metadata=_NON_NEGATIVE)
     output_dir: str = field(default="runs/dino", metadata={"nonempty": True})
+    #: Choose crops, flips, colour, blur, mean/std, batch, epochs and warm-ups from the training
+    #: images (inspected once; see :mod:`unimix.ssl.folder_recipe`) wherever the recipe file and
+    #: the overrides leave them unset; prints what it chose and why.
+    size_from_data: bool = False
 
 
 def load_pretrain_config(
@@ -305,6 +309,10 @@ def load_pretrain_config(
         ConfigError: one line naming the key, the expected type/range and the value given.
     """
     cfg = load_config(PretrainConfig, source, overrides, presets=RECIPES)
+    if cfg.size_from_data:
+        from .folder_recipe import size_from_data
+
+        cfg = size_from_data(cfg, source, overrides)
     check_consistency(cfg)
     return cfg
 

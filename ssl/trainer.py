@@ -35,6 +35,7 @@ from .callbacks import BudgetCallback, CheckpointCallback, KnnCallback, LogCallb
 from .config import RECIPES, PretrainConfig, check_consistency
 from .datasets import build_train_dataset, check_eval_dataset
 from .fit import Callback, fit
+from .folder_recipe import size_from_data
 from .interrupt import RunInterrupted, StopRequest
 from .knn_monitor import final_knn, final_knn_line, final_knn_metrics, online_knn
 from .run import PretrainResult, Run, build_run
@@ -133,10 +134,12 @@ def resolve_config(
     config: PretrainConfig | str | os.PathLike,
     overrides: Sequence[str] = (),
     own_dataset: bool = False,
+    images: Any = None,
 ) -> PretrainConfig:
     """A validated config from a :class:`PretrainConfig` object, a recipe name (see
     :data:`~unimix.ssl.config.RECIPES`) or a YAML path, with dotted ``key=value`` overrides
-    (``own_dataset``: the caller brings the training images; ``data.dataset`` may be unset).
+    (``own_dataset``: the caller brings the training images; ``data.dataset`` may be unset;
+    ``images``: those images, which ``size_from_data`` then inspects).
 
     Raises:
         ConfigError: one line naming the key at fault (an object is validated like a file).
@@ -146,6 +149,8 @@ def resolve_config(
         cfg = load_config(PretrainConfig, "config", overrides, presets={"config": to_dict(config)})
     elif isinstance(config, str | os.PathLike):
         cfg = load_config(PretrainConfig, config, overrides, presets=RECIPES)
+        if cfg.size_from_data:
+            cfg = size_from_data(cfg, config, overrides, images=images)
     else:
         raise TypeError(
             f"config: expected a PretrainConfig, a recipe name or a YAML path, got "
@@ -208,7 +213,7 @@ def pretrain(
         ValueError / FileNotFoundError: bad data, backbone or checkpoint (key mismatches listed).
     """
     start_time = time.perf_counter()
-    cfg = resolve_config(config, overrides, own_dataset=dataset is not None)
+    cfg = resolve_config(config, overrides, own_dataset=dataset is not None, images=dataset)
     if dataset is not None:
         check_image_dataset(dataset, "dataset")
         cfg = _own_data_config(cfg, own_eval=eval_dataset is not None)
