@@ -17,9 +17,9 @@ __all__ = ["main"]
 # name -> (module, function, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("unimix.ssl.cli", "main", "DINO pretraining (run it under `accelerate launch`)"),
-    "knn": ("unimix.eval.cli", "main_knn", "k-NN top-1/top-5 of frozen features (FAISS)"),
-    "linear": ("unimix.eval.cli", "main_linear", "linear probe on frozen features"),
-    "export": ("unimix.eval.cli", "main_export", "export a frozen feature extractor"),
+    "knn": ("unimix.eval.knn_cli", "main", "k-NN top-1/top-5 of frozen features (FAISS)"),
+    "linear": ("unimix.eval.linear_cli", "main", "linear probe on frozen features"),
+    "export": ("unimix.eval.export_cli", "main", "export a frozen feature extractor"),
     "backbones": ("unimix.backbones.cli", "main_table", "list backbone presets: params, GFLOPs"),
     "affinity": ("unimix.viz.cli", "main_affinity", "plot each stage's affinity as a PNG"),
     "plot": ("unimix.viz.cli", "main_plot", "a run's curves as a PNG: loss, entropy, lr, k-NN"),

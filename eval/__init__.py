@@ -3,12 +3,12 @@ processes, k-NN (FAISS / torch, exact or approximate), linear probe, export, rep
 
 Public API::
 
-    from unimix.eval import (load_backbone, eval_transform, eval_data_config, extract_features,
-                             extract_to_store, FeatureStore, resolve_device, knn_classify,
-                             knn_evaluate, compare_knn, linear_probe, export_extractor,
-                             load_extractor, calibrate_batchnorm)
+    from unimix.eval import (load_model, load_backbone, eval_transform, eval_data_config,
+                             extract_features, extract_to_store, FeatureStore, resolve_device,
+                             knn_classify, knn_evaluate, compare_knn, linear_probe,
+                             export_extractor, load_extractor, calibrate_batchnorm)
 
-Each name is imported from its module on first use (PEP 562), so ``import unimix.eval.cli``
+Each name is imported from its module on first use (PEP 562), so ``import unimix.eval.knn_cli``
 (what ``unimix knn --help`` runs) does not pay for torch, timm and FAISS.
 """
 
@@ -19,29 +19,31 @@ from typing import Any
 
 #: Public name -> the module of this package that defines it.
 _LAZY: dict[str, str] = {
+    "calibrate_batchnorm": "compare",
     "compare_knn": "compare",
     "has_batchnorm": "compare",
     "is_like_for_like": "compare",
     "like_for_like_top1": "compare",
     "pixel_features": "compare",
     "resolve_device": "device",
+    "eval_datasets": "eval_sets",
     "export_extractor": "export",
-    "load_extractor": "export",
     "FeatureStore": "feature_store",
-    "calibrate_batchnorm": "features",
-    "clean_state_dict": "features",
-    "eval_data_config": "features",
-    "eval_transform": "features",
+    "extract_bank_and_queries": "features",
     "extract_features": "features",
     "extract_to_store": "features",
-    "load_backbone": "features",
     "approximate_agreement": "knn",
     "knn_classify": "knn",
     "knn_evaluate": "knn",
     "knn_search": "knn",
     "linear_probe": "linear_probe",
     "linear_probe_augmented": "linear_probe",
-    "eval_datasets": "run_eval_set",
+    "clean_state_dict": "load",
+    "load_backbone": "load",
+    "load_extractor": "load",
+    "load_model": "load",
+    "eval_data_config": "transform",
+    "eval_transform": "transform",
 }
 
 __all__ = sorted(_LAZY)

@@ -17,6 +17,8 @@ Networks without BatchNorm get one row (``bn: "none"``): both treatments are the
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,13 +26,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from unimix.data.skips import skipped_mask
-
+from ..data.skips import skipped_mask
 from .device import resolve_device
-from .features import calibrate_batchnorm, extract_features
+from .features import extract_features
 from .knn import knn_evaluate
 
 __all__ = [
+    "calibrate_batchnorm",
     "compare_knn",
     "has_batchnorm",
     "is_like_for_like",
@@ -94,29 +96,23 @@ def compare_knn(
     if not ks:
         raise ValueError(f"every k in {tuple(ks)} exceeds the bank's {len(bank)} images")
     where = accelerator.device if accelerator is not None else resolve_device(device or "cpu")
-
-    def score(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y) -> dict[str, float]:
-        result = knn_evaluate(
-            train_x, train_y, test_x, test_y, ks=ks, temperature=temperature, device=where
-        )
-        return {f"top1@{k}": float(result["top1"][k]) for k in ks}
+    score = functools.partial(_top1, ks=ks, temperature=temperature, device=where)
+    extract = functools.partial(
+        extract_features,
+        batch_size=batch_size,
+        device=where,
+        progress=False,
+        accelerator=accelerator,
+        num_workers=num_workers,
+    )
 
     def network_score(model: nn.Module) -> dict[str, float]:
-        kw: dict[str, Any] = {"batch_size": batch_size, "device": where, "progress": False,
-                              "accelerator": accelerator, "num_workers": num_workers}  # fmt: skip
-        train_x, train_y = extract_features(model, bank, **kw)
-        test_x, test_y = extract_features(model, queries, **kw)
-        return score(train_x, train_y, test_x, test_y)
+        return score(*extract(model, bank), *extract(model, queries))
 
     rows: list[dict[str, Any]] = []
     if raw_pixels:
-        rows.append(
-            {
-                "network": "raw_pixels",
-                "bn": "none",
-                **score(*pixel_features(bank), *pixel_features(queries)),
-            }
-        )
+        pixels = score(*pixel_features(bank), *pixel_features(queries))
+        rows.append({"network": "raw_pixels", "bn": "none", **pixels})
     for name, model in networks.items():
         if not has_batchnorm(model):
             rows.append({"network": name, "bn": "none", **network_score(model)})
@@ -127,6 +123,22 @@ def compare_knn(
             calibrate_batchnorm(calibrated, bank, bn_images, seed, batch_size)
             rows.append({"network": name, "bn": "recalibrated", **network_score(calibrated)})
     return rows
+
+
+def _top1(
+    train_x: Any,
+    train_y: Any,
+    test_x: Any,
+    test_y: Any,
+    *,
+    ks: Sequence[int],
+    temperature: float,
+    device: torch.device,
+) -> dict[str, float]:
+    result = knn_evaluate(
+        train_x, train_y, test_x, test_y, ks=ks, temperature=temperature, device=device
+    )
+    return {f"top1@{k}": float(result["top1"][k]) for k in ks}
 
 
 def is_like_for_like(row: Mapping[str, Any]) -> bool:
@@ -143,3 +155,31 @@ def like_for_like_top1(
         if row["network"] == network and is_like_for_like(row):
             return row.get(f"top1@{k}")
     return None
+
+
+def calibrate_batchnorm(
+    model: nn.Module, dataset: Any, images: int = 2048, seed: int = 0, batch_size: int = 256
+) -> int:
+    """Set ``model``'s BatchNorm running statistics from ``images`` random samples of ``dataset``.
+
+    For an *untrained* baseline: at init the statistics are 0/1, which alone costs a BatchNorm
+    network several k-NN points (docs/evaluation.md), a gap any training run closes for free.
+    Uses torch's ``update_bn`` (cumulative averages over the
+    batches; weights untouched). ``dataset`` yields ``(image [3, S, S], label)``.
+
+    Returns the number of images used (0, model untouched, when it has no BatchNorm or
+    ``images <= 0``). Leaves the model in eval mode.
+    """
+    if images <= 0 or not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        return 0
+    g = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(dataset), generator=g)[:images].tolist()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, picked), batch_size=batch_size
+    )
+    # BatchNorm always has buffers, so this finds the device even without parameters.
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(loader, model, device=device)
+    model.eval()
+    return len(picked)

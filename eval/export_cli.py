@@ -1,6 +1,6 @@
-"""``unimix export``: the command line over :mod:`unimix.eval.export` and
-:mod:`unimix.eval.hf_export` (``main_export`` in :mod:`unimix.eval.cli` runs it with the shared
-one-line error handling: ``error: ...`` on stderr, exit code 2)."""
+"""``unimix export``: a checkpoint's frozen backbone as a feature extractor file
+(:mod:`unimix.eval.export`) or a timm / Hugging Face folder (:mod:`unimix.eval.hf_export`),
+its round trip checked before it is reported."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli import _add_model_args, load_model
+from .cli_options import add_model_args, run_command
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["export_command"]
+__all__ = ["main"]
 
 
-def _export_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from .formats import FORMATS
 
     p = argparse.ArgumentParser(
@@ -27,7 +27,7 @@ def _export_parser() -> argparse.ArgumentParser:
         "folder (config.json, model.safetensors, README.md model card) that "
         "timm.create_model('local-dir:DIR', pretrained=True, num_classes=0) loads.",
     )
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument(
         "--format",
         choices=[*FORMATS, "hf"],
@@ -55,7 +55,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 def _run_dir(meta: dict[str, Any]) -> Path | None:
     """The run's output folder, from the weights path ``<run>/checkpoints/step_X/<file>``."""
-    from unimix.checkpoint import CHECKPOINTS_DIR
+    from ..checkpoint import CHECKPOINTS_DIR
 
     if meta.get("model_file") or meta.get("hf_folder"):  # an export: its source is no path here
         return None
@@ -92,15 +92,15 @@ def _export_hf(args: argparse.Namespace, model: torch.nn.Module, meta: dict[str,
         print(f"pushed to https://huggingface.co/{args.push_to_hub}")
 
 
-def export_command(argv: Sequence[str] | None) -> int:
-    """``unimix export``: parse ``argv``, export, check the round trip; returns 0."""
-    args = _export_parser().parse_args(argv)
+def _export(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     if args.push_to_hub and args.format != "hf":
         raise ValueError(f"--push-to-hub: needs --format hf, got --format {args.format}")
     import torch
 
     from .device import resolve_device
-    from .export import export_extractor, load_extractor, sidecar_path
+    from .export import export_extractor, sidecar_path
+    from .load import load_extractor, load_model
 
     device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, args.which)
@@ -123,3 +123,8 @@ def export_command(argv: Sequence[str] | None) -> int:
         f"{size} px, checked on {device}: max |diff| vs the checkpoint {diff:.2e})"
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``unimix export``: see ``unimix export --help``."""
+    return run_command(_export, argv)

@@ -38,13 +38,12 @@ import yaml
 from safetensors import SafetensorError
 from torch import nn
 
-from unimix import __version__
-from unimix.backbones import PRESETS
-from unimix.checkpoint import default_file_mode
-
+from .. import __version__
+from ..backbones import PRESETS
+from ..checkpoint import default_file_mode
 from .export import ExportWriteError, export_write_error, portable_source
-from .features import eval_data_config
 from .report import EVAL_DIR
+from .transform import eval_data_config
 
 __all__ = [
     "HF_FILES",
@@ -214,7 +213,7 @@ def _reports(run_dir: Path) -> list[dict[str, Any]]:
 
 def _final_step(run_dir: Path) -> int | None:
     """The step of the run's newest checkpoint: what a ``knn.json`` without a step measured."""
-    from unimix.checkpoint import CHECKPOINTS_DIR, list_checkpoints
+    from ..checkpoint import CHECKPOINTS_DIR, list_checkpoints
 
     found = list_checkpoints(run_dir / CHECKPOINTS_DIR)
     return int(found[-1].name.rsplit("_", 1)[-1]) if found else None

@@ -16,6 +16,7 @@ __all__ = [
     "check_report_path",
     "default_report_path",
     "format_table",
+    "report_home",
     "write_report",
 ]
 
@@ -75,6 +76,26 @@ def default_report_path(
     (``teacher-step160``, an exported file's name), so two networks never share a report."""
     parts = [command, _slug(label), _slug(data), _slug(split)]
     return Path(home) / EVAL_DIR / ("-".join(parts) + ".json")
+
+
+def report_home(path: str | os.PathLike, meta: dict[str, Any]) -> tuple[Path, str]:
+    """``(folder, label)`` of the default report path of the model at ``path`` (``meta`` from
+    :func:`~unimix.eval.load.load_model`): a training checkpoint's run folder and
+    ``<which>-step<N>``; an exported file's folder and its file name; an hf folder itself and
+    its name."""
+    from ..checkpoint import CHECKPOINTS_DIR  # imports torch: not at the commands' --help
+
+    p = Path(path)
+    if meta.get("hf_folder"):
+        return p, p.resolve().name
+    if meta.get("model_file"):
+        return p.parent, p.name
+    if p.is_file():
+        home = p.parents[2] if p.parent.parent.name == CHECKPOINTS_DIR else p.parent
+    else:
+        home = p.parent.parent if p.parent.name == CHECKPOINTS_DIR else p
+    which, step = meta.get("which", "teacher"), meta.get("step")
+    return home, which if step is None else f"{which}-step{step}"
 
 
 def check_report_path(path: str | os.PathLike, option: str = "--out") -> None:

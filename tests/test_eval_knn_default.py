@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import unimix
-from unimix.eval.cli import main_knn
+from unimix.eval.knn_cli import main as main_knn
 from unimix.ssl import load_pretrain_config
 
 #: The 96-image synthetic set at 16 px that tests/test_dino_train.saved_teacher_top1 reads.
@@ -86,7 +86,7 @@ def test_same_eval_set_as_the_trainers_knn(tmp_path: Path) -> None:
     # images the pretraining run's k-NN (unimix.ssl.datasets.knn_datasets) picks
     from unimix.config import save_config
     from unimix.eval import eval_transform
-    from unimix.eval.run_eval_set import run_eval_datasets
+    from unimix.eval.eval_sets import run_eval_datasets
     from unimix.ssl.datasets import knn_datasets
 
     cfg = load_pretrain_config(None, [*TINY, "eval.num_train=30", "eval.num_test=12", "seed=4"])

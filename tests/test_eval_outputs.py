@@ -14,7 +14,8 @@ import torch
 from test_eval_features import _fake_checkpoint
 
 from unimix.cli import main as unimix_main
-from unimix.eval.cli import main_knn, main_linear
+from unimix.eval.knn_cli import main as main_knn
+from unimix.eval.linear_cli import main as main_linear
 
 DATA = ["--data", "synthetic", "--limit-train", "40", "--limit-test", "12", "--device", "cpu",
         "--workers", "0", "--no-progress"]  # fmt: skip

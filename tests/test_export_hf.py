@@ -26,8 +26,8 @@ from test_eval_features import _fake_checkpoint
 
 from unimix.backbones import PRESETS
 from unimix.eval import eval_transform
-from unimix.eval.cli import main_export
-from unimix.eval.export_cli import _export_parser
+from unimix.eval.export_cli import build_parser as _export_parser
+from unimix.eval.export_cli import main as main_export
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]  # not ImageNet's: the round trip must carry them

@@ -28,7 +28,8 @@ from test_eval_features import _fake_checkpoint
 
 import unimix
 from unimix.eval import eval_transform, load_extractor
-from unimix.eval.cli import main_export, main_knn
+from unimix.eval.export_cli import main as main_export
+from unimix.eval.knn_cli import main as main_knn
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # what _fake_checkpoint records

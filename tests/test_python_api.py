@@ -83,7 +83,7 @@ def test_a_recipe_without_data_takes_your_dataset_and_names_no_other(
     split, and its k-NN (which would read the config's data) is switched off, saying so."""
     import yaml
 
-    from unimix.eval.cli import main_knn
+    from unimix.eval.knn_cli import main as main_knn
 
     run = tmp_path / "run"
     overrides = [*TINY, f"output_dir={run}", "max_steps=1", "data.holdout=4"]

@@ -22,7 +22,14 @@ from unimix.config import read_yaml_file
 from unimix.data import build_dataset, dataset_options, split_holdout
 from unimix.data.distinct import check_distinct
 
-__all__ = ["RUN_CONFIG", "eval_datasets", "find_run_config", "run_eval_datasets"]
+__all__ = [
+    "RUN_CONFIG",
+    "eval_datasets",
+    "find_run_config",
+    "named_datasets",
+    "run_eval_datasets",
+    "subset",
+]
 
 #: The resolved config a pretraining run writes into its output directory.
 RUN_CONFIG = "config.yaml"
@@ -127,3 +134,44 @@ def run_eval_datasets(
         data, evaluation, seed, transform, root=root, download=download, strict=strict
     )
     return bank, queries, {**info, "run_config": str(path)}
+
+
+def named_datasets(
+    name: str,
+    train_split: str,
+    test_split: str,
+    transform: Callable[[Any], Any],
+    *,
+    image_size: int,
+    root: str | None = None,
+    download: bool = False,
+    strict: bool = False,
+) -> tuple[Dataset, Dataset]:
+    """``(bank, queries)``: splits ``train_split`` and ``test_split`` of dataset ``name`` (what
+    ``--data`` names), refused when the bank holds every query."""
+    options: dict[str, Any] = {"transform": transform, "download": download, "strict": strict}
+    options.update(dataset_options(name, root=root or None, image_size=image_size))
+    bank = build_dataset(name, train_split, **options)
+    queries = build_dataset(name, test_split, **options)
+    check_distinct(
+        bank,
+        queries,
+        f"--data {name} (splits {train_split!r} and {test_split!r})",
+        "pass a folder with train/ and test/ subfolders, or --train-split / --test-split naming "
+        "two different subfolders",
+    )
+    return bank, queries
+
+
+def subset(dataset: Any, limit: int | None, seed: int) -> Any:
+    """A seeded random ``limit`` items of ``dataset``, in dataset order (all when ``limit`` is
+    None or not smaller)."""
+    import torch
+
+    if limit is None or limit >= len(dataset):
+        return dataset
+    if limit < 1:
+        raise ValueError(f"--limit: expected >= 1, got {limit}")
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(dataset), generator=g)[:limit].sort().values
+    return torch.utils.data.Subset(dataset, keep.tolist())
