@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.util
 import sys
 from typing import Any
 
@@ -55,24 +54,39 @@ def __dir__() -> list[str]:
 
 
 class _RegisterPresetsAfterTimm(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when ``timm`` is first imported, wraps its loader's
-    ``exec_module`` so that ``unimix.backbones`` (the preset registration) is imported right
-    after timm's own ``__init__`` has run; then removes itself from ``sys.meta_path``."""
+    """Finds nothing itself: wraps the loaders of ``timm`` and of ``unimix.backbones.*`` so that,
+    once timm is imported, ``unimix.backbones.registry`` (the preset registration) is imported as
+    soon as no backbones module is half-executed: right after timm's own ``__init__``, or after
+    the outermost backbones module whose import brought timm in (the registry imports them all,
+    which it cannot do from inside one of them). Then removes itself from ``sys.meta_path``."""
+
+    def __init__(self) -> None:
+        self.executing = 0  # backbones modules whose code is running
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "timm":
+        if fullname != "timm" and not fullname.startswith("unimix.backbones."):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("timm")  # the real finders, without this one
+        spec = None
+        for finder in sys.meta_path:  # the real finders, without this one
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
         if spec is None or spec.loader is None:
             return spec
-        exec_timm = spec.loader.exec_module
+        exec_module = spec.loader.exec_module
 
-        def exec_module(module: Any) -> None:
-            exec_timm(module)
-            importlib.import_module("unimix.backbones")  # registers unimix_* with timm
+        def exec_then_register(module: Any) -> None:
+            self.executing += 1
+            try:
+                exec_module(module)
+            finally:
+                self.executing -= 1
+            if not self.executing and "timm" in sys.modules and self in sys.meta_path:
+                sys.meta_path.remove(self)
+                importlib.import_module("unimix.backbones.registry")  # registers unimix_*
 
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
         return spec
 
 
@@ -84,6 +98,6 @@ importlib.import_module("unimix.ssl.api").install(importlib.import_module("unimi
 # still has to happen before anyone calls timm.create_model("unimix_..."). So: register now if
 # timm is already loaded, else as soon as timm finishes importing (whoever imports it).
 if "timm" in sys.modules:
-    importlib.import_module("unimix.backbones")
+    importlib.import_module("unimix.backbones.registry")
 elif not any(isinstance(f, _RegisterPresetsAfterTimm) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterPresetsAfterTimm())

@@ -67,7 +67,7 @@ def from_export(source: str, **kwargs: Any) -> Any:
     import timm
 
     _load_unimix()
-    import unimix.backbones  # noqa: F401  (registers the unimix_* architectures)
+    import unimix.backbones.registry  # noqa: F401  (registers the unimix_* architectures)
 
     name = source if source.startswith(("local-dir:", "hf-hub:")) else f"local-dir:{source}"
     kwargs.setdefault("num_classes", 0)
@@ -76,7 +76,7 @@ def from_export(source: str, **kwargs: Any) -> Any:
 
 def _register_presets() -> None:
     _load_unimix()
-    from unimix.backbones import PRESETS
+    from unimix.backbones.registry import PRESETS
 
     for name, preset in PRESETS.items():
         globals()[name] = _preset(name, preset.builder.__doc__)

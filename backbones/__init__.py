@@ -1,90 +1,46 @@
 """Unified token-mixer backbones: every mixer shows its affinity, every family is one skeleton,
-every preset is a timm model.
+every preset is a timm model (``unimix_<name>``).
 
-``create_backbone(name, **kwargs)`` builds a preset (``num_classes=0`` for a headless backbone
-returning ``[B, num_features]``); ``list_backbones()`` lists them. Importing this package
-registers each preset with timm as ``unimix_<name>``.
+Public API::
 
-Layout: ``mixers/`` (the :class:`TokenMixer` contract, :data:`MIXERS`, one file per mixer),
-``layers/`` (stems, shortcuts, head, relative-position bias, depthwise affinity), ``blocks/``
-(one block per family, :data:`BLOCKS`), ``models/`` (the skeleton :class:`Backbone` and one file
-per family's presets), ``registry.py`` (timm registration).
+    from unimix.backbones import (create_backbone, create_dino_backbone, list_backbones,
+                                  PRESETS, Preset, Backbone, TokenMixer, MixerTrace, MIXERS)
+
+Each name is imported from its module on first use (PEP 562), so ``unimix backbones --help``
+does not pay for torch and timm. Layout: ``mixers/`` (the :class:`TokenMixer` contract, one file
+per mixer), ``layers/``, ``blocks/`` (one block per family), ``models/`` (the skeleton
+:class:`Backbone` and one file per family, which declares its presets), ``registry.py`` (collects
+the presets, registers them with timm), ``stats.py`` (parameters and GMACs), ``cli.py``.
 """
 
-from .blocks import (
-    BLOCKS,
-    ACmixBottleneck,
-    ContainerBlock,
-    MBConvBlock,
-    MetaFormerBlock,
-    TransformerBlock,
-)
-from .factory import create_dino_backbone
-from .layers import RelPosBias, depthwise_affinity
-from .mixers import (
-    MIXERS,
-    ACmix,
-    Attention,
-    ContainerMixer,
-    DepthwiseConv,
-    MBConv,
-    MixerTrace,
-    Pooling,
-    RelPosAttention,
-    SepConv,
-    TokenMixer,
-    TokenMLP,
-)
-from .models import (
-    Backbone,
-    BackboneCfg,
-    CoAtNetCfg,
-    ContainerCfg,
-    HeadCfg,
-    MetaFormerCfg,
-    StageCfg,
-    build_acmix_resnet,
-    build_coatnet,
-    build_container,
-    build_metaformer,
-)
-from .registry import PRESETS, Preset, create_backbone, list_backbones
+from __future__ import annotations
 
-__all__ = [
-    "BLOCKS",
-    "MIXERS",
-    "PRESETS",
-    "ACmix",
-    "ACmixBottleneck",
-    "Attention",
-    "Backbone",
-    "BackboneCfg",
-    "CoAtNetCfg",
-    "ContainerBlock",
-    "ContainerCfg",
-    "ContainerMixer",
-    "DepthwiseConv",
-    "HeadCfg",
-    "MBConv",
-    "MBConvBlock",
-    "MetaFormerBlock",
-    "MetaFormerCfg",
-    "MixerTrace",
-    "Pooling",
-    "Preset",
-    "RelPosAttention",
-    "RelPosBias",
-    "SepConv",
-    "StageCfg",
-    "TokenMLP",
-    "TokenMixer",
-    "TransformerBlock",
-    "build_acmix_resnet",
-    "build_coatnet",
-    "build_container",
-    "build_metaformer",
-    "create_backbone",
-    "create_dino_backbone",
-    "depthwise_affinity",
-    "list_backbones",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module of this package that defines it.
+_LAZY: dict[str, str] = {
+    "PRESETS": "registry",
+    "create_backbone": "registry",
+    "create_dino_backbone": "registry",
+    "list_backbones": "registry",
+    "Preset": "preset",
+    "Backbone": "models",
+    "MIXERS": "mixers",
+    "MixerTrace": "mixers",
+    "TokenMixer": "mixers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

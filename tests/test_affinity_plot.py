@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from unimix.backbones import ACmix, create_backbone
+from unimix.backbones import create_backbone
+from unimix.backbones.mixers import ACmix
 from unimix.viz import collect_stage_affinities, load_image, main_affinity, render_affinity_grid
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from unimix.backbones import ACmix
+from unimix.backbones.mixers import ACmix
 from unimix.backbones.mixers import acmix as acmix_module
 from unimix.backbones.models.acmix_resnet import (
     acmix_nano,

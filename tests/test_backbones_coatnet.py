@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unimix.backbones import MBConv, MBConvBlock, RelPosAttention, RelPosBias
+from unimix.backbones.blocks import MBConvBlock
+from unimix.backbones.layers import RelPosBias
+from unimix.backbones.mixers import MBConv, RelPosAttention
 from unimix.backbones.models import coatnet
 
 

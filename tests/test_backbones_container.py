@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unimix.backbones import ContainerMixer
+from unimix.backbones.mixers import ContainerMixer
 from unimix.backbones.models.container import (
     ContainerCfg,
     container,

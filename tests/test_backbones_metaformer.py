@@ -14,7 +14,7 @@ import timm
 import torch
 from timm.models import metaformer as timm_mf
 
-from unimix.backbones import Attention, DepthwiseConv, Pooling, SepConv, TokenMLP
+from unimix.backbones.mixers import Attention, DepthwiseConv, Pooling, SepConv, TokenMLP
 from unimix.backbones.models import metaformer as mf
 
 NANOS = ["poolformer_nano", "convformer_nano", "caformer_nano", "attention_nano"]

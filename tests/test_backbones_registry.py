@@ -15,7 +15,8 @@ from torch import nn
 
 import unimix  # noqa: F401  (registers the presets)
 from unimix.backbones import PRESETS, create_backbone, list_backbones
-from unimix.backbones.cli import count_gmacs, main_table
+from unimix.backbones.cli import main_table
+from unimix.backbones.stats import count_gmacs
 from unimix.cli import main as unimix_main
 
 NANO = [name for name in list_backbones() if name.endswith("_nano")]

@@ -81,20 +81,7 @@ def test_every_subcommand_still_answers_help(
     assert f"unimix {command}" in capsys.readouterr().out
 
 
-#: Subcommands whose package imports torch when imported (unimix.backbones registers its presets
-#: with timm on import; unimix.data's __init__ imports its datasets): their --help still does.
-HELP_IMPORTS_TORCH = {"backbones", "shards"}
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="its package imports torch"))
-        if c in HELP_IMPORTS_TORCH
-        else c
-        for c in sorted(SUBCOMMANDS)
-    ],
-)
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
 def test_subcommand_help_imports_no_torch(command: str) -> None:
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     proc = subprocess.run(

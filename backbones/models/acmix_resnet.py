@@ -4,20 +4,19 @@ Paper: Pan et al., *On the Integration of Self-Attention and Convolution*, CVPR 
 (https://arxiv.org/abs/2111.14556): ResNet-26/38/50 with ACmix (attention window 7, 4 heads,
 shift kernel 3, rates 0.5/0.5) have 10.6/14.6/18.6 M parameters with a 1000-class head.
 
-Layout of timm's ``ResNet`` (read for facts): the ``"resnet"`` stem (7×7/2 conv, BN, ReLU, 3×3/2
-max pool; 64 channels), four stages of :class:`~unimix.backbones.blocks.ACmixBottleneck` (the
-first of stages 2–4 strides by 2), average pool and a linear classifier; kaiming fan-out init of
-every conv and the last BatchNorm of each branch at zero — after which ACmix's shift kernels are
-restored to the paper's one-hot shifts. Guarantees (tested): ``acmix_resnet50`` is within 2 % of
-18.6 M parameters, and every preset accepts any input size in one instance (the ACmix mixer
-masks its window at borders). The nano preset uses the ``"conv_bn_relu"`` stem (3×3/1 conv, BN,
-ReLU; no max pool) as CIFAR ResNets do.
+Layout of timm's ``ResNet`` (read for facts): the ``"resnet"`` stem, four stages of
+:class:`~unimix.backbones.blocks.ACmixBottleneck` (the first of stages 2–4 strides by 2), average
+pool and a linear classifier; kaiming fan-out init, the last BatchNorm of each branch at zero,
+then ACmix's shift kernels restored to the paper's one-hot shifts. The nano preset uses the
+``"conv_bn_relu"`` stem (3×3/1, no max pool) as CIFAR ResNets do. Guarantees (tested):
+``acmix_resnet50`` is within 2 % of 18.6 M parameters; any input size works in one instance.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..preset import register_preset
 from .backbone import Backbone, BackboneCfg, refuse_pretrained, stage_cfgs
 
 __all__ = [
@@ -31,13 +30,6 @@ __all__ = [
 
 _STEM_WIDTH = 64
 _LAYOUT_ARGS = ("channels", "num_heads", "window_size", "kernel_size", "small_stem")
-# before the shared skeleton these presets were timm ResNets (conv1/bn1, layer1-4, fc)
-_LEGACY_KEYS = (
-    (r"^conv1\.", "stem.conv."),
-    (r"^bn1\.", "stem.norm."),
-    *((rf"^layer{n}\.", f"stages.{n - 1}.blocks.") for n in range(1, 5)),
-    (r"^fc\.", "head.fc."),
-)
 
 
 def acmix_resnet_cfg(
@@ -68,7 +60,6 @@ def acmix_resnet_cfg(
         stem_stride=1,
         stages=stages,
         init="kaiming",
-        legacy_keys=_LEGACY_KEYS,
     )
 
 
@@ -81,27 +72,31 @@ def build_acmix_resnet(layers: tuple[int, ...], **kwargs: Any) -> Backbone:
     return Backbone(acmix_resnet_cfg(layers, **layout), **kwargs)
 
 
-# -- presets (registered with timm by unimix.backbones.registry) -----------------------------------
+# -- presets --------------------------------------------------------------------------------------
 
 
+@register_preset("acmix", anchor_params_m=10.6, anchor_source="ACmix paper")
 def acmix_resnet26(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """ACmix-ResNet-26 (paper: 10.6 M params); stage depths 1/2/4/1 as in SASA's ResNet-26."""
     refuse_pretrained(pretrained, "acmix_resnet26")
     return build_acmix_resnet((1, 2, 4, 1), **kwargs)
 
 
+@register_preset("acmix", anchor_params_m=14.6, anchor_source="ACmix paper")
 def acmix_resnet38(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """ACmix-ResNet-38 (paper: 14.6 M params)."""
     refuse_pretrained(pretrained, "acmix_resnet38")
     return build_acmix_resnet((2, 3, 5, 2), **kwargs)
 
 
+@register_preset("acmix", anchor_params_m=18.6, anchor_source="ACmix paper")
 def acmix_resnet50(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """ACmix-ResNet-50 (paper: 18.6 M params): ResNet-50 with ACmix in every bottleneck."""
     refuse_pretrained(pretrained, "acmix_resnet50")
     return build_acmix_resnet((3, 4, 6, 3), **kwargs)
 
 
+@register_preset("acmix", image_size=32)
 def acmix_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized ACmix-ResNet for 32-px images: CIFAR stem, widths 32–256, one block per stage."""
     refuse_pretrained(pretrained, "acmix_nano")

@@ -1,25 +1,19 @@
 """The one skeleton every family is built on: stem → stages → (final norm) → pooled head.
 
-Each stage is ``downsample → blocks``; its block type comes from
-:data:`~unimix.backbones.blocks.BLOCKS` (``"metaformer"``, ``"container"``, ``"mbconv"``,
-``"transformer"``, ``"acmix_bottleneck"``) and its first block may stride itself (CoAtNet, ResNet)
-where a family does not downsample between stages (MetaFormer's ``"conv"``, Container's
-``"patch"``). One stem vocabulary (:mod:`unimix.backbones.layers.stems`), one head
-(:class:`~unimix.backbones.layers.PoolHead`), one ``forward_intermediates`` meaning (index ``i``
-is the output of stage ``i``; the stem is not an index). This is timm's ``maxxvit.py`` idea (one
-skeleton, a block type per stage) widened to the four families this project unifies; the family
-files in :mod:`unimix.backbones.models` only translate their papers' layouts into a
-:class:`BackboneCfg`.
+Each stage is ``downsample → blocks``, its block type named from
+:data:`~unimix.backbones.blocks.BLOCKS`; its first block may stride itself (CoAtNet, ResNet)
+where a family does not downsample between stages. The family files only translate their
+papers' layouts into a :class:`BackboneCfg` (timm's ``maxxvit.py`` idea, one skeleton with a
+block type per stage, widened to four families; docs/backbones.md).
 
 Guarantees (tested): timm's model API (``forward_features``, ``forward_head(pre_logits=True)``,
-``forward_intermediates``, ``prune_intermediate_layers``, ``feature_info``, ``num_features``,
-``num_classes=0``, ``reset_classifier``, ``set_grad_checkpointing``, ``no_weight_decay``); state
-dicts written before the families shared this skeleton load unchanged (``legacy_keys``).
+``forward_intermediates`` where index ``i`` is the output of stage ``i``,
+``prune_intermediate_layers``, ``feature_info``, ``num_features``, ``num_classes=0``,
+``reset_classifier``, ``set_grad_checkpointing``, ``no_weight_decay``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,8 +96,6 @@ class BackboneCfg:
         init: ``"default"`` (torch's), ``"trunc_normal"`` (std 0.02 on convs and linears),
             ``"trunc_normal_linear"`` (linears only) or ``"kaiming"`` (fan-out normal on convs,
             residual branches' last BatchNorm at zero: timm's ResNet).
-        legacy_keys: ``(pattern, replacement)`` regexes renaming state-dict keys of the family's
-            own model class from before the skeleton was shared.
     """
 
     stem: str
@@ -114,7 +106,6 @@ class BackboneCfg:
     final_norm: NormFactory | None = None
     head: HeadCfg = HeadCfg()
     init: str = "default"
-    legacy_keys: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -252,7 +243,6 @@ class Backbone(nn.Module):
         # timm's contract: `num_features` is what forward_head(pre_logits=True) returns
         self.num_features = self.head_hidden_size = self.head.num_features
         self._init_weights(cfg.init)
-        self._register_load_state_dict_pre_hook(self._rename_legacy_keys)
 
     def _init_weights(self, scheme: str) -> None:
         def trunc_normal(m: nn.Module, types: tuple[type[nn.Module], ...]) -> None:
@@ -276,14 +266,6 @@ class Backbone(nn.Module):
         for m in self.modules():
             if hasattr(m, "reset_shift_kernel"):
                 m.reset_shift_kernel()
-
-    def _rename_legacy_keys(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            rest = key[len(prefix) :]
-            for pattern, replacement in self.cfg.legacy_keys:
-                rest = re.sub(pattern, replacement, rest)
-            if prefix + rest != key:
-                state_dict[prefix + rest] = state_dict.pop(key)
 
     # timm model API ------------------------------------------------------------------------------
 

@@ -1,22 +1,14 @@
 """CoAtNet on the shared skeleton: MBConv stages, then relative-attention transformer stages.
 
 Paper: Dai et al., *CoAtNet: Marrying Convolution and Attention for All Data Sizes*, NeurIPS 2021
-(https://arxiv.org/abs/2106.04803). Sizes follow timm's ``coatnet_0_224``
-(``timm/models/maxxvit.py``): stem 64 (two 3×3 convs, the first stride 2), stage widths
-96/192/384/768, depths 2/3/5/2, layout C-C-T-T, MBConv expand 4 with SE, attention heads of 32
-channels with a relative-position bias inside the softmax, MLP ratio 4, head = pool → LayerNorm →
-768-wide tanh pre-logits → classifier. Every stage halves the resolution in its first block.
+(https://arxiv.org/abs/2106.04803). :class:`CoAtNetCfg` follows timm's ``coatnet_0_224``
+(``timm/models/maxxvit.py``), and each preset is declared below with
+:func:`~unimix.backbones.preset.register_preset`.
 
 Guarantees (tested): ``coatnet_0`` is within 2 % of timm's 25.04 M parameters; one instance runs
-at any input size ≥ 1 px (32, 16, 64, 96, 224 and odd sizes) — timm sizes its relative-position
-tables at construction and fails at other resolutions, ours derive the bias for each input
-(see :class:`~unimix.backbones.layers.RelPosBias`); every transformer mixer's ``trace`` reproduces its aggregation;
-timm's model API (``forward_features``, ``forward_head(pre_logits=True)``,
-``forward_intermediates``, ``num_features``, ``num_classes=0``, ``reset_classifier``).
-
-Departures from timm, on purpose: downsampling average pools use ``ceil_mode`` so that odd maps
-work (identical on even maps); attention is the plain fused kernel with the bias as an additive
-mask (the same maths as timm's).
+any input size >= 1 px (the relative-position bias is derived for each input, where timm sizes
+its tables at construction); timm's model API. Layout and departures from timm:
+docs/backbones.md.
 """
 
 from __future__ import annotations
@@ -26,6 +18,7 @@ from typing import Any
 
 from timm.layers import LayerNorm2d
 
+from ..preset import register_preset
 from .backbone import Backbone, BackboneCfg, HeadCfg, StageCfg, refuse_pretrained
 
 __all__ = ["CoAtNetCfg", "build_coatnet", "coatnet_0", "coatnet_nano"]
@@ -90,24 +83,7 @@ class CoAtNetCfg:
             stem_stride=self.stem_stride,
             stages=tuple(stages),
             head=HeadCfg(norm=LayerNorm2d, hidden_size=self.head_hidden_size),
-            # before the shared skeleton a stage was a plain sequence of blocks
-            legacy_keys=((r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),),
         )
-
-
-# -- presets --------------------------------------------------------------------------------------
-
-COATNET_0 = CoAtNetCfg()
-# CPU-sized, for 32-px images: stride-1 stem, so 32 px → maps of 16/8/4/2 over the four stages
-# (transformer stages on 4×4 and 2×2 tokens; 16 px still leaves a 1×1 final map).
-COATNET_NANO = CoAtNetCfg(
-    dims=(32, 64, 128, 256),
-    depths=(1, 2, 3, 2),
-    stem_width=32,
-    stem_stride=1,
-    rel_pos_base=(16, 8, 4, 2),
-    head_hidden_size=None,
-)
 
 
 def build_coatnet(cfg: CoAtNetCfg, **kwargs: Any) -> Backbone:
@@ -116,13 +92,33 @@ def build_coatnet(cfg: CoAtNetCfg, **kwargs: Any) -> Backbone:
     return Backbone(cfg.backbone_cfg(), **kwargs)
 
 
+# -- presets (the stem's first convolution reads the image: ``stem.conv1``) -----------------------
+
+
+@register_preset(
+    "coatnet",
+    first_conv="stem.conv1",
+    anchor_params_m=25.04,
+    anchor_gmacs=4.39,
+    anchor_source="timm coatnet_0_224",
+)
 def coatnet_0(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CoAtNet-0 (timm ``coatnet_0_224``: 25.04 M params)."""
     refuse_pretrained(pretrained, "coatnet_0")
-    return build_coatnet(COATNET_0, **kwargs)
+    return build_coatnet(CoAtNetCfg(), **kwargs)
 
 
+@register_preset("coatnet", image_size=32, first_conv="stem.conv1")
 def coatnet_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
-    """CPU-sized CoAtNet for 32-px images (C-C-T-T, widths 32–256)."""
+    """CPU-sized CoAtNet for 32-px images (C-C-T-T, widths 32–256). A stride-1 stem, so 32 px
+    gives maps of 16/8/4/2 over the four stages (transformer stages on 4×4 and 2×2 tokens)."""
     refuse_pretrained(pretrained, "coatnet_nano")
-    return build_coatnet(COATNET_NANO, **kwargs)
+    cfg = CoAtNetCfg(
+        dims=(32, 64, 128, 256),
+        depths=(1, 2, 3, 2),
+        stem_width=32,
+        stem_stride=1,
+        rel_pos_base=(16, 8, 4, 2),
+        head_hidden_size=None,
+    )
+    return build_coatnet(cfg, **kwargs)

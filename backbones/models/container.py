@@ -1,36 +1,14 @@
-"""Container: the official Container(-Light) layouts on the shared skeleton.
+"""Container (Container-Light, Container) on the shared skeleton.
 
-Paper and official code: see the mixer, :mod:`unimix.backbones.mixers.container`
-(``A = α·A_dynamic + β·A_static`` on shared values; modes ``"affine"``, ``"sigmoid"``,
-``"static"``). Container-Light uses ``"static"`` in stages 1–3 and ``"sigmoid"`` in stage 4; the
-``container`` preset uses ``"affine"`` everywhere.
+Paper: Gao et al., *Container: Context Aggregation Network*, NeurIPS 2021
+(https://arxiv.org/abs/2106.01401); the mixer is :mod:`unimix.backbones.mixers.container`.
+:class:`ContainerCfg` follows the official Container-Light layout (allenai/container), and each
+preset is declared below with :func:`~unimix.backbones.preset.register_preset`.
 
-Choice, documented: the paper's full Container learns a dense ``N × N`` static affinity (an
-MLP-Mixer-like matrix), which ties the model to one token count. DINO runs two crop sizes
-through one instance, so our ``container`` preset uses the same local 5×5 depthwise static path
-as Container-Light in every stage: any input size works. Its parameter count therefore differs
-from the paper's 22.1 M Container, and we quote no anchor for it.
-
-Models (:func:`build_container`), following the official Container-Light layout: ``"patchify"``
-stem (4×4/4 conv + LayerNorm) and 2×2/2 patch merges (conv + LayerNorm) between stages; dims
-64/128/320/512, depths 3/4/8/3, MLP ratios 8/8/4/4; every block is
-``x + dwconv3×3(x)`` (position residual) → ``x + DropPath(mixer(BN(x)))`` →
-``x + DropPath(MLP(BN(x)))`` with 1×1-conv MLPs; a final BatchNorm, global average pool and a
-linear head. Heads are ``head_dim = 32`` channels (the official 16 heads of stage 4, dim 512).
-
-Guarantees (tested): ``container_light`` is within 2 % of the official code's 20.63 M parameters
-(1000-class head); ``trace(x).affinity @ trace(x).values`` reproduces each mixer's aggregation;
-``(α, β) = (1, 0)`` is exactly the attention path and ``(0, 1)`` the static path; every preset
-runs any input size ≥ 1 px in one instance; timm's model API.
-
-Departures from the official code, on purpose:
-
-- the official patch embeddings assert one input size; ours zero-pad a map whose side is not a
-  multiple of the patch (right/bottom), so any size works (identical when it divides);
-- the static 5×5 depthwise conv has no bias (see the mixer);
-- the nano presets replace the 4×4 patchify by the ``"conv"`` stem (one 3×3 stride-2 conv +
-  LayerNorm), as CIFAR networks shrink their stems, so 32-px images give 16/8/4/2 maps over the
-  four stages.
+Guarantees (tested): ``container_light`` is within 2 % of the official 20.63 M parameters;
+every preset runs any input size >= 1 px in one instance; timm's model API. The layout, why
+``container`` keeps a local static path, and the departures from the official code:
+docs/backbones.md.
 """
 
 from __future__ import annotations
@@ -43,6 +21,7 @@ from timm.layers import LayerNorm2d
 from torch import nn
 
 from ..mixers import MIX_MODES
+from ..preset import register_preset
 from .backbone import Backbone, BackboneCfg, refuse_pretrained, stage_cfgs
 
 __all__ = [
@@ -101,22 +80,7 @@ class ContainerCfg:
             stages=stages,
             final_norm=nn.BatchNorm2d,
             init="trunc_normal_linear",
-            # before the shared skeleton the stem was stage 0's downsample
-            legacy_keys=((r"^stages\.0\.downsample\.", "stem."),),
         )
-
-
-# -- presets --------------------------------------------------------------------------------------
-
-CONTAINER_LIGHT = ContainerCfg()
-CONTAINER = ContainerCfg(modes=("affine",) * 4)
-# CPU-sized, for 32-px images: 3×3/2 stem → maps of 16/8/4/2 over the stages (1×1 at 16 px)
-CONTAINER_LIGHT_NANO = ContainerCfg(
-    dims=(32, 64, 128, 224), depths=(2, 2, 4, 2), stem="conv", modes=CONTAINER_LIGHT.modes
-)
-CONTAINER_NANO = ContainerCfg(
-    dims=(32, 64, 128, 224), depths=(2, 2, 4, 2), stem="conv", modes=("affine",) * 4
-)
 
 
 def build_container(cfg: ContainerCfg, **kwargs: Any) -> Backbone:
@@ -126,25 +90,40 @@ def build_container(cfg: ContainerCfg, **kwargs: Any) -> Backbone:
     return Backbone(cfg.backbone_cfg(), **kwargs)
 
 
+# -- presets --------------------------------------------------------------------------------------
+
+# CPU-sized, for 32-px images: 3×3/2 stem → maps of 16/8/4/2 over the stages (1×1 at 16 px)
+_NANO = dict(dims=(32, 64, 128, 224), depths=(2, 2, 4, 2), stem="conv")
+
+
+@register_preset(
+    "container",
+    anchor_params_m=20.63,
+    anchor_gmacs=3.85,
+    anchor_source="allenai/container container_v1_light",
+)
 def container_light(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """Container-Light (official code: 20.63 M params): static 5×5 stages 1–3, ``σ(s)`` mix in stage 4."""
     refuse_pretrained(pretrained, "container_light")
-    return build_container(CONTAINER_LIGHT, **kwargs)
+    return build_container(ContainerCfg(), **kwargs)
 
 
+@register_preset("container")
 def container(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """Container with ``α·A_dynamic + β·A_static`` (5×5 depthwise static path) in every stage."""
     refuse_pretrained(pretrained, "container")
-    return build_container(CONTAINER, **kwargs)
+    return build_container(ContainerCfg(modes=("affine",) * 4), **kwargs)
 
 
+@register_preset("container", image_size=32)
 def container_light_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized Container-Light for 32-px images (widths 32–224, depths 2/2/4/2)."""
     refuse_pretrained(pretrained, "container_light_nano")
-    return build_container(CONTAINER_LIGHT_NANO, **kwargs)
+    return build_container(ContainerCfg(**_NANO), **kwargs)
 
 
+@register_preset("container", image_size=32)
 def container_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized Container (α/β mix in every stage) for 32-px images (widths 32–224)."""
     refuse_pretrained(pretrained, "container_nano")
-    return build_container(CONTAINER_NANO, **kwargs)
+    return build_container(ContainerCfg(modes=("affine",) * 4, **_NANO), **kwargs)

@@ -1,45 +1,14 @@
-"""MetaFormer: the paper's layouts on the shared skeleton, a token mixer per stage.
+"""MetaFormer (PoolFormer, ConvFormer, CAFormer) on the shared skeleton: a token mixer per stage.
 
 Papers: Yu et al., *MetaFormer Is Actually What You Need for Vision*, CVPR 2022
 (https://arxiv.org/abs/2111.11418) and *MetaFormer Baselines for Vision*, TPAMI 2023
-(https://arxiv.org/abs/2210.13452). Layout and sizes follow timm's ``metaformer.py`` (read for
-facts, not copied), top-down:
+(https://arxiv.org/abs/2210.13452). :class:`MetaFormerCfg` is the family's layout (that of
+timm's ``metaformer.py``, read for facts, not copied), :func:`build_metaformer` builds it, and
+each preset is declared below with :func:`~unimix.backbones.preset.register_preset`.
 
-- **stem**: ``"patch"`` = 7×7 conv, stride 4, padding 2 (+ norm), timm's; or ``"conv"`` = 3×3
-  conv, stride ``stem_stride`` (default 1), padding 1 (+ norm), as CIFAR ResNets shrink their
-  stems for 32-px images (:mod:`unimix.backbones.layers.stems`);
-- **4 stages**: stage 1 keeps the stem's resolution, stages 2–4 start with a downsampling
-  ``norm → 3×3 conv, stride 2, padding 1``; then blocks
-  ``x = res_scale(x) + layer_scale(DropPath(mixer(norm1(x))))`` and the same with a 1×1-conv MLP;
-- **head**: global pool → norm → (dropout) → classifier, a linear layer (PoolFormer) or timm's
-  ``MlpHead`` (ConvFormer / CAFormer). ``num_classes=0`` leaves the pooled, normalised features
-  ``[B, num_features]`` (``num_features = dims[-1]``).
-
-Mixers are named per stage (``MIXERS``: ``"pooling"``, ``"dwconv"``, ``"sepconv"``, ``"mlp"``,
-``"attention"``, plus the Container, ACmix and MBConv mixers) with per-stage keyword arguments;
-each is built as ``Mixer(dim, **kwargs)`` and every one can return its affinity
-(:mod:`unimix.backbones.mixers`). :class:`MetaFormerCfg` is the family's layout;
-:func:`build_metaformer` turns it into a :class:`~unimix.backbones.models.Backbone`.
-
-Presets: ``poolformer_s12``, ``convformer_s18``, ``caformer_s18`` (layouts of timm's models of
-the same names; parameter counts equal timm's: 11.92 M / 26.77 M / 26.34 M with a 1000-class
-head) and the CPU-sized ``poolformer_nano``, ``convformer_nano``, ``caformer_nano``,
-``attention_nano`` for 32-px images (conv stem; numbers in docs/backbones.md).
-
-No ``mlpmixer_nano``: the token-mixing MLP (:class:`~unimix.backbones.token_mlp.TokenMLP`)
-mixes a fixed token count, and DINO runs every backbone at two crop sizes (32 and 16 px), which
-give two token counts. The mixer is available for single-resolution models (``mixers=("mlp",
-...)`` with ``mixer_kwargs=({"num_tokens": N}, ...)``).
-
-Guarantees (tested): one instance runs any input size ≥ 1 px (conv stem) or ≥ 3 px (patch stem;
-a smaller input raises a ``ValueError``); timm's model API (``forward_features``,
-``forward_head(pre_logits=True)``, ``forward_intermediates``, ``num_features``,
-``num_classes=0``, ``reset_classifier``).
-
-Departures from timm, on purpose: the attention stages keep ``[B, C, H, W]`` maps and use a
-channels-first LayerNorm and 1×1 convs (the same maths and parameters as timm's token-major
-``LayerNorm`` and ``nn.Linear``); stages 2–4 always downsample (timm skips it when two
-neighbouring widths are equal).
+Guarantees (tested): one instance runs any input size >= 1 px (conv stem) or >= 3 px (patch
+stem; smaller raises a ``ValueError``); timm's model API. Layouts, nano presets and the
+departures from timm: docs/backbones.md.
 """
 
 from __future__ import annotations
@@ -54,6 +23,7 @@ from timm.models.metaformer import LayerNorm2dNoBias, StarReLU
 from torch import nn
 
 from ..mixers import TokenMixer, mixer_class
+from ..preset import register_preset
 from .backbone import Backbone, BackboneCfg, HeadCfg, refuse_pretrained, stage_cfgs
 
 __all__ = [
@@ -158,45 +128,6 @@ class MetaFormerCfg:
         )
 
 
-# -- presets --------------------------------------------------------------------------------------
-
-_SEPCONV2_ATTN2 = ("sepconv", "sepconv", "attention", "attention")
-
-#: timm ``poolformer_s12`` (PoolFormer v1): GroupNorm, GELU MLP with biases, layer scale 1e-5.
-POOLFORMER_S12 = MetaFormerCfg(
-    dims=(64, 128, 320, 512),
-    depths=(2, 2, 6, 2),
-    mixers=("pooling",) * 4,
-    mlp_act=nn.GELU,
-    mlp_bias=True,
-    norm_layers=(GroupNorm1,) * 4,
-    downsample_norm=None,
-    layer_scale_init_values=(1e-5,) * 4,
-    res_scale_init_values=(None,) * 4,
-    use_mlp_head=False,
-)
-#: timm ``convformer_s18``: SepConv everywhere, StarReLU MLP, res scale in stages 3–4, MLP head.
-CONVFORMER_S18 = MetaFormerCfg(depths=(3, 3, 9, 3), mixers=("sepconv",) * 4)
-#: timm ``caformer_s18``: SepConv in stages 1–2, attention (heads of 32) in stages 3–4.
-CAFORMER_S18 = MetaFormerCfg(depths=(3, 3, 9, 3), mixers=_SEPCONV2_ATTN2)
-
-# CPU-sized layouts for 32-px images: a 3×3 stride-2 conv stem, so a 32-px image gives maps of
-# 16/8/4/2 over the four stages (16 px: 8/4/2/1), the schedule of coatnet_nano and the Container
-# nanos, and about the same compute (0.03–0.04 GMACs at 32 px); widths 32–256, 2.3–2.9 M params
-# without a head. ``stem_stride=1`` keeps 32/16/8/4 maps at four times the cost.
-_NANO = dict(dims=(32, 64, 128, 256), stem="conv", stem_stride=2)
-POOLFORMER_NANO = dataclasses.replace(POOLFORMER_S12, depths=(2, 2, 6, 2), **_NANO)
-CONVFORMER_NANO = MetaFormerCfg(depths=(2, 2, 3, 2), mixers=("sepconv",) * 4, **_NANO)
-CAFORMER_NANO = MetaFormerCfg(depths=(2, 2, 3, 2), mixers=_SEPCONV2_ATTN2, **_NANO)
-#: a DeiT-like nano on the skeleton: attention in every stage with a relative-position bias whose
-#: table covers each stage's map at 32 px exactly (larger inputs get it resized).
-ATTENTION_NANO = MetaFormerCfg(
-    depths=(2, 2, 3, 2),
-    mixers=("attention",) * 4,
-    mixer_kwargs=tuple({"rel_pos": True, "rel_pos_base": s} for s in (16, 8, 4, 2)),
-    **_NANO,
-)
-
 _CFG_FIELDS = {f.name for f in dataclasses.fields(MetaFormerCfg)}
 
 
@@ -216,36 +147,87 @@ def _build(cfg: MetaFormerCfg, pretrained: bool, kwargs: dict[str, Any]) -> Back
     return build_metaformer(cfg, **kwargs)
 
 
+# -- presets --------------------------------------------------------------------------------------
+
+_SEPCONV2_ATTN2 = ("sepconv", "sepconv", "attention", "attention")
+
+#: timm ``poolformer_s12`` (PoolFormer v1): GroupNorm, GELU MLP with biases, layer scale 1e-5.
+POOLFORMER_S12 = MetaFormerCfg(
+    dims=(64, 128, 320, 512),
+    depths=(2, 2, 6, 2),
+    mixers=("pooling",) * 4,
+    mlp_act=nn.GELU,
+    mlp_bias=True,
+    norm_layers=(GroupNorm1,) * 4,
+    downsample_norm=None,
+    layer_scale_init_values=(1e-5,) * 4,
+    res_scale_init_values=(None,) * 4,
+    use_mlp_head=False,
+)
+
+
+@register_preset(
+    "pooling", anchor_params_m=11.92, anchor_gmacs=1.81, anchor_source="timm poolformer_s12"
+)
 def poolformer_s12(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """PoolFormer-S12 (timm ``poolformer_s12``: 11.92 M params), 224 px."""
     return _build(POOLFORMER_S12, pretrained, kwargs)
 
 
+@register_preset("sepconv", anchor_params_m=26.77, anchor_source="timm convformer_s18")
 def convformer_s18(pretrained: bool = False, **kwargs: Any) -> Backbone:
-    """ConvFormer-S18 (timm ``convformer_s18``: 26.77 M params), 224 px."""
-    return _build(CONVFORMER_S18, pretrained, kwargs)
+    """ConvFormer-S18 (timm ``convformer_s18``: 26.77 M params), 224 px: SepConv everywhere,
+    StarReLU MLP, res scale in stages 3–4, MLP head."""
+    return _build(MetaFormerCfg(depths=(3, 3, 9, 3), mixers=("sepconv",) * 4), pretrained, kwargs)
 
 
+@register_preset(
+    "sepconv+attention",
+    anchor_params_m=26.34,
+    anchor_gmacs=3.88,
+    anchor_source="timm caformer_s18",
+)
 def caformer_s18(pretrained: bool = False, **kwargs: Any) -> Backbone:
-    """CAFormer-S18 (timm ``caformer_s18``: 26.34 M params), 224 px."""
-    return _build(CAFORMER_S18, pretrained, kwargs)
+    """CAFormer-S18 (timm ``caformer_s18``: 26.34 M params), 224 px: SepConv in stages 1–2,
+    attention (heads of 32) in stages 3–4."""
+    return _build(MetaFormerCfg(depths=(3, 3, 9, 3), mixers=_SEPCONV2_ATTN2), pretrained, kwargs)
 
 
+# CPU-sized layouts for 32-px images: a 3×3 stride-2 conv stem, so a 32-px image gives maps of
+# 16/8/4/2 over the four stages (16 px: 8/4/2/1), the schedule of coatnet_nano and the Container
+# nanos; ``stem_stride=1`` keeps 32/16/8/4 maps at four times the cost.
+_NANO = dict(dims=(32, 64, 128, 256), stem="conv", stem_stride=2)
+
+
+@register_preset("pooling", image_size=32)
 def poolformer_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized PoolFormer for 32-px images (pooling in every stage)."""
-    return _build(POOLFORMER_NANO, pretrained, kwargs)
+    cfg = dataclasses.replace(POOLFORMER_S12, depths=(2, 2, 6, 2), **_NANO)
+    return _build(cfg, pretrained, kwargs)
 
 
+@register_preset("sepconv", image_size=32)
 def convformer_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized ConvFormer for 32-px images (SepConv in every stage)."""
-    return _build(CONVFORMER_NANO, pretrained, kwargs)
+    cfg = MetaFormerCfg(depths=(2, 2, 3, 2), mixers=("sepconv",) * 4, **_NANO)
+    return _build(cfg, pretrained, kwargs)
 
 
+@register_preset("sepconv+attention", image_size=32)
 def caformer_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized CAFormer for 32-px images (SepConv, SepConv, attention, attention)."""
-    return _build(CAFORMER_NANO, pretrained, kwargs)
+    cfg = MetaFormerCfg(depths=(2, 2, 3, 2), mixers=_SEPCONV2_ATTN2, **_NANO)
+    return _build(cfg, pretrained, kwargs)
 
 
+@register_preset("attention", image_size=32)
 def attention_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
-    """CPU-sized pure-attention MetaFormer for 32-px images (relative-position bias, any size)."""
-    return _build(ATTENTION_NANO, pretrained, kwargs)
+    """CPU-sized pure-attention MetaFormer for 32-px images, DeiT-like: a relative-position bias
+    whose table covers each stage's map at 32 px exactly (larger inputs get it resized)."""
+    cfg = MetaFormerCfg(
+        depths=(2, 2, 3, 2),
+        mixers=("attention",) * 4,
+        mixer_kwargs=tuple({"rel_pos": True, "rel_pos_base": s} for s in (16, 8, 4, 2)),
+        **_NANO,
+    )
+    return _build(cfg, pretrained, kwargs)
