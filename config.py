@@ -39,6 +39,7 @@ __all__ = [
     "MAX_EXPANDED_NODES",
     "ConfigError",
     "load_config",
+    "load_sections",
     "parse_overrides",
     "parse_yaml",
     "read_yaml_file",
@@ -92,6 +93,20 @@ def load_config(
         _set_dotted(values, key, value)
         overridden.add(key)
     return _build(schema, values, prefix="", origin=origin, overridden=frozenset(overridden))
+
+
+def load_sections(schema: type[T], path: str | os.PathLike) -> T:
+    """The top-level keys of ``schema`` read from the config file ``path``, written for a larger
+    schema (a run's ``config.yaml``, read by a layer that knows only some of its sections): the
+    other top-level keys are left unread, those read are checked as :func:`load_config` does.
+
+    Raises:
+        ConfigError: as :func:`load_config`, naming the file.
+    """
+    values = _read_mapping(Path(path))
+    names = {f.name for f in dataclasses.fields(schema) if f.init}
+    known = {key: value for key, value in values.items() if key in names}
+    return _build(schema, known, prefix="", origin=os.fspath(path))
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:

@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "is_like_for_like": "compare",
     "like_for_like_top1": "compare",
     "pixel_features": "compare",
+    "EvalConfig": "config",
     "resolve_device": "device",
     "eval_datasets": "eval_sets",
     "export_extractor": "export",

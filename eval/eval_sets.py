@@ -1,29 +1,32 @@
-"""The k-NN data a pretraining run names in its saved ``config.yaml``: what ``unimix knn RUN``
-evaluates on when ``--data`` is not given.
-
-:func:`eval_datasets` is the one choice, used by the trainer's k-NN
-(:func:`unimix.ssl.datasets.knn_datasets`) on its config and here on the saved YAML: with ``data.holdout > 0``, bank = the training images the run trained
-on, queries = its held-out images; otherwise ``eval.dataset`` (default ``data.dataset``) under
-``eval.root`` (default ``data.root``), ``eval.train_split`` against ``eval.test_split``, with
-``eval.num_train`` / ``eval.num_test`` generated images for ``synthetic``. A bank that holds
-every query (a folder without ``train/`` and ``test/`` serves both splits) is refused.
+"""Bank and queries of a k-NN: what a run's typed ``data`` and ``eval`` sections name
+(:func:`eval_datasets`, the one choice, used by the trainer's k-NN and by ``unimix knn RUN``,
+which reads those sections of the run's ``config.yaml`` through the config loader), or the two
+splits ``--data`` names (:func:`named_datasets`). A bank that holds every query (a folder
+without ``train/`` and ``test/`` serves both splits) is refused.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from unimix.config import read_yaml_file
-from unimix.data import build_dataset, dataset_options, split_holdout
-from unimix.data.distinct import check_distinct
+from ..config import load_sections
+from ..data.build import build_dataset
+from ..data.config import DataConfig
+from ..data.distinct import check_distinct
+from ..data.options import dataset_options
+from ..data.training_set import build_training_set, split_training_set
+from .config import EvalConfig
+from .report import RUN_CONFIG
 
 __all__ = [
     "RUN_CONFIG",
+    "RunEvalSections",
     "eval_datasets",
     "find_run_config",
     "named_datasets",
@@ -31,8 +34,14 @@ __all__ = [
     "subset",
 ]
 
-#: The resolved config a pretraining run writes into its output directory.
-RUN_CONFIG = "config.yaml"
+@dataclass
+class RunEvalSections:
+    """What a run's config says about its eval set: its ``data`` and ``eval`` sections and
+    ``seed`` (the keys and checks of :class:`~unimix.ssl.config.PretrainConfig`'s)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = field(default=0, metadata={"ge": 0})
 
 
 def find_run_config(checkpoint: str | os.PathLike) -> Path | None:
@@ -46,74 +55,61 @@ def find_run_config(checkpoint: str | os.PathLike) -> Path | None:
     return None
 
 
-def _sections(config_path: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
-    config = read_yaml_file(config_path)  # untrusted: one-line ConfigError (a ValueError)
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path}: expected a mapping, got {type(config).__name__}")
-    data, evaluation = config.get("data") or {}, config.get("eval") or {}
-    if not (evaluation.get("dataset") or data.get("dataset")):
-        raise ValueError(
-            f"{config_path}: no eval.dataset or data.dataset to take the eval set from; pass --data"
-        )
-    return data, evaluation, int(config.get("seed") or 0)
-
-
 def eval_datasets(
-    data: dict[str, Any],
-    evaluation: dict[str, Any],
+    data: DataConfig,
+    evaluation: EvalConfig,
     seed: int,
     transform: Callable[[Any], Any],
     root: str | None = None,
     download: bool = False,
     strict: bool = False,
 ) -> tuple[Dataset, Dataset, dict[str, Any]]:
-    """``(bank, queries, info)`` named by a run config's ``data`` and ``eval`` sections (as
-    mappings), each item ``(transform(image), label)``: the one choice shared by the trainer's
-    k-NN and ``unimix knn RUN``. ``root`` replaces the config's root; ``info`` names the dataset
-    (``dataset``, ``train_split``, ``test_split``) and the ``description``."""
-    image_size = data.get("image_size")
-    if data.get("holdout"):
-        name, held = data["dataset"], int(data["holdout"])
-        options = dataset_options(
-            name, root=root or data.get("root"), num_samples=data.get("num_samples"),
-            image_size=image_size, seed=seed,
-        )  # fmt: skip
-        split = data.get("split", "train")
-        full = build_dataset(
-            name, split, download=download or bool(data.get("download")), strict=strict,
-            transform=transform, **options,
-        )  # fmt: skip
-        bank, queries = split_holdout(full, held)
-        description = (
-            f"{name} {split}: {len(queries)} held-out images (bank: the other {len(bank)})"
+    """``(bank, queries, info)`` a run's ``data`` and ``eval`` sections name, each item
+    ``(transform(image), label)``. With ``data.holdout > 0``: bank = the training images the
+    run trained on, queries = its held-out images (the test split is not read). Otherwise
+    ``eval.dataset`` (default ``data.dataset``) under ``eval.root`` (default ``data.root``),
+    ``eval.train_split`` against ``eval.test_split``, with ``eval.num_train`` /
+    ``eval.num_test`` generated images for ``synthetic``. ``root`` replaces the config's root;
+    ``info`` names ``dataset``, ``train_split``, ``test_split`` and the ``description``."""
+    if data.holdout:
+        full = build_training_set(
+            data, seed, transform, root=root, download=download, strict=strict
         )
-        info = {"dataset": name, "train_split": f"{split} minus {held} held out",
-                "test_split": f"{split} held-out"}  # fmt: skip
-        return bank, queries, {**info, "description": description}
-    name = evaluation.get("dataset") or data["dataset"]
-    train_split = evaluation.get("train_split", "train")
-    test_split = evaluation.get("test_split", "test")
+        bank, queries = split_training_set(data, full)
+        name, split, held = data.dataset, data.split, data.holdout
+        info = {
+            "dataset": name,
+            "train_split": f"{split} minus {held} held out",
+            "test_split": f"{split} held-out",
+            "description": f"{name} {split}: {len(queries)} held-out images (bank: the other "
+            f"{len(bank)})",
+        }
+        return bank, queries, info
+    name = evaluation.dataset or data.dataset
+    train_split, test_split = evaluation.train_split, evaluation.test_split
     splits = []
-    for split, count in (
-        (train_split, evaluation.get("num_train")),
-        (test_split, evaluation.get("num_test")),
-    ):
+    for split, count in ((train_split, evaluation.num_train), (test_split, evaluation.num_test)):
         options = dataset_options(
-            name, root=root or evaluation.get("root") or data.get("root"), num_samples=count,
-            image_size=image_size, seed=seed,
-        )  # fmt: skip
+            name,
+            root=root or evaluation.root or data.root,
+            num_samples=count,
+            image_size=data.image_size,
+            seed=seed,
+        )
         splits.append(
             build_dataset(
                 name, split, download=download, strict=strict, transform=transform, **options
             )
         )
     bank, queries = splits
-    key = "eval.dataset" if evaluation.get("dataset") else "data.dataset"
+    key = "eval.dataset" if evaluation.dataset else "data.dataset"
     check_distinct(
-        bank, queries, f"{key}={name!r} (splits {train_split!r} and {test_split!r})",
+        bank,
+        queries,
+        f"{key}={name!r} (splits {train_split!r} and {test_split!r})",
         "name a dataset whose two splits are different images (e.g. a folder with train/ and "
         "test/)",
-    )  # fmt: skip
+    )
     description = f"{name} {test_split} (bank: {train_split}, {len(bank)} images)"
     info = {"dataset": name, "train_split": train_split, "test_split": test_split}
     return bank, queries, {**info, "description": description}
@@ -126,12 +122,17 @@ def run_eval_datasets(
     download: bool = False,
     strict: bool = False,
 ) -> tuple[Dataset, Dataset, dict[str, Any]]:
-    """:func:`eval_datasets` of the run whose ``config.yaml`` is ``config_path``; ``info`` also
-    names the config (``run_config``)."""
+    """:func:`eval_datasets` of the run whose ``config.yaml`` is ``config_path``, its sections
+    read and checked by the config loader (one-line ``ConfigError``); ``info`` also names the
+    config (``run_config``)."""
     path = Path(config_path)
-    data, evaluation, seed = _sections(path)
+    run = load_sections(RunEvalSections, path)
+    if not (run.eval.dataset or run.data.dataset):
+        raise ValueError(
+            f"{path}: no eval.dataset or data.dataset to take the eval set from; pass --data"
+        )
     bank, queries, info = eval_datasets(
-        data, evaluation, seed, transform, root=root, download=download, strict=strict
+        run.data, run.eval, run.seed, transform, root=root, download=download, strict=strict
     )
     return bank, queries, {**info, "run_config": str(path)}
 

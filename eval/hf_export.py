@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from torch import nn
 
 from .. import __version__
 from ..backbones import PRESETS
 from ..checkpoint import default_file_mode
+from ..config import ConfigError, read_yaml_file
 from .export import ExportWriteError, export_write_error, portable_source
-from .report import EVAL_DIR
+from .report import EVAL_DIR, RUN_CONFIG
 from .transform import eval_data_config
 
 __all__ = [
@@ -193,12 +193,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _recipe(run_dir: Path | None) -> dict[str, Any]:
-    """The run's ``config.yaml`` (``yaml.safe_load``), ``{}`` when absent or unreadable."""
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
+    """The run's ``config.yaml`` as the config loader reads a file (safe, size-capped, no
+    duplicate keys); ``{}`` when absent or unreadable."""
+    if run_dir is None or not (run_dir / RUN_CONFIG).is_file():
         return {}
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except yaml.YAMLError:
+        cfg = read_yaml_file(run_dir / RUN_CONFIG)
+    except ConfigError:
         return {}
     return cfg if isinstance(cfg, dict) else {}
 

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "EVAL_DIR",
+    "RUN_CONFIG",
     "RUN_FILES",
     "check_report_path",
     "default_report_path",
@@ -57,8 +58,10 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
 #: The folder ``unimix knn`` / ``unimix linear`` write their reports into by default: inside the
 #: run a checkpoint belongs to, or beside an exported model (never the working directory).
 EVAL_DIR = "eval"
+#: The resolved config a pretraining run writes into its output directory.
+RUN_CONFIG = "config.yaml"
 #: Files of a run's output folder a report must never replace.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "knn.json", "curves.png")
+RUN_FILES = (RUN_CONFIG, "metrics.jsonl", "knn.json", "curves.png")
 
 
 def _slug(text: str) -> str:
@@ -103,9 +106,9 @@ def check_report_path(path: str | os.PathLike, option: str = "--out") -> None:
     (``config.yaml``, ``metrics.jsonl``, ``knn.json``, ``curves.png`` of a folder holding a
     ``config.yaml``) or anything inside a run's ``checkpoints/``."""
     given, path = path, Path(path).absolute()
-    run_file = path.name in RUN_FILES and (path.parent / RUN_FILES[0]).is_file()
+    run_file = path.name in RUN_FILES and (path.parent / RUN_CONFIG).is_file()
     in_checkpoints = any(
-        f.name == "checkpoints" and (f.parent / RUN_FILES[0]).is_file() for f in path.parents
+        f.name == "checkpoints" and (f.parent / RUN_CONFIG).is_file() for f in path.parents
     )
     if run_file or in_checkpoints:
         raise ValueError(

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unimix.config import ConfigError, load_config
+from unimix.data.config import DataConfig
+from unimix.eval.config import EvalConfig
 
 __all__ = [
     "RECIPES",
@@ -41,44 +43,6 @@ RECIPES: dict[str, Path] = {p.stem: p for p in sorted(RECIPE_DIR.glob("*.yaml"))
 _POSITIVE = {"gt": 0}
 _NON_NEGATIVE = {"ge": 0}
 _PROBABILITY = {"ge": 0, "le": 1}
-
-
-@dataclass
-class DataConfig:
-    """Where images come from and how many go through one optimizer step."""
-
-    #: ``synthetic``, ``cifar10``, ``cifar100``, ``stl10`` or a folder (see unimix.data); None
-    #: in a recipe for the user's own data (``folder``): the run then asks for it.
-    dataset: str | None = "synthetic"
-    split: str = "train"
-    #: torchvision datasets: their root folder (None: unimix.data's default).
-    root: str | None = None
-    download: bool = False
-    #: Folder datasets: decode every image once at start-up and keep the pixels in RAM (fast
-    #: epochs on small images such as CIFAR; not for ImageNet-sized data).
-    cache: bool = False
-    #: Image files that cannot be decoded: false skips them (each reported on one line, a
-    #: summary count at the end; training uses the next readable image in their place, k-NN
-    #: banks and queries drop them); true stops the run at the first one, naming it (exit 2).
-    strict: bool = False
-    #: synthetic only: number of images and their side.
-    num_samples: int | None = field(default=None, metadata={"ge": 1})
-    image_size: int | None = field(default=None, metadata={"ge": 8})
-    #: Training images held out of pretraining to choose recipes on (a fixed random choice that
-    #: depends on the dataset's size only, not on ``seed``; see unimix.data.split_holdout). With
-    #: ``holdout > 0`` the run's k-NN is a validation k-NN: bank = the other training images,
-    #: queries = the held-out ones; the test split is never read.
-    holdout: int = field(default=0, metadata={"ge": 0})
-    #: Global batch: source images per optimizer step over all processes and accumulation steps.
-    batch_size: int = field(default=1024, metadata={"ge": 1})
-    #: DataLoader worker processes per training process (0: augment in the training process).
-    num_workers: int = field(default=2, metadata={"ge": 0})
-    #: Where a folder's JPEG files are decoded: ``loader`` (workers, PIL) or ``device`` (the
-    #: training process, in batches with torchvision's ``decode_jpeg``: nvJPEG on a GPU; needs
-    #: ``augment.placement`` device, ``data.cache=false``; other files still decode in workers).
-    decode: Literal["loader", "device"] = "loader"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), metadata=_POSITIVE)
 
 
 @dataclass
@@ -240,31 +204,6 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         if self.tensorboard and "tensorboard" not in self.trackers:
             self.trackers = [*self.trackers, "tensorboard"]
-
-
-@dataclass
-class EvalConfig:
-    """k-NN top-1 on a labeled dataset: online every N epochs and/or once at the end."""
-
-    #: Labeled dataset for the k-NN (None: data.dataset); bank = train_split, queries = test_split.
-    dataset: str | None = None
-    root: str | None = None
-    train_split: str = "train"
-    test_split: str = "test"
-    #: synthetic only: images per split for the bank and the queries.
-    num_train: int | None = field(default=None, metadata={"ge": 1})
-    num_test: int | None = field(default=None, metadata={"ge": 1})
-    #: Online k-NN every this many epochs (may be fractional; 0: never).
-    knn_every_epochs: float = field(default=0.0, metadata=_NON_NEGATIVE)
-    #: Warn once the online k-NN has not improved by ``knn_min_delta`` points for this many
-    #: evaluations in a row: the features have stopped improving (0: never warn).
-    knn_patience: int = field(default=3, metadata=_NON_NEGATIVE)
-    knn_min_delta: float = field(default=0.5, metadata=_NON_NEGATIVE)
-    #: At the end, k-NN of the trained teacher next to the same backbone untrained.
-    knn_at_end: bool = False
-    k: int = field(default=20, metadata={"ge": 1})
-    temperature: float = field(default=0.07, metadata=_POSITIVE)
-    batch_size: int = field(default=256, metadata={"ge": 1})
 
 
 @dataclass

@@ -7,8 +7,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from unimix.config import to_dict
-from unimix.data import build_dataset, dataset_options, split_holdout
+from unimix.data import build_training_set, split_training_set
 from unimix.data.distinct import check_distinct
 from unimix.data.user_datasets import LabeledTransformed, check_image_dataset
 from unimix.eval import eval_datasets, eval_transform
@@ -24,20 +23,9 @@ def build_train_dataset(
     """The training set named by ``cfg.data``, minus its ``data.holdout`` held-out images
     (``holdout=False``: all of them); untransformed unless ``transform`` is given."""
     d = cfg.data
-    options = dataset_options(
-        d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size,
-        seed=cfg.seed, cache=d.cache and transform is None,
-    )  # fmt: skip
-    dataset = build_dataset(
-        d.dataset, d.split, download=d.download, strict=d.strict, transform=transform, **options
-    )
+    dataset = build_training_set(d, cfg.seed, transform, cache=d.cache and transform is None)
     if holdout and d.holdout:
-        if d.holdout >= len(dataset):
-            raise ValueError(
-                f"data.holdout={d.holdout}: the training set {d.dataset!r} has only "
-                f"{len(dataset)} images"
-            )
-        dataset = split_holdout(dataset, d.holdout)[0]
+        dataset = split_training_set(d, dataset)[0]
     return dataset
 
 
@@ -73,7 +61,5 @@ def knn_datasets(
     if eval_dataset is not None:
         bank, queries = (LabeledTransformed(d, transform) for d in check_eval_dataset(eval_dataset))
         return bank, queries, f"eval_dataset: {len(queries)} queries (bank: {len(bank)} images)"
-    bank, queries, info = eval_datasets(
-        to_dict(cfg.data), to_dict(e), cfg.seed, transform, strict=cfg.data.strict
-    )
+    bank, queries, info = eval_datasets(cfg.data, e, cfg.seed, transform, strict=cfg.data.strict)
     return bank, queries, info["description"]

@@ -99,3 +99,20 @@ def test_same_eval_set_as_the_trainers_knn(tmp_path: Path) -> None:
         assert len(ours) == len(ref)
         for i in (0, len(ref) - 1):
             assert ours[i][1] == ref[i][1] and torch.equal(ours[i][0], ref[i][0])
+
+
+def test_the_runs_config_is_read_by_the_config_loader(
+    held_out_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the data/eval sections of config.yaml get the schema's checks (one line naming the key),
+    # not a raw dict lookup; sections the eval layer does not read are left unread
+    run = tmp_path / "run"
+    shutil.copytree(held_out_run, run)
+    config = run / "config.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("holdout: 24", "holdout: many"))
+    assert main_knn([str(run), "--device", "cpu", "--no-progress", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config key 'data.holdout': expected int" in err
+    config.write_text(text + "a_section_of_a_later_version: {x: 1}\n")
+    assert _knn(tmp_path, str(run))["queries"] == 24
