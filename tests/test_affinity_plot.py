@@ -10,7 +10,8 @@ from PIL import Image
 
 from unimix.backbones import create_backbone
 from unimix.backbones.mixers import ACmix
-from unimix.viz import collect_stage_affinities, load_image, main_affinity, render_affinity_grid
+from unimix.viz import collect_stage_affinities, load_image, render_affinity_grid
+from unimix.viz.affinity_cli import main as main_affinity
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,6 +1,7 @@
 """Tools that look inside trained or untrained backbones, and draw runs (above :mod:`unimix.ssl`).
 
-``unimix affinity`` (:mod:`unimix.viz.cli`): each stage's affinity row for one query pixel.
+``unimix affinity`` (:mod:`unimix.viz.affinity_cli`): each stage's affinity row for one query
+pixel.
 ``unimix plot RUN`` (:mod:`unimix.viz.run_plot`): a pretraining run's learning curves as a PNG;
 :mod:`unimix.viz.curves` holds the panels it shares with :mod:`unimix.viz.race_plot`.
 
@@ -16,8 +17,6 @@ __all__ = [
     "StageAffinity",
     "collect_stage_affinities",
     "load_image",
-    "main_affinity",
-    "main_plot",
     "plot_race",
     "plot_run",
     "render_affinity_grid",
@@ -26,9 +25,7 @@ __all__ = [
 _WHERE = {
     "StageAffinity": "affinity",
     "collect_stage_affinities": "affinity",
-    "load_image": "cli",
-    "main_affinity": "cli",
-    "main_plot": "cli",
+    "load_image": "inputs",
     "plot_race": "race_plot",
     "plot_run": "run_plot",
     "render_affinity_grid": "render",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unimix.backbones import TokenMixer
+from ..backbones import TokenMixer
 
 __all__ = ["MAX_AFFINITY_BYTES", "StageAffinity", "collect_stage_affinities"]
 
@@ -74,19 +74,31 @@ def collect_stage_affinities(
     H, W = image.shape[-2:]
     if not (0 <= query[0] < H and 0 <= query[1] < W):
         raise ValueError(f"--query: {query[0]},{query[1]} lies outside the {H}x{W} input image")
+    stage_names = _stage_names(model)
+    chosen = _chosen_mixers(model, stage_names)
+    inputs = _mixer_inputs(model, image, chosen)
+    return [
+        _panel(name, mixer, inputs[name], query, (H, W), _stage_label(name, stage_names)[1])
+        for name, mixer in chosen
+    ]
+
+
+def _chosen_mixers(model: nn.Module, stage_names: list[str]) -> list[tuple[str, nn.Module]]:
+    """The last mixer of each (stage, mixer type), in network order."""
     mixers = [(n, m) for n, m in model.named_modules() if isinstance(m, TokenMixer)]
     if not mixers:
         raise ValueError(f"model {type(model).__name__} has no unimix TokenMixer to inspect")
-    stage_names = _stage_names(model)
-    # the last mixer of each (stage, mixer type), in network order
     chosen: dict[tuple[int, str], tuple[str, nn.Module]] = {}
-    order: list[tuple[int, str]] = []
     for name, mixer in mixers:
         key = (_stage_label(name, stage_names)[0], type(mixer).__name__)
-        if key not in chosen:
-            order.append(key)
-        chosen[key] = (name, mixer)
+        chosen[key] = (name, mixer)  # a key keeps its first place, the value is the last mixer
+    return list(chosen.values())
 
+
+def _mixer_inputs(
+    model: nn.Module, image: torch.Tensor, chosen: list[tuple[str, nn.Module]]
+) -> dict[str, torch.Tensor]:
+    """The input of each chosen mixer in one forward pass of ``image``, caught by hooks."""
     inputs: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -95,7 +107,7 @@ def collect_stage_affinities(
 
         return save
 
-    handles = [mixer.register_forward_hook(hook(name)) for name, mixer in chosen.values()]
+    handles = [mixer.register_forward_hook(hook(name)) for name, mixer in chosen]
     try:
         with torch.no_grad():
             forward = getattr(model, "forward_features", model)
@@ -103,28 +115,32 @@ def collect_stage_affinities(
     finally:
         for handle in handles:
             handle.remove()
+    return inputs
 
-    panels = []
-    for key in order:
-        name, mixer = chosen[key]
-        x = inputs[name]
-        Hk, Wk = x.shape[-2:]
-        n = Hk * Wk
-        if 4 * x.shape[1] * n * n * 4 > MAX_AFFINITY_BYTES:
-            raise ValueError(
-                f"--size: {H}x{W} input gives a {Hk}x{Wk} map at {name}; its affinity would not "
-                f"fit in memory, use a smaller --size (e.g. {max(16, H * 48 // max(Hk, Wk))})"
-            )
-        with torch.no_grad():
-            trace = mixer.trace(x)
-        A = trace.affinity[0]  # [G, Nq, Nk]
-        Hq, Wq = trace.output.shape[-2:]  # queries live on the output grid (strided mixers)
-        if Hq * Wq != A.shape[-2]:
-            raise ValueError(f"{name}: affinity has {A.shape[-2]} rows for a {Hq}x{Wq} output")
-        cell = (min(query[0] * Hq // H, Hq - 1), min(query[1] * Wq // W, Wq - 1))
-        row = A[:, cell[0] * Wq + cell[1], :].reshape(-1, Hk, Wk)
-        label = _stage_label(name, stage_names)[1]
-        panels.append(
-            StageAffinity(label, name, type(mixer).__name__, row, cell, (Hq, Wq), trace.note)
+
+def _panel(
+    name: str,
+    mixer: nn.Module,
+    x: torch.Tensor,
+    query: tuple[int, int],
+    image_size: tuple[int, int],
+    label: str,
+) -> StageAffinity:
+    """The query's row of ``mixer``'s affinity on input ``x``."""
+    H, W = image_size
+    Hk, Wk = x.shape[-2:]
+    n = Hk * Wk
+    if 4 * x.shape[1] * n * n * 4 > MAX_AFFINITY_BYTES:
+        raise ValueError(
+            f"--size: {H}x{W} input gives a {Hk}x{Wk} map at {name}; its affinity would not "
+            f"fit in memory, use a smaller --size (e.g. {max(16, H * 48 // max(Hk, Wk))})"
         )
-    return panels
+    with torch.no_grad():
+        trace = mixer.trace(x)
+    A = trace.affinity[0]  # [G, Nq, Nk]
+    Hq, Wq = trace.output.shape[-2:]  # queries live on the output grid (strided mixers)
+    if Hq * Wq != A.shape[-2]:
+        raise ValueError(f"{name}: affinity has {A.shape[-2]} rows for a {Hq}x{Wq} output")
+    cell = (min(query[0] * Hq // H, Hq - 1), min(query[1] * Wq // W, Wq - 1))
+    row = A[:, cell[0] * Wq + cell[1], :].reshape(-1, Hk, Wk)
+    return StageAffinity(label, name, type(mixer).__name__, row, cell, (Hq, Wq), trace.note)
