@@ -16,7 +16,7 @@ __all__ = ["main"]
 
 # name -> (module, function, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "pretrain": ("unimix.ssl.cli", "main", "DINO pretraining (run it under `accelerate launch`)"),
+    "pretrain": ("unimix.ssl.pretrain_cli", "main", "DINO pretraining (run it under `accelerate launch`)"),
     "knn": ("unimix.eval.knn_cli", "main", "k-NN top-1/top-5 of frozen features (FAISS)"),
     "linear": ("unimix.eval.linear_cli", "main", "linear probe on frozen features"),
     "export": ("unimix.eval.export_cli", "main", "export a frozen feature extractor"),

@@ -26,7 +26,7 @@ from unimix.checkpoint import (
     load_backbone,
     verify_checkpoint,
 )
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 
 
 def _pretrain(tmp_path: Path, *args: str) -> int:

@@ -299,7 +299,7 @@ TINY = {
 
 
 def _pretrain(tmp_path: Path, *args: str) -> int:
-    from unimix.ssl.cli import main
+    from unimix.ssl.pretrain_cli import main
 
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))

@@ -13,7 +13,7 @@ import yaml
 from run_snapshot import PRETRAIN, assert_run_intact, finished_run, run_cli, snapshot
 
 from unimix.config import MAX_EXPANDED_NODES, ConfigError, load_config
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 from unimix.ssl.config import PretrainConfig, load_pretrain_config
 
 

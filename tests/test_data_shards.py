@@ -235,7 +235,7 @@ TINY = {
 
 @pytest.mark.slow
 def test_pretrain_streams_shards_and_resumes_at_a_shard(shards: Path, tmp_path, capsys) -> None:
-    from unimix.ssl.cli import main
+    from unimix.ssl.pretrain_cli import main
 
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))

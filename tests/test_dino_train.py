@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from unimix.checkpoint import find_resume_checkpoint, list_checkpoints
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 #: ``unimix pretrain`` as the README runs it: ``python -m unimix.cli pretrain`` (or after

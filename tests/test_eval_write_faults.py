@@ -20,7 +20,7 @@ import yaml
 from test_dino_train import REPO, TINY, _env
 
 from unimix.checkpoint import list_checkpoints, load_backbone, verify_checkpoint
-from unimix.ssl.cli import main as pretrain_main
+from unimix.ssl.pretrain_cli import main as pretrain_main
 
 KNN_DATA = ["--data", "synthetic", "--limit-train", "48", "--limit-test", "24", "--k", "5",
             "--device", "cpu", "--workers", "0", "--no-progress"]  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 from test_dino_train import _write_config
 
 import unimix.ssl.trainer as trainer
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 
 KNN_SECONDS = 2.0
 

@@ -21,7 +21,7 @@ import yaml
 from test_dino_train import PRETRAIN, REPO, TINY, _env
 
 from unimix.checkpoint import list_checkpoints, load_backbone, verify_checkpoint
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 
 
 def _config(tmp_path: Path) -> Path:

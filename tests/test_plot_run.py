@@ -14,7 +14,7 @@ from PIL import Image
 from test_dino_train import _write_config
 
 from unimix.cli import main as unimix_main
-from unimix.ssl.cli import main as pretrain_main
+from unimix.ssl.pretrain_cli import main as pretrain_main
 from unimix.viz.curves import NOT_LOGGED
 from unimix.viz.race_plot import plot_race
 from unimix.viz.run_plot import run_figure

@@ -13,7 +13,7 @@ import pytest
 from run_snapshot import PRETRAIN, assert_run_intact, finished_run, run_cli, snapshot
 
 from unimix.checkpoint import list_checkpoints
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from test_dino_train import (
 )
 
 from unimix.checkpoint import list_checkpoints, load_backbone, verify_checkpoint
-from unimix.ssl.cli import main, resume_command
+from unimix.ssl.pretrain_cli import main, resume_command
 
 LINE = re.compile(
     r"stopped by (SIG\w+) after step (\d+) of (\d+): checkpoint (\S+) written; "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_dino_train import PRETRAIN, _metrics, _run, _write_config
 
-from unimix.ssl.cli import main
+from unimix.ssl.pretrain_cli import main
 from unimix.ssl.config import load_pretrain_config
 from unimix.ssl.trackers import flat_config
 
