@@ -16,7 +16,11 @@ __all__ = ["main"]
 
 # name -> (module, function, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "pretrain": ("unimix.ssl.pretrain_cli", "main", "DINO pretraining (run it under `accelerate launch`)"),
+    "pretrain": (
+        "unimix.ssl.pretrain_cli",
+        "main",
+        "DINO pretraining (run it under `accelerate launch`)",
+    ),
     "knn": ("unimix.eval.knn_cli", "main", "k-NN top-1/top-5 of frozen features (FAISS)"),
     "linear": ("unimix.eval.linear_cli", "main", "linear probe on frozen features"),
     "export": ("unimix.eval.export_cli", "main", "export a frozen feature extractor"),
@@ -64,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     if args[0] == "--version":
-        from unimix import __version__
+        from . import __version__
 
         print(f"unimix {__version__}")
         return 0

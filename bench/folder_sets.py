@@ -54,7 +54,7 @@ def write_gray28(cifar10: Path, out: Path, per_class: dict[str, int]) -> None:
 def write_shapes48(out: Path, sizes: dict[str, int]) -> None:
     """SyntheticShapes at 48 px, 6 classes, seed 7: ``sizes[split]`` images per split →
     ``out/<split>/<class>/<index>.png``."""
-    from unimix.data import SyntheticShapes
+    from ..data import SyntheticShapes
 
     for split, count in sizes.items():
         data = SyntheticShapes(split, num_samples=count, image_size=48, num_classes=6, seed=7)

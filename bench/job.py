@@ -83,8 +83,8 @@ def eval_sets(
     held-out ones (:func:`unimix.data.split_holdout`); else bank = train, queries = test.
     ``bank_limit`` keeps a fixed random subset of the bank (cheaper evaluations in a search).
     """
-    from unimix.data import DatasetSubset, build_dataset, split_holdout
-    from unimix.eval import eval_transform
+    from ..data import DatasetSubset, build_dataset, split_holdout
+    from ..eval import eval_transform
 
     transform = eval_transform(size, mean, std)
     cache = {"cache": True} if Path(data).is_dir() else {}  # decode a folder's images once
@@ -103,8 +103,8 @@ def eval_sets(
 
 def untrained_floors(spec: JobSpec, mean: Any, std: Any) -> list[dict[str, Any]]:
     """Raw pixels and the backbone at its initial weights (seed ``spec.seed``), like for like."""
-    from unimix.backbones import create_dino_backbone
-    from unimix.eval import compare_knn
+    from ..backbones import create_dino_backbone
+    from ..eval import compare_knn
 
     bank, queries, _ = eval_sets(
         spec.data, spec.holdout, mean, std, size=spec.eval_size, bank_limit=spec.bank_limit
@@ -119,7 +119,7 @@ def untrained_floors(spec: JobSpec, mean: Any, std: Any) -> list[dict[str, Any]]
 
 # ----------------------------------------------------------------------------- training
 def _train_size(spec: JobSpec) -> int:
-    from unimix.data import build_dataset
+    from ..data import build_dataset
 
     return len(build_dataset(spec.data, "train")) - spec.holdout
 
@@ -152,7 +152,7 @@ _WARMUP_KEYS = (
 
 
 def _capped_warmups(cfg: Any, spec: JobSpec, epochs: float) -> list[str]:
-    from unimix.config import parse_overrides
+    from ..config import parse_overrides
 
     given = {key for key, _ in parse_overrides(spec.overrides)}
     cap = spec.warmup_share * epochs
@@ -166,8 +166,8 @@ def _capped_warmups(cfg: Any, spec: JobSpec, epochs: float) -> list[str]:
 
 def _probe_rate(spec: JobSpec, out: Path) -> float:
     """Source images per second of ``ours`` on this machine now (6 steps; the first 2 dropped)."""
-    from unimix.ssl.config import load_pretrain_config
-    from unimix.ssl.trainer import pretrain
+    from ..ssl.config import load_pretrain_config
+    from ..ssl.trainer import pretrain
 
     probe = out / "probe"
     cfg = load_pretrain_config(
@@ -180,8 +180,8 @@ def _probe_rate(spec: JobSpec, out: Path) -> float:
 
 
 def _run_ours(spec: JobSpec, out: Path) -> dict[str, Any]:
-    from unimix.ssl.config import load_pretrain_config
-    from unimix.ssl.trainer import pretrain
+    from ..ssl.config import load_pretrain_config
+    from ..ssl.trainer import pretrain
 
     n = _train_size(spec)
     base = load_pretrain_config(spec.recipe, spec.overrides)
@@ -258,8 +258,8 @@ def evaluate_checkpoints(
     spec: JobSpec, checkpoints: Path, mean: Any, std: Any, batch_size: int
 ) -> list[dict[str, Any]]:
     """Every checkpoint's teacher (and the last one's student), like for like."""
-    from unimix.checkpoint import list_checkpoints, read_trainer_state
-    from unimix.eval import compare_knn, load_backbone
+    from ..checkpoint import list_checkpoints, read_trainer_state
+    from ..eval import compare_knn, load_backbone
 
     bank, queries, _ = eval_sets(
         spec.data, spec.holdout, mean, std, size=spec.eval_size, bank_limit=spec.bank_limit
@@ -288,7 +288,7 @@ def evaluate_checkpoints(
 
 def headline(rows: list[dict[str, Any]], network: str = "teacher", k: int = 20) -> float | None:
     """The like-for-like number of ``network``: BatchNorm recalibrated where there is BN."""
-    from unimix.eval import like_for_like_top1
+    from ..eval import like_for_like_top1
 
     return like_for_like_top1(rows, network, k)
 

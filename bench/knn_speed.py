@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unimix.eval.feature_store import FeatureStore
+from ..eval.feature_store import FeatureStore
 
 __all__ = [
     "EXACT",
@@ -107,7 +107,7 @@ def measure_phase(run: Callable[[], Any]) -> tuple[Any, float, int]:
 
 
 def _predict(sims: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, t: float):
-    from unimix.eval.knn import _vote
+    from ..eval.knn import _vote
 
     classes = int(labels.max()) + 1
     scores = _vote(sims, ids, labels, classes, t)
@@ -117,8 +117,8 @@ def _predict(sims: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, t: flo
 def _run_method(bank: FeatureStore, queries: np.ndarray, k: int, options: dict[str, Any]):
     """``((sims, ids), build s, search s, peak RSS)``: approximate indexes are built and
     searched as two timed phases; exact search is one."""
-    from unimix.eval.knn import knn_search
-    from unimix.eval.search import build_index, search_index
+    from ..eval.knn import knn_search
+    from ..eval.search import build_index, search_index
 
     if options.get("index", "exact") == "exact":
         found, seconds, peak = measure_phase(lambda: knn_search(bank, queries, k, **options))

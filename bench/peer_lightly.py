@@ -128,7 +128,7 @@ def _loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]
     ``args.seed``)."""
     from lightly.transforms import DINOTransform
 
-    from unimix.data import build_dataset, split_holdout
+    from ..data import build_dataset, split_holdout
 
     dataset = build_dataset(
         args.data, "train", **({"cache": True} if Path(args.data).is_dir() else {})
@@ -159,7 +159,7 @@ def _saver(
 ) -> Callable[[int, int, float], None]:
     """``save(step, epoch, elapsed)``: an atomic checkpoint of both backbones (safetensors) and
     ``backbone.json`` that :func:`unimix.eval.load_backbone` reads."""
-    from unimix.checkpoint import write_checkpoint
+    from ..checkpoint import write_checkpoint
 
     meta = {
         "backbone": args.backbone,
@@ -246,7 +246,7 @@ def _train(
 def main(argv: list[str] | None = None) -> int:
     """Train the peer as ``argv`` says (see ``--help``); writes checkpoints and metrics.jsonl."""
     args = parse_args(argv)
-    from unimix.backbones import create_dino_backbone
+    from ..backbones import create_dino_backbone
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,8 +28,7 @@ from typing import Any
 
 import yaml
 
-from unimix.eval import is_like_for_like
-
+from ..eval import is_like_for_like
 from .job import JobSpec, headline, untrained_floors
 from .scheduler import run_jobs
 

@@ -26,17 +26,17 @@ class OursRunner:
     """unimix's trainer pieces: per-sample-seeded batched multi-crop loader + ``DINOStep``."""
 
     def __init__(self, cfg: Any, dataset: Any, accelerator: Any) -> None:
-        from unimix.ssl.loader import (
+        from ..ssl.loader import (
             BatchPlan,
             MultiCropBatches,
             jpeg_folder,
             make_loader,
             render_on,
         )
-        from unimix.ssl.multicrop import MultiCropAugment
-        from unimix.ssl.run import render_on_device
-        from unimix.ssl.schedules import Schedules
-        from unimix.ssl.step import DINOStep
+        from ..ssl.multicrop import MultiCropAugment
+        from ..ssl.run import render_on_device
+        from ..ssl.schedules import Schedules
+        from ..ssl.step import DINOStep
 
         self.cfg = cfg
         self.plan = BatchPlan(len(dataset), cfg.data.batch_size, 1, 1, 0, cfg.seed)

@@ -56,7 +56,7 @@ class ThroughputSpec:
 
 def build_config(spec: ThroughputSpec) -> Any:
     """The quickstart recipe with ``spec``'s backbone, data, batch, crops and head sizes."""
-    from unimix.ssl.config import load_pretrain_config
+    from ..ssl.config import load_pretrain_config
 
     overrides = [
         f"model.backbone={spec.backbone or DEFAULT_NANO}",
@@ -84,7 +84,7 @@ def _runners(
     cfg: Any, dataset: Any, accelerator: Any, bf16: bool
 ) -> tuple[dict[str, Any], nn.Module, float]:
     """Both runners from the same initial weights; also the backbone and one step's FLOPs."""
-    from unimix.backbones import create_dino_backbone
+    from ..backbones import create_dino_backbone
 
     ours = OursRunner(cfg, dataset, accelerator)
     step_flops = ours.count_flops()
@@ -124,9 +124,9 @@ def _alternate(
 def measure(spec: ThroughputSpec) -> dict[str, Any]:
     """Time both loops as ``spec`` says; returns the JSON report (img/s, ratio vs lightly, % of
     peak fp32, step FLOPs, round seconds, peak RSS …). Prints progress."""
-    from unimix.ssl.launch import resolve_launch
-    from unimix.ssl.runtime import make_accelerator
-    from unimix.ssl.trainer import build_train_dataset
+    from ..ssl.launch import resolve_launch
+    from ..ssl.runtime import make_accelerator
+    from ..ssl.trainer import build_train_dataset
 
     if spec.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision: expected fp32 or bf16, got {spec.precision!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from unimix.bench.job import main
+from .job import main
 
 if __name__ == "__main__":
     sys.exit(main())

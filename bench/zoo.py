@@ -40,7 +40,7 @@ FAMILIES = {
 
 def zoo_row(preset: str, report: dict[str, Any]) -> dict[str, Any]:
     """One table row from a preset's race report (method ``ours`` only)."""
-    from unimix.backbones.stats import preset_stats
+    from ..backbones.stats import preset_stats
 
     summary = report["methods"]["ours"]
     untrained = headline(report["floors"]["ours"], "untrained")

@@ -17,8 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from unimix.backbones import create_dino_backbone
-
+from ..backbones import create_dino_backbone
 from .find import resolve_weights
 
 __all__ = [

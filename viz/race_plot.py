@@ -14,7 +14,7 @@ __all__ = ["plot_race", "race_panel"]
 
 def race_panel(report: dict[str, Any]) -> Panel:
     """One panel: a series per (method, seed) run and a dotted line per like-for-like floor."""
-    from unimix.eval import is_like_for_like
+    from ..eval import is_like_for_like
 
     series = [
         Series(
