@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import timm
@@ -14,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import unimix  # noqa: F401  (registers the presets)
-from unimix.backbones import PRESETS, create_backbone, list_backbones
+from unimix.backbones import PRESETS, create_backbone, list_backbones, registry
 from unimix.backbones.cli import main_table
 from unimix.backbones.stats import count_gmacs
 from unimix.cli import main as unimix_main
@@ -140,8 +144,6 @@ def test_unknown_name_and_pretrained_are_clear_errors() -> None:
 
 
 def test_reimport_does_not_register_twice() -> None:
-    from unimix.backbones import registry
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # timm warns when a name is overwritten
         importlib.reload(registry)
@@ -199,3 +201,140 @@ def test_table_counts_nano_gmacs_at_32_px(tmp_path, capsys) -> None:
 def test_table_rejects_unknown_names(capsys) -> None:
     assert main_table(["--names", "nope"]) == 2
     assert "error: --names: unknown preset 'nope'" in capsys.readouterr().err
+
+
+# -- where presets are declared, and what registers them ----------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOC = REPO_ROOT / "docs" / "backbones.md"
+
+
+def _python(code: str) -> str:
+    """``python -c code`` in a fresh interpreter (nothing registered with timm yet): its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _first_conv_called(model: nn.Module, size: int) -> str:
+    """The first convolution a forward pass calls on a 3-channel image (found by hooks)."""
+    called: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(lambda *_, name=name: called.append(name))
+    model(torch.zeros(1, 3, size, size, device="meta"))
+    return called[0]
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_declared_first_conv_and_classifier_are_the_models(name: str) -> None:
+    with torch.device("meta"):
+        model = create_backbone(name, num_classes=7).eval()
+    cfg = model.pretrained_cfg
+    size = PRESETS[name].image_size
+    assert _first_conv_called(model, size) == cfg["first_conv"]
+    assert model.get_submodule(cfg["first_conv"]).in_channels == 3
+    classifier = model.get_submodule(cfg["classifier"])
+    assert isinstance(classifier, nn.Linear) and classifier.out_features == 7
+
+
+def test_presets_are_declared_in_their_family_files_only() -> None:
+    families = [family.__name__ for family in registry.FAMILIES]
+    modules = [preset.builder.__module__ for preset in PRESETS.values()]
+    assert set(modules) == set(families)
+    assert modules == sorted(modules, key=families.index)  # listed family by family
+    # no preset table: no string in registry.py names a preset (docstrings aside)
+    tree = ast.parse(Path(registry.__file__).read_text())
+    literals = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    assert not literals & set(PRESETS)
+
+
+def _doc_snippet(heading: str) -> str:
+    section = DOC.read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_adding_a_preset_is_one_edit_in_its_family_file() -> None:
+    """The docs' block, appended to metaformer.py (in memory, in a fresh process) and nothing
+    else, gives a preset timm, the registry and ``unimix backbones`` know, with the parameters
+    of timm's own ``poolformer_s24``."""
+    snippet = _doc_snippet("Adding a preset")
+    family = REPO_ROOT / "backbones" / "models" / "metaformer.py"
+    assert "def poolformer_s24" in snippet and "poolformer_s24" not in family.read_text()
+    code = f"""
+import importlib.abc, importlib.machinery, sys
+from pathlib import Path
+
+NAME, SNIPPET = "unimix.backbones.models.metaformer", {snippet!r}
+
+class EditedFile(importlib.abc.Loader):
+    def __init__(self, origin): self.origin = origin
+    def create_module(self, spec): return None
+    def exec_module(self, module):
+        source = Path(self.origin).read_text() + "\\n\\n" + SNIPPET
+        exec(compile(source, self.origin, "exec"), module.__dict__)
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != NAME:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec.loader = EditedFile(spec.origin)
+        return spec
+
+sys.meta_path.insert(0, Finder())
+import timm, torch
+import unimix
+from unimix.backbones import PRESETS, create_backbone
+from unimix.cli import main
+
+assert PRESETS["poolformer_s24"].family == "pooling"
+with torch.device("meta"):
+    ours = create_backbone("poolformer_s24")
+    theirs = timm.create_model("poolformer_s24")
+    hub = timm.create_model("unimix_poolformer_s24", features_only=True)
+count = lambda model: sum(p.numel() for p in model.parameters())
+print(count(ours), count(theirs), len(hub.feature_info))
+main(["backbones", "--names", "poolformer_s24", "--no-flops"])
+"""
+    out = _python(code).splitlines()
+    ours, theirs, stages = out[0].split()
+    assert ours == theirs and stages == "4"
+    (row,) = [line for line in out if line.startswith("poolformer_s24")]
+    assert row.split()[1:3] == ["pooling", "21.39"] and "timm poolformer_s24" in row
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "from unimix.backbones.mixers import ACmix",  # its modules import timm half-way
+        "from unimix.backbones.models import coatnet",
+        "from unimix.backbones.layers.stems import create_stem",
+    ],
+)
+def test_presets_register_whatever_backbones_module_is_imported_first(first: str) -> None:
+    out = _python(
+        f"import sys, unimix\n{first}\n"
+        "assert 'timm' in sys.modules\n"
+        "import timm\n"
+        "print(timm.is_model('unimix_coatnet_nano'), len(timm.list_models('unimix_*')))"
+    )
+    assert out.split() == ["True", str(len(PRESETS))]
+
+
+def test_public_api_is_small_and_imports_nothing_heavy() -> None:
+    out = _python(
+        "import json, sys\n"
+        "import unimix.backbones as b\n"
+        "heavy = sorted({'torch', 'timm', 'numpy'} & set(sys.modules))\n"
+        "model = b.create_dino_backbone('unimix_poolformer_nano')\n"
+        "print(json.dumps([heavy, b.__all__, isinstance(model, b.Backbone)]))"
+    )
+    heavy, public, is_backbone = json.loads(out)
+    assert heavy == [] and is_backbone
+    assert sorted(public) == sorted(
+        ["create_backbone", "create_dino_backbone", "list_backbones", "PRESETS", "Preset"]
+        + ["Backbone", "MIXERS", "MixerTrace", "TokenMixer"]
+    )

@@ -1,20 +1,18 @@
 """Stems and stage downsamplers: the one vocabulary every family's stem is named in.
 
-===============  ===========================================================  ==========
-kind             layers                                                        reduction
-===============  ===========================================================  ==========
-``"patch"``      7×7 conv, stride 4, padding 2 (+ norm); needs ``H, W ≥ 3``   4
-``"patchify"``   4×4 conv, stride 4 on the zero-padded map (+ norm)           4
-``"conv"``       3×3 conv, stride ``s``, padding 1 (+ norm): the CIFAR stem   ``s``
-``"conv_bn_relu"`` 3×3 conv (no bias), stride ``s`` → BN → ReLU: CIFAR ResNets ``s``
-``"resnet"``     7×7/2 conv (no bias) → BN → ReLU → 3×3/2 max pool             4
-``"coatnet"``    3×3/``s`` conv → BN+GELU → 3×3 conv (no biases)              ``s``
-===============  ===========================================================  ==========
+==================  ===========================================================  =========
+kind                layers                                                       reduction
+==================  ===========================================================  =========
+``"patch"``         7×7 conv, stride 4, padding 2 (+ norm); needs ``H, W ≥ 3``   4
+``"patchify"``      4×4 conv, stride 4 on the zero-padded map (+ norm)           4
+``"conv"``          3×3 conv, stride ``s``, padding 1 (+ norm): the CIFAR stem   ``s``
+``"conv_bn_relu"``  3×3 conv (no bias), stride ``s`` → BN → ReLU: CIFAR ResNets  ``s``
+``"resnet"``        7×7/2 conv (no bias) → BN → ReLU → 3×3/2 max pool            4
+``"coatnet"``       3×3/``s`` conv → BN+GELU → 3×3 conv (no biases)              ``s``
+==================  ===========================================================  =========
 
-MetaFormer uses ``"patch"`` (timm's) or ``"conv"`` (nano presets), Container ``"patchify"``
-(official) or ``"conv"`` (nano), CoAtNet ``"coatnet"`` (timm's), ACmix-ResNet ``"resnet"`` (timm's)
-or ``"conv_bn_relu"`` (nano). Between stages MetaFormer downsamples with :class:`ConvDownsample`
-and Container with a 2×2/2 :class:`ConvNormPool` (a patch merge).
+Which family uses which: docs/backbones.md. The image is read by ``stem.conv`` (``stem.conv1``
+for ``"coatnet"``), the ``first_conv`` the presets declare.
 """
 
 from __future__ import annotations
@@ -126,14 +124,29 @@ def create_stem(
         return CoAtNetStem(in_chans, dim, stride)
     if kind == "resnet":
         return ConvNormPool(
-            in_chans, dim, 7, 2, 3, bias=False, norm=nn.BatchNorm2d(dim),
-            act=nn.ReLU(inplace=True), pool=nn.MaxPool2d(3, stride=2, padding=1), name=name,
-        )  # fmt: skip
+            in_chans,
+            dim,
+            kernel_size=7,
+            stride=2,
+            padding=3,
+            bias=False,
+            norm=nn.BatchNorm2d(dim),
+            act=nn.ReLU(inplace=True),
+            pool=nn.MaxPool2d(3, stride=2, padding=1),
+            name=name,
+        )
     if kind == "conv_bn_relu":
         return ConvNormPool(
-            in_chans, dim, 3, stride, 1, bias=False, norm=nn.BatchNorm2d(dim),
-            act=nn.ReLU(inplace=True), name=name,
-        )  # fmt: skip
+            in_chans,
+            dim,
+            kernel_size=3,
+            stride=stride,
+            padding=1,
+            bias=False,
+            norm=nn.BatchNorm2d(dim),
+            act=nn.ReLU(inplace=True),
+            name=name,
+        )
     norm_module = norm(dim) if norm else None
     if kind == "patch":
         return ConvNormPool(in_chans, dim, 7, 4, 2, norm=norm_module, min_size=3, name=name)

@@ -1,35 +1,16 @@
 """ACmix: self-attention and convolution sharing one set of 1×1 projections.
 
 Paper: Pan et al., *On the Integration of Self-Attention and Convolution*, CVPR 2022
-(https://arxiv.org/abs/2111.14556); official code: LeapLabTHU/ACmix (``ResNet/test_bottleneck.py``).
+(https://arxiv.org/abs/2111.14556); official code: LeapLabTHU/ACmix. From the shared ``q, k, v``
+an **attention path** attends to a ``window × window`` neighbourhood with the paper's coordinate
+positional encoding, a **convolution path** maps the ``3·heads`` maps of each channel index to
+``kernel²`` maps summed by a grouped shift convolution (one-hot kernels at init), and the output
+is ``rate1 · attention + rate2 · convolution`` (learnable, 0.5 each).
 
-Both paths start from the same 1×1 projections ``q, k, v`` (stage I of the paper), then
-
-- **attention path**: each position attends to a ``window × window`` neighbourhood (7×7, 4 heads
-  in the paper's ResNet) with the paper's positional encoding: a 1×1 conv maps normalised pixel
-  coordinates ``[-1, 1]²`` to ``pe``, and the logit of query ``p`` for key ``j`` is
-  ``q_p · (k_j + pe_p − pe_j) / √d``;
-- **convolution path**: a light fully connected layer maps the ``3·heads`` maps ``(q, k, v)`` of
-  every channel index to ``kernel²`` feature maps, which are shifted and summed as a grouped
-  (per channel index) ``kernel × kernel`` convolution whose kernels start as one-hot shifts;
-
-and the output is ``rate1 · attention + rate2 · convolution`` with learnable rates (0.5, 0.5).
-
-Guarantees (tested): any input size ≥ 1×1 works in one instance, the positional encoding is
-recomputed for each size, and ``trace(x).affinity @ trace(x).values`` reproduces the attention
-path inside ``forward`` (see :meth:`ACmix.trace` for what the affinity does not show).
-
-Departures from the official code, on purpose:
-
-- *Borders*: the official code reflection-pads keys and values, which crashes on maps smaller
-  than the window's half-width + 1 (e.g. 2×2 maps of a 32-px image) and lets a border query
-  attend to mirrored copies of real pixels. We zero-pad and **mask** out-of-image window
-  positions (logit −∞), so every query attends only to real pixels inside its window. Each query
-  is always inside its own window, so no row is empty.
-- The official logit ``q_p·(k_j + pe_p − pe_j)`` contains ``q_p·pe_p``, which is constant along
-  the softmax row and cancels; we compute the equal ``q_p·(k_j − pe_j)``.
-- The mixer is stride-free (``[B, C, H, W] → [B, C, H, W]``); the ResNet block pools after it
-  when it must downsample (see :mod:`unimix.backbones.acmix_resnet`).
+Guarantees (tested): any input size >= 1×1 in one instance (window positions outside the image
+are masked), ``trace(x).affinity @ trace(x).values`` reproduces the attention path, and the
+mixer never strides (``[B, C, H, W] → [B, C, H, W]``). The departures from the official code
+and how the window attention runs: docs/backbones.md.
 """
 
 from __future__ import annotations
@@ -99,11 +80,10 @@ class _WindowAttention(torch.autograd.Function):
 
     Hand-written because neither torch nor timm has CPU neighbourhood attention: ``unfold``
     copies keys and values ``window²`` times, and autograd through per-offset slices allocates a
-    zeroed padded gradient for every slice (measured 3× slower). Here forward and backward loop
-    over the offsets and accumulate into one buffer, so extra memory is the ``[B·heads,
-    window², H, W]`` attention map only. Keys outside the image (the zero padding) are masked.
-    The loops run over chunks of about :data:`_CHUNK_ELEMENTS` query elements, so each offset's
-    operands stay in cache (2–2.5× faster on 32×32 maps than one pass over the whole batch).
+    zeroed padded gradient for every slice. Here forward and backward loop over the offsets and
+    accumulate into one buffer, so extra memory is the ``[B·heads, window², H, W]`` attention
+    map only. Keys outside the image (the zero padding) are masked. The loops run over chunks of
+    about :data:`_CHUNK_ELEMENTS` query elements, so each offset's operands stay in cache.
 
     Inputs (contiguous): ``q`` ``[M, d, H, W]`` (already scaled), ``kp`` and ``vp``
     ``[M, d, H + 2ry, W + 2rx]``.
@@ -168,8 +148,8 @@ class ACmix(TokenMixer):
     Attributes:
         dense_max_tokens: maps with at most this many positions (``H·W``) compute the window
             attention densely with a mask; larger ones loop over window offsets. Both give the
-            same result; 256 (16×16) is where dense stopped being faster on CPU for a 7×7 window
-            at head dims 8–64 (16×16: 2×, 8×8: 15×, 4×4: 45× faster than the loop, fwd + bwd).
+            same result; 256 (16×16) is the largest map on which dense was faster on CPU for a
+            7×7 window (measurements in docs/backbones.md).
     """
 
     dense_max_tokens: int = 256
@@ -240,7 +220,8 @@ class ACmix(TokenMixer):
         return q, k, v
 
     def _keys(self, k: torch.Tensor) -> torch.Tensor:
-        """Keys with the positional term: ``k − pe`` (see the module docstring)."""
+        """Keys with the positional term, ``k − pe``: the paper's logit ``q_p·(k_j + pe_p − pe_j)``
+        less ``q_p·pe_p``, which is constant along the softmax row and cancels."""
         H, W = k.shape[-2:]
         pe = self.pos(normalized_coords(H, W, device=k.device, dtype=k.dtype))  # [1, d, H, W]
         return k - pe.unsqueeze(1)
@@ -249,7 +230,7 @@ class ACmix(TokenMixer):
         """The fc's ``kernel²`` maps per channel index: ``[B, d·kernel², H, W]`` (index ``i·k² + s``)."""
         B, h, d, H, W = q.shape
         qkv = torch.cat([q, k, v], dim=1).view(B, 3 * h, d * H * W)
-        # the 1×1 conv ``fc`` as one matmul: mkldnn runs a 12-channel conv 1.5× slower (CPU)
+        # the 1×1 conv ``fc`` as one matmul: on CPU mkldnn runs such a narrow conv slower
         f = torch.matmul(self.fc.weight.flatten(1), qkv).view(B, -1, d, H * W)  # [B, k², d, N]
         return f.transpose(1, 2).reshape(B, d * self.kernel_size**2, H, W)
 

@@ -6,14 +6,11 @@ no bias in the q/k/v and output projections, ``softmax(q kᵀ/√d) v`` by the f
 timm's ``nn.Linear`` on the flattened tokens (same parameters).
 
 ``rel_pos=True`` adds CoAtNet's learned bias per head and 2-D offset inside the softmax
-(:class:`~unimix.backbones.layers.RelPosBias`): its table covers a ``rel_pos_base`` grid and is
-read off (or resized) for each input's grid, so one instance runs at any resolution (DINO's two
-crop sizes). Without it the mixer has no notion of position (the stem and convs before it do).
-
-Affinity: ``softmax(q kᵀ/√d [+ bias])`` ``[B, heads, N, N]``, rows sum to 1, values ``v``.
-
-:class:`RelPosAttention` is the general form (any ``dim_in``, optional bias, biased projections):
-CoAtNet's transformer blocks use it directly; :class:`Attention` is its MetaFormer configuration.
+(:class:`~unimix.backbones.layers.RelPosBias`), read off (or resized) for each input's grid, so
+one instance runs at any resolution. Affinity: ``softmax(q kᵀ/√d [+ bias])`` ``[B, heads, N, N]``,
+rows sum to 1, values ``v``. :class:`RelPosAttention` is the general form (any ``dim_in``,
+optional bias, biased projections) CoAtNet's transformer blocks use; :class:`Attention` is its
+MetaFormer configuration.
 """
 
 from __future__ import annotations

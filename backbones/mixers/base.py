@@ -6,16 +6,12 @@ Container's view: a token mixer is ``Y = Concat(A_1 V_1, ..., A_G V_G) · W`` wh
 pooling). The residual ``+ X`` lives in the block, not in the mixer.
 
 Every mixer takes and returns channels-first maps ``[B, C, H, W]`` and can explain itself:
-
-- ``affinity(x)`` → ``[B, G, N, N]``: the effective A (``G`` = heads, or ``C`` for per-channel
-  static mixers; a static A is expanded over the batch).
-- ``trace(x)`` → :class:`MixerTrace` with the affinity, the values it is applied to, the
-  aggregated values exactly as ``forward`` computes them (by its fast path: conv, pooling,
-  fused attention...), and the mixer's output. ``trace(x).output`` equals ``forward(x)``, and
-  ``trace(x).affinity @ trace(x).values`` equals ``trace(x).aggregated``: that is how tests
-  prove the affinity is the truth.
-
-Building ``A`` costs ``O(N²)`` memory: it is meant for small inputs (inspection, tests).
+``affinity(x)`` → ``[B, G, N, N]``, the effective A (``G`` = heads, or ``C`` for per-channel
+static mixers; a static A is expanded over the batch); ``trace(x)`` → :class:`MixerTrace` with
+the affinity, the values it is applied to, the aggregated values exactly as ``forward`` computes
+them (by its fast path) and the output. ``trace(x).output`` equals ``forward(x)`` and
+``trace(x).affinity @ trace(x).values`` equals ``trace(x).aggregated``: that is how tests prove
+the affinity is the truth. Building ``A`` costs ``O(N²)`` memory: for small inputs.
 """
 
 from __future__ import annotations

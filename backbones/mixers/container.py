@@ -2,24 +2,15 @@
 
 Paper: Gao, Lu, Li, Mottaghi, Kembhavi, *Container: Context Aggregation Network*, NeurIPS 2021
 (https://arxiv.org/abs/2106.01401); official code: allenai/container (``models.py``, read for
-facts, not copied). Every spatial aggregator is ``Y = (A·V)·W``; Container learns
-``A = α·A_dynamic + β·A_static`` on one shared ``V``:
+facts, not copied). ``A = α·A_dynamic + β·A_static`` on one shared ``V``, with
+``A_dynamic = softmax(q kᵀ/√d)`` per head and ``A_static`` a 5×5 depthwise convolution (a
+per-channel Toeplitz band). Modes (:data:`MIX_MODES`): ``"affine"`` (learnable ``α``, ``β``,
+both starting at 0.5: the paper's Container), ``"sigmoid"`` (``σ(s)`` and ``1 − σ(s)``, ``s``
+starting at 0: the official Container-Light stage-4 ``MixBlock``) and ``"static"``
+(``A_static`` only, values from a 1×1 conv: the official ``CBlock``).
 
-- ``A_dynamic = softmax(q kᵀ/√d)`` per head (self-attention; heads of ``head_dim`` channels);
-- ``A_static`` = a **5×5 depthwise convolution** on ``V`` (a per-channel Toeplitz band).
-
-Modes:
-
-- ``"affine"``: ``α·A_dynamic + β·A_static`` with learnable scalars ``α``, ``β`` (the paper's
-  Container; both start at 0.5, the official Light block's starting point);
-- ``"sigmoid"``: ``σ(s)·A_dynamic + (1 − σ(s))·A_static`` with one learnable ``s`` starting at 0
-  (the official Container-Light stage-4 ``MixBlock``);
-- ``"static"``: ``A_static`` only, values from a ``dim → dim`` 1×1 conv (the official
-  Container-Light stage 1–3 ``CBlock``).
-
-Departure, on purpose: the static 5×5 depthwise conv has no bias, so the static path is a pure
-``A·V``; a bias there would only add a per-channel constant that the following 1×1 projection's
-own bias absorbs (4,800 fewer parameters in ``container_light``, 0.02 %).
+Departure, on purpose: the static conv has no bias, so the static path is an exact ``A·V``
+(docs/backbones.md).
 """
 
 from __future__ import annotations

@@ -150,6 +150,8 @@ def _build(cfg: MetaFormerCfg, pretrained: bool, kwargs: dict[str, Any]) -> Back
 # -- presets --------------------------------------------------------------------------------------
 
 _SEPCONV2_ATTN2 = ("sepconv", "sepconv", "attention", "attention")
+#: the classifier of timm's ``MlpHead`` (``use_mlp_head``), as timm's ConvFormer/CAFormer name it
+_MLP_HEAD = "head.fc.fc2"
 
 #: timm ``poolformer_s12`` (PoolFormer v1): GroupNorm, GELU MLP with biases, layer scale 1e-5.
 POOLFORMER_S12 = MetaFormerCfg(
@@ -174,7 +176,9 @@ def poolformer_s12(pretrained: bool = False, **kwargs: Any) -> Backbone:
     return _build(POOLFORMER_S12, pretrained, kwargs)
 
 
-@register_preset("sepconv", anchor_params_m=26.77, anchor_source="timm convformer_s18")
+@register_preset(
+    "sepconv", classifier=_MLP_HEAD, anchor_params_m=26.77, anchor_source="timm convformer_s18"
+)
 def convformer_s18(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """ConvFormer-S18 (timm ``convformer_s18``: 26.77 M params), 224 px: SepConv everywhere,
     StarReLU MLP, res scale in stages 3–4, MLP head."""
@@ -183,6 +187,7 @@ def convformer_s18(pretrained: bool = False, **kwargs: Any) -> Backbone:
 
 @register_preset(
     "sepconv+attention",
+    classifier=_MLP_HEAD,
     anchor_params_m=26.34,
     anchor_gmacs=3.88,
     anchor_source="timm caformer_s18",
@@ -206,21 +211,21 @@ def poolformer_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     return _build(cfg, pretrained, kwargs)
 
 
-@register_preset("sepconv", image_size=32)
+@register_preset("sepconv", image_size=32, classifier=_MLP_HEAD)
 def convformer_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized ConvFormer for 32-px images (SepConv in every stage)."""
     cfg = MetaFormerCfg(depths=(2, 2, 3, 2), mixers=("sepconv",) * 4, **_NANO)
     return _build(cfg, pretrained, kwargs)
 
 
-@register_preset("sepconv+attention", image_size=32)
+@register_preset("sepconv+attention", image_size=32, classifier=_MLP_HEAD)
 def caformer_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized CAFormer for 32-px images (SepConv, SepConv, attention, attention)."""
     cfg = MetaFormerCfg(depths=(2, 2, 3, 2), mixers=_SEPCONV2_ATTN2, **_NANO)
     return _build(cfg, pretrained, kwargs)
 
 
-@register_preset("attention", image_size=32)
+@register_preset("attention", image_size=32, classifier=_MLP_HEAD)
 def attention_nano(pretrained: bool = False, **kwargs: Any) -> Backbone:
     """CPU-sized pure-attention MetaFormer for 32-px images, DeiT-like: a relative-position bias
     whose table covers each stage's map at 32 px exactly (larger inputs get it resized)."""
