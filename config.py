@@ -472,8 +472,12 @@ def _to_path(value: Any) -> Any:
 
 
 _SCALARS: dict[type, Any] = {
-    bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, Path: _to_path,
-}  # fmt: skip
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    Path: _to_path,
+}
 _SCALAR_NAMES = {Path: "path"}
 
 

@@ -112,9 +112,14 @@ def untrained_floors(spec: JobSpec, mean: Any, std: Any) -> list[dict[str, Any]]
     torch.manual_seed(spec.seed)
     untrained = create_dino_backbone(spec.backbone)
     return compare_knn(
-        {"untrained": untrained}, bank, queries, ks=spec.ks, temperature=spec.temperature,
-        bn_images=spec.bn_images, seed=spec.seed,
-    )  # fmt: skip
+        {"untrained": untrained},
+        bank,
+        queries,
+        ks=spec.ks,
+        temperature=spec.temperature,
+        bn_images=spec.bn_images,
+        seed=spec.seed,
+    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -272,9 +277,15 @@ def evaluate_checkpoints(
         if i == len(found) - 1:
             networks["student"] = load_backbone(ckpt, "student")[0]
         rows = compare_knn(
-            networks, bank, queries, ks=spec.ks, temperature=spec.temperature,
-            bn_images=spec.bn_images, raw_pixels=False, seed=spec.seed,
-        )  # fmt: skip
+            networks,
+            bank,
+            queries,
+            ks=spec.ks,
+            temperature=spec.temperature,
+            bn_images=spec.bn_images,
+            raw_pixels=False,
+            seed=spec.seed,
+        )
         point = {
             "step": int(state["step"]),
             "images_seen": int(state["step"]) * batch_size,
@@ -304,9 +315,13 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         spec, trained.pop("checkpoints"), trained["mean"], trained["std"], trained["batch_size"]
     )
     bank, queries, description = eval_sets(
-        spec.data, spec.holdout, trained["mean"], trained["std"], size=spec.eval_size,
+        spec.data,
+        spec.holdout,
+        trained["mean"],
+        trained["std"],
+        size=spec.eval_size,
         bank_limit=spec.bank_limit,
-    )  # fmt: skip
+    )
     result = {
         "spec": asdict(spec),
         "evaluation": description,

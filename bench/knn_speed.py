@@ -54,9 +54,14 @@ def sphere_mixture(
 
 
 def write_bank(
-    directory: str | Path, n: int, dim: int, classes: int, spread: float, seed: int = 0,
+    directory: str | Path,
+    n: int,
+    dim: int,
+    classes: int,
+    spread: float,
+    seed: int = 0,
     chunk: int = 65536,
-) -> FeatureStore:  # fmt: skip
+) -> FeatureStore:
     """Stream an ``[n, dim]`` :func:`sphere_mixture` bank into a store, ``chunk`` rows at a
     time (memory holds one chunk)."""
     store = FeatureStore.allocate(directory, n, dim)
@@ -153,15 +158,17 @@ def knn_speed(
     for round_ in range(rounds):
         for name, options in {EXACT: {"index": "exact", "backend": "faiss"}, **methods}.items():
             found, build_s, search_s, peak = _run_method(bank, queries, k, options)
-            run = runs.setdefault(name, {"options": options, "build": [], "search": [],
-                                         "peak": 0})  # fmt: skip
+            run = runs.setdefault(name, {"options": options, "build": [], "search": [], "peak": 0})
             run["build"].append(build_s)
             run["search"].append(search_s)
             run["peak"] = max(run["peak"], peak)
             if round_ == 0:
                 run["pred"] = _predict(*found, labels, temperature)
-            print(f"  round {round_ + 1}: {name:<34} build {build_s:7.1f} s  search "
-                  f"{search_s:7.1f} s  peak {peak / 2**30:5.2f} GiB", flush=True)  # fmt: skip
+            print(
+                f"  round {round_ + 1}: {name:<34} build {build_s:7.1f} s  search "
+                f"{search_s:7.1f} s  peak {peak / 2**30:5.2f} GiB",
+                flush=True,
+            )
     exact_s, exact_pred = min(runs[EXACT]["search"]), runs[EXACT]["pred"]
     rows = {}
     for name, run in runs.items():

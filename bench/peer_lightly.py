@@ -91,9 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=None, help="stop after this many source images")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument(
-        "--epochs", type=float, default=None,
+        "--epochs",
+        type=float,
+        default=None,
         help="length of the cosine schedule (default: --images / training-set size)",
-    )  # fmt: skip
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     p.add_argument("--holdout", type=int, default=0, help="training images held out (validation)")
@@ -105,9 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device", default="auto", help="auto (cuda when available, else cpu), cpu or cuda[:N]"
     )
     p.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32",
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
         help="bf16: the forward passes and the loss under bf16 autocast, as ours",
-    )  # fmt: skip
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.images is None and args.minutes is None:
@@ -137,11 +141,15 @@ def _loader(args: argparse.Namespace) -> tuple[Any, torch.utils.data.DataLoader]
         dataset = split_holdout(dataset, args.holdout)[0]
     transform = DINOTransform(global_crop_size=32, n_local_views=0, gaussian_blur=(0, 0, 0))
     loader = torch.utils.data.DataLoader(
-        _Views(dataset, transform), batch_size=args.batch_size, shuffle=True, drop_last=True,
-        num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+        _Views(dataset, transform),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+        persistent_workers=args.num_workers > 0,
         generator=torch.Generator().manual_seed(args.seed),
         pin_memory=_device(args.device).type == "cuda",
-    )  # fmt: skip
+    )
     return dataset, loader
 
 
@@ -180,9 +188,14 @@ def _saver(
 
         state = {"step": step, "epoch": epoch, "batch_size": args.batch_size, "elapsed_s": elapsed}
         write_checkpoint(
-            Path(args.out) / "checkpoints", step, write_files, state, is_main=True,
-            barrier=lambda: None, keep_last=args.points + 2,
-        )  # fmt: skip
+            Path(args.out) / "checkpoints",
+            step,
+            write_files,
+            state,
+            is_main=True,
+            barrier=lambda: None,
+            keep_last=args.points + 2,
+        )
 
     return save
 
@@ -225,8 +238,13 @@ def _train(
             step += 1
             elapsed = time.perf_counter() - start
             if step % 10 == 0:
-                record = {"step": step, "epoch": step / len(loader), "loss": float(loss),
-                          "lr": optimizer.param_groups[0]["lr"], "elapsed_s": elapsed}  # fmt: skip
+                record = {
+                    "step": step,
+                    "epoch": step / len(loader),
+                    "loss": float(loss),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "elapsed_s": elapsed,
+                }
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
             out_of_budget = step >= planned or (

@@ -42,10 +42,14 @@ def race(
                 name = "lightly" if opt == "sgd" else f"lightly_{opt}"
                 specs.append(
                     replace(
-                        base, method="lightly", seed=seed, peer_optimizer=opt,
-                        out=str(out / name / f"seed{seed}"), overrides=[],
+                        base,
+                        method="lightly",
+                        seed=seed,
+                        peer_optimizer=opt,
+                        out=str(out / name / f"seed{seed}"),
+                        overrides=[],
                     )
-                )  # fmt: skip
+                )
     results = run_jobs(specs, parallel=parallel, lockstep=lockstep)
     floors_file = out / "floors.json"
     if floors_file.is_file():

@@ -55,8 +55,12 @@ def _not_regular(path: str) -> str:
         if os.path.islink(path):
             return f"a broken symbolic link ({err.strerror or err})"
         return f"cannot be read ({err.strerror or err})"
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):  # fmt: skip
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ):
         if test(mode):
             return f"{kind}, not a regular file"
     return "not a regular file"

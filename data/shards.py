@@ -203,9 +203,14 @@ def shard_order(num_shards: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def reader_shards(
-    num_shards: int, seed: int, epoch: int, rank: int = 0, world: int = 1, reader: int = 0,
+    num_shards: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
+    reader: int = 0,
     readers: int = 1,
-) -> list[int]:  # fmt: skip
+) -> list[int]:
     """Shards read by ``reader`` (DataLoader worker) of process ``rank`` in ``epoch``: every
     ``world · readers``-th shard of :func:`shard_order`. The readers of all ranks partition the
     shards; each gets ``num_shards // (world · readers)`` or one more."""

@@ -34,21 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("folder", metavar="FOLDER", help="image folder to convert")
     parser.add_argument("out", metavar="OUT", help="folder to write the shards into (created)")
     parser.add_argument(
-        "--shard-size", type=int, default=1000, metavar="N",
+        "--shard-size",
+        type=int,
+        default=1000,
+        metavar="N",
         help="images per shard (default: 1000; the last shard takes the rest)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--prefix", default="shard",
+        "--prefix",
+        default="shard",
         help="shard file names are PREFIX-000000.tar, PREFIX-000001.tar, ... (default: shard)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--unlabeled", action="store_true",
+        "--unlabeled",
+        action="store_true",
         help="take every image under FOLDER (recursively) without labels, ignoring class folders",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--seed", type=int, default=0,
+        "--seed",
+        type=int,
+        default=0,
         help="seed of the order images are written in, shuffled across classes (default: 0)",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -65,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .shard_writer import split_folders, write_shards
 
     options = {
-        "shard_size": args.shard_size, "prefix": args.prefix, "seed": args.seed,
+        "shard_size": args.shard_size,
+        "prefix": args.prefix,
+        "seed": args.seed,
         "labeled": False if args.unlabeled else None,
-    }  # fmt: skip
+    }
     try:
         splits = split_folders(args.folder)
         if not splits:

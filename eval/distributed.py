@@ -61,8 +61,9 @@ def gather_rows(shard: torch.Tensor, n: int) -> torch.Tensor:
         return shard.cpu()
     blocks = [shard_range(n, r, size) for r in range(size)]
     if shard.shape[0] != len(blocks[rank]):
-        raise ValueError(f"gather_rows: rank {rank} holds {shard.shape[0]} rows, expected "
-                         f"{len(blocks[rank])}")  # fmt: skip
+        raise ValueError(
+            f"gather_rows: rank {rank} holds {shard.shape[0]} rows, expected {len(blocks[rank])}"
+        )
     longest = max(len(b) for b in blocks)
     device = _comm_device()
     padded = torch.zeros((longest, *shard.shape[1:]), dtype=shard.dtype, device=device)

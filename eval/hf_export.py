@@ -416,9 +416,13 @@ def push_hf(
     try:
         with _first_conv_in_cfg(model, args["data_config"]["input_size"][-1]):
             return push_to_hf_hub(
-                model.eval(), repo_id, model_card=card, task_name=_TASK,
-                safe_serialization=True, **args,
-            )  # fmt: skip
+                model.eval(),
+                repo_id,
+                model_card=card,
+                task_name=_TASK,
+                safe_serialization=True,
+                **args,
+            )
     except Exception as err:  # network, authentication, hub errors: many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RuntimeError(f"--push-to-hub {repo_id}: upload failed ({first})") from err

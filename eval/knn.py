@@ -104,9 +104,15 @@ def knn_search(
     if kind == "exact":
         return exact_search(train_features, queries, k, backend=backend, device=device)
     return index_search(
-        train_features, queries, k, kind, nlist=nlist, nprobe=nprobe, seed=seed,
+        train_features,
+        queries,
+        k,
+        kind,
+        nlist=nlist,
+        nprobe=nprobe,
+        seed=seed,
         use_gpu=backend == "faiss-gpu",
-    )  # fmt: skip
+    )
 
 
 def torch_knn_search(
@@ -241,8 +247,9 @@ def approximate_agreement(
     """Share (0–1) of queries whose approximate-index prediction equals exact search's
     (``search``: ``backend``, ``device``, ``nlist``, ``nprobe``, ``seed``)."""
     exact_options = {key: v for key, v in search.items() if key in ("backend", "device")}
-    exact = knn_classify(train_features, train_labels, test_features, k, temperature,
-                         index="exact", **exact_options)  # fmt: skip
+    exact = knn_classify(
+        train_features, train_labels, test_features, k, temperature, index="exact", **exact_options
+    )
     approx = knn_classify(
         train_features, train_labels, test_features, k, temperature, index=index, **search
     )

@@ -41,8 +41,20 @@ __all__ = ["DEFAULT_LRS", "linear_probe", "linear_probe_augmented", "stratified_
 
 #: Base learning rates (per 256 samples of batch): dinov2's linear-probe grid.
 DEFAULT_LRS: tuple[float, ...] = (
-    1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1
-)  # fmt: skip
+    1e-5,
+    2e-5,
+    5e-5,
+    1e-4,
+    2e-4,
+    5e-4,
+    1e-3,
+    2e-3,
+    5e-3,
+    1e-2,
+    2e-2,
+    5e-2,
+    0.1,
+)
 
 
 def _check(features: Any, labels: Any, name: str, dim: int | None = None):
@@ -286,7 +298,8 @@ def linear_probe_augmented(
     Returns:
         ``{"test_top1", "test_top5", "lr", "epochs", "train_size", "test_size"}`` (percent).
     """
-    from .features import eval_transform, extract_features
+    from .features import extract_features
+    from .transform import eval_transform
 
     labels = _augmented_labels(train_dataset, test_dataset, epochs, batch_size, lr)
     device = torch.device(device or "cpu")

@@ -28,8 +28,19 @@ import torch
 
 from .feature_store import FeatureStore
 
-__all__ = ["BANK_ROWS", "Bank", "as_queries", "bank_chunks", "build_index", "choose_backend",
-           "exact_search", "faiss_available", "faiss_gpus", "index_search", "search_index"]  # fmt: skip
+__all__ = [
+    "BANK_ROWS",
+    "Bank",
+    "as_queries",
+    "bank_chunks",
+    "build_index",
+    "choose_backend",
+    "exact_search",
+    "faiss_available",
+    "faiss_gpus",
+    "index_search",
+    "search_index",
+]
 
 Bank = torch.Tensor | np.ndarray | FeatureStore
 Backend = Literal["auto", "faiss", "faiss-gpu", "torch"]

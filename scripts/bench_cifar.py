@@ -33,18 +33,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--peer", choices=("lightly", "none"), default="none")
     p.add_argument(
-        "--peer-optimizers", nargs="+", choices=("sgd", "adamw"), default=["sgd"],
+        "--peer-optimizers",
+        nargs="+",
+        choices=("sgd", "adamw"),
+        default=["sgd"],
         help="lightly's recipe with SGD (its own) and/or the AdamW variant",
-    )  # fmt: skip
+    )
     p.add_argument("--holdout", type=int, default=0, help="evaluate on held-out training images")
     p.add_argument("--points", type=int, default=5, help="evaluated checkpoints along each run")
     p.add_argument("--eval-size", type=int, default=32, help="image side of the k-NN evaluation")
     p.add_argument("--bank-limit", type=int, default=None, help="k-NN bank size (default all)")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32",
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
         help="both methods (bf16: autocast); each trains on the GPU when there is one",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (on CPU, cores per run)"
     )
@@ -65,17 +70,30 @@ def main(argv: list[str] | None = None) -> int:
 
     backbone = args.backbone or load_pretrain_config(args.recipe, args.overrides).model.backbone
     base = JobSpec(
-        method="ours", out=args.out, data=args.data, backbone=backbone, images=args.images,
-        minutes=args.minutes, recipe=args.recipe, overrides=list(args.overrides),
-        holdout=args.holdout, points=args.points, bank_limit=args.bank_limit,
-        eval_size=args.eval_size, precision=args.precision, threads=args.threads,
+        method="ours",
+        out=args.out,
+        data=args.data,
+        backbone=backbone,
+        images=args.images,
+        minutes=args.minutes,
+        recipe=args.recipe,
+        overrides=list(args.overrides),
+        holdout=args.holdout,
+        points=args.points,
+        bank_limit=args.bank_limit,
+        eval_size=args.eval_size,
+        precision=args.precision,
+        threads=args.threads,
         num_workers=args.num_workers,
-    )  # fmt: skip
+    )
     report = race(
-        base, args.seeds, peer=None if args.peer == "none" else args.peer,
-        peer_optimizers=args.peer_optimizers, parallel=args.parallel,
+        base,
+        args.seeds,
+        peer=None if args.peer == "none" else args.peer,
+        peer_optimizers=args.peer_optimizers,
+        parallel=args.parallel,
         lockstep=args.minutes is not None,
-    )  # fmt: skip
+    )
     budget = f"{args.images:,} images" if args.images else f"{args.minutes:g} minutes"
     print(f"\n{backbone}, {budget}; {report['evaluation']}")
     print(format_race(report))

@@ -37,8 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=10_000)
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--spread", type=float, default=2.0,
-                   help="noise norm over the centre's (cosine to the centre 1/sqrt(1+s^2))")  # fmt: skip
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=2.0,
+        help="noise norm over the centre's (cosine to the centre 1/sqrt(1+s^2))",
+    )
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument("--nlist", type=int, help="IVF cells (default: unimix's, about sqrt(bank))")
@@ -47,8 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--torch", action="store_true", help="also time chunked torch mm + topk")
     p.add_argument("--dir", help="where the bank's files go (default: a temporary directory)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=2,
-                   help="time every method this many times in turn, keep each one's best")  # fmt: skip
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="time every method this many times in turn, keep each one's best",
+    )
     p.add_argument("--out", default="bench_knn.json")
     return p.parse_args(argv)
 
@@ -68,20 +76,37 @@ def _methods(args: argparse.Namespace) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        print(f"bank {args.bank:,} × {args.dim} ({args.classes} clusters, spread {args.spread}), "
-              f"{args.queries:,} queries, k={args.k}, {torch.get_num_threads()} threads",
-              flush=True)  # fmt: skip
-        bank, seconds, peak = measure_phase(lambda: write_bank(
-            Path(tmp) / "bank", args.bank, args.dim, args.classes, args.spread, args.seed))  # fmt: skip
+        print(
+            f"bank {args.bank:,} × {args.dim} ({args.classes} clusters, spread {args.spread}), "
+            f"{args.queries:,} queries, k={args.k}, {torch.get_num_threads()} threads",
+            flush=True,
+        )
+        bank, seconds, peak = measure_phase(
+            lambda: write_bank(
+                Path(tmp) / "bank", args.bank, args.dim, args.classes, args.spread, args.seed
+            )
+        )
         write = {"seconds": seconds, "peak_rss_bytes": peak}
-        queries, labels = sphere_mixture(args.queries, args.dim, args.classes, args.spread,
-                                         args.seed, part=0)  # fmt: skip
-        report = knn_speed(bank, queries, labels, _methods(args), k=args.k,
-                           temperature=args.temperature, rounds=args.rounds)  # fmt: skip
+        queries, labels = sphere_mixture(
+            args.queries, args.dim, args.classes, args.spread, args.seed, part=0
+        )
+        report = knn_speed(
+            bank,
+            queries,
+            labels,
+            _methods(args),
+            k=args.k,
+            temperature=args.temperature,
+            rounds=args.rounds,
+        )
     write["peak_rss_vs_bank"] = write["peak_rss_bytes"] / report["bank_bytes"]
-    report.update(write=write, classes=args.classes, spread=args.spread, seed=args.seed,
-                  command="python scripts/bench_knn.py "
-                  + " ".join(sys.argv[1:] if argv is None else argv))  # fmt: skip
+    report.update(
+        write=write,
+        classes=args.classes,
+        spread=args.spread,
+        seed=args.seed,
+        command="python scripts/bench_knn.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    )
     print("\n" + format_knn_speed(report))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))

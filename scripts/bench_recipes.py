@@ -33,9 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     grid = load_grid(args.grid)
     report = search(
-        grid, data=args.data, images=args.images, seeds=args.seeds, holdout=args.holdout,
-        out=args.out, bank_limit=args.bank_limit, parallel=args.parallel, only=args.only,
-    )  # fmt: skip
+        grid,
+        data=args.data,
+        images=args.images,
+        seeds=args.seeds,
+        holdout=args.holdout,
+        out=args.out,
+        bank_limit=args.bank_limit,
+        parallel=args.parallel,
+        only=args.only,
+    )
     print(
         f"\n{grid['backbone']} on {args.data}: {args.images:,} source images per run, "
         f"validation = {args.holdout} held-out training images, bank {args.bank_limit}"

@@ -37,10 +37,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = zoo(
-        args.presets, args.seeds, out=args.out, parallel=args.parallel, data=args.data,
-        images=args.images, recipe=args.recipe, overrides=list(args.overrides),
-        points=args.points, bank_limit=args.bank_limit,
-    )  # fmt: skip
+        args.presets,
+        args.seeds,
+        out=args.out,
+        parallel=args.parallel,
+        data=args.data,
+        images=args.images,
+        recipe=args.recipe,
+        overrides=list(args.overrides),
+        points=args.points,
+        bank_limit=args.bank_limit,
+    )
     print(f"\nmixer zoo: DINO on {args.data}, {args.images:,} source images per run")
     print(format_zoo(rows))
     claim = container_claim(rows)

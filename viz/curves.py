@@ -57,8 +57,9 @@ def draw_panel(ax: Any, panel: Panel, legend_title: str | None = None) -> None:
     """Draw ``panel`` on the matplotlib axes ``ax`` ("not logged" when it has nothing)."""
     ax.set_title(panel.title, fontsize=10)
     if not panel.logged:
-        ax.text(0.5, 0.5, NOT_LOGGED, ha="center", va="center", color="gray",
-                transform=ax.transAxes)  # fmt: skip
+        ax.text(
+            0.5, 0.5, NOT_LOGGED, ha="center", va="center", color="gray", transform=ax.transAxes
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         return
