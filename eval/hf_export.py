@@ -26,14 +26,12 @@ access and a Hugging Face token). No absolute path is written anywhere.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError
 from torch import nn
 
@@ -48,7 +46,6 @@ from .transform import eval_data_config
 __all__ = [
     "HF_FILES",
     "export_hf",
-    "first_conv",
     "hf_card",
     "hf_export_args",
     "is_hf_folder",
@@ -66,26 +63,6 @@ HF_FILES = ("config.json", "model.safetensors")
 def _architecture(backbone: str) -> str:
     bare = backbone.removeprefix("unimix_")
     return "unimix_" + bare if bare in PRESETS else backbone
-
-
-def first_conv(model: nn.Module, image_size: int) -> str | None:
-    """Name of the convolution that reads the image (timm's ``first_conv``): the first 3-channel
-    ``Conv2d`` a forward pass calls (found with hooks, not guessed from names)."""
-    called: list[str] = []
-    hooks = [
-        module.register_forward_hook(lambda *_, name=name: called.append(name))
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Conv2d) and module.in_channels == 3
-    ]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size))
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return called[0] if called else None
 
 
 def hf_export_args(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
@@ -116,28 +93,6 @@ def hf_export_args(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         "data_config": eval_data_config(size, mean, std),
         "model_config": {"unimix": unimix},
     }
-
-
-@contextlib.contextmanager
-def _first_conv_in_cfg(model: nn.Module, image_size: int) -> Iterator[None]:
-    """``first_conv`` set while timm writes ``config.json``, restored afterwards. timm writes the
-    model's trait (``model._traits``, else ``pretrained_cfg``); unimix presets register none, and
-    without it ``create_model(..., pretrained=True, in_chans=1)`` cannot adapt the stem."""
-    traits = getattr(model, "_traits", None)
-    if (traits or model.pretrained_cfg).get("first_conv"):
-        yield
-        return
-    name = first_conv(model, image_size)
-    cfg = model.pretrained_cfg
-    model.pretrained_cfg = {**cfg, "first_conv": name}
-    if traits is not None:
-        model._traits = {**traits, "first_conv": name}
-    try:
-        yield
-    finally:
-        model.pretrained_cfg = cfg
-        if traits is not None:
-            model._traits = traits
 
 
 def is_hf_folder(path: str | os.PathLike) -> bool:
@@ -385,8 +340,7 @@ def export_hf(
     card = hf_card(model, meta, f"local-dir:{name}", run_dir)
     was_training = model.training
     try:
-        with _first_conv_in_cfg(model, args["data_config"]["input_size"][-1]):
-            save_for_hf(model.eval(), os.fspath(folder), safe_serialization=True, **args)
+        save_for_hf(model.eval(), os.fspath(folder), safe_serialization=True, **args)
         readme = generate_readme(card, name, task_name=_TASK)
         (folder / "README.md").write_text(readme, encoding="utf-8")
         weights = folder / HF_FILES[1]
@@ -414,15 +368,9 @@ def push_hf(
     card = hf_card(model, meta, f"hf-hub:{repo_id}", run_dir)
     was_training = model.training
     try:
-        with _first_conv_in_cfg(model, args["data_config"]["input_size"][-1]):
-            return push_to_hf_hub(
-                model.eval(),
-                repo_id,
-                model_card=card,
-                task_name=_TASK,
-                safe_serialization=True,
-                **args,
-            )
+        return push_to_hf_hub(
+            model.eval(), repo_id, model_card=card, task_name=_TASK, safe_serialization=True, **args
+        )
     except Exception as err:  # network, authentication, hub errors: many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RuntimeError(f"--push-to-hub {repo_id}: upload failed ({first})") from err
