@@ -24,7 +24,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "knn": ("unimix.eval.knn_cli", "main", "k-NN top-1/top-5 of frozen features (FAISS)"),
     "linear": ("unimix.eval.linear_cli", "main", "linear probe on frozen features"),
     "export": ("unimix.eval.export_cli", "main", "export a frozen feature extractor"),
-    "backbones": ("unimix.backbones.cli", "main_table", "list backbone presets: params, GFLOPs"),
+    "backbones": (
+        "unimix.backbones.backbones_cli",
+        "main",
+        "list backbone presets: params, GFLOPs",
+    ),
     "affinity": ("unimix.viz.affinity_cli", "main", "plot each stage's affinity as a PNG"),
     "plot": ("unimix.viz.plot_cli", "main", "a run's curves as a PNG: loss, entropy, lr, k-NN"),
     "shards": ("unimix.data.shards_cli", "main", "image folder -> WebDataset tar shards"),

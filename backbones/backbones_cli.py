@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main_table"]
+__all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def _names(spec: str | None, known: list[str], prefix: str) -> list[str]:
     return names
 
 
-def main_table(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``unimix backbones``: print the preset table; returns the exit code."""
     args = _build_parser().parse_args(argv)
     import torch

@@ -19,7 +19,7 @@ from torch import nn
 
 import unimix  # noqa: F401  (registers the presets)
 from unimix.backbones import PRESETS, create_backbone, list_backbones, registry
-from unimix.backbones.cli import main_table
+from unimix.backbones.backbones_cli import main as main_table
 from unimix.backbones.stats import count_gmacs
 from unimix.cli import main as unimix_main
 
