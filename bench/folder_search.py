@@ -138,12 +138,12 @@ def plan_runs(
 def sized_epochs(recipe: str, overrides: Sequence[str]) -> float:
     """The epochs ``unimix pretrain -c recipe overrides`` runs (the sizing's choice unless the
     overrides set them), without printing the sizing block."""
-    from unimix.config import load_config
-    from unimix.ssl.config import RECIPES, PretrainConfig
-    from unimix.ssl.folder_recipe import size_from_data
+    from ..config import load_config
+    from ..ssl.config import RECIPES, PretrainConfig
+    from ..ssl.folder_recipe import size_from_data
 
     cfg = load_config(PretrainConfig, recipe, overrides, presets=RECIPES)
-    return size_from_data(cfg, recipe, overrides, stream=io.StringIO()).epochs
+    return size_from_data(cfg, recipe, overrides, presets=RECIPES, stream=io.StringIO()).epochs
 
 
 def run_all(runs: Sequence[FolderRun], parallel: int = 2) -> None:

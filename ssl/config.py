@@ -251,7 +251,7 @@ def load_pretrain_config(
     if cfg.size_from_data:
         from .folder_recipe import size_from_data
 
-        cfg = size_from_data(cfg, source, overrides)
+        cfg = size_from_data(cfg, source, overrides, presets=RECIPES)
     check_consistency(cfg)
     return cfg
 

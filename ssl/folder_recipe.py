@@ -15,8 +15,9 @@ the thresholds come from the measurements in ``results/recipes/README.md``):
 view size                  the images' median side (a multiple of 4) within 16–32 px: larger
                            images are viewed at 32 px (CPU-sized steps)
 local crops                2 of half the side for views of ≥ 48 px (a size you set), else none
-crop scale                 content in the centre (≥ 45 % of it in the central quarter):
-                           (0.5, 1), else (0.3, 1)
+crop scale                 (s, 1) with s = the share of the content in the central quarter
+                           of the image, to one decimal, within 0.3–0.7: centred glyphs
+                           (72 %) get (0.7, 1), natural images (32 %) (0.3, 1)
 flips                      none when a mirror image is unlike the set (mirror score ≥ 0.58,
                            text and digits), else p = 0.5
 colour                     grayscale: brightness and contrast only; colour: any hue,
@@ -24,7 +25,7 @@ colour                     grayscale: brightness and contrast only; colour: any 
 blur                       σ up to side/32 px, p = (0.5, 0.1, 0.2)
 normalisation              the sample's per-channel mean and std
 batch                      64 under 16,384 images, 128 under 131,072, else 256
-epochs                     about 24,000 source images (a few CPU minutes), 2–60 epochs
+epochs                     about 12,000 source images (CPU minutes), 2–60 epochs
 warm-ups                   lr warm-up and frozen last layer: 10 % of the epochs each
 =========================  ==============================================================
 """
@@ -34,13 +35,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from unimix.config import load_config, parse_overrides, read_yaml_file
-
-from .config import RECIPES, PretrainConfig
 
 __all__ = [
     "SIZED_KEYS",
@@ -55,12 +54,12 @@ __all__ = [
 #: Range of the view side (px); larger images are resized to MAX_SIZE (CPU-sized steps).
 MIN_SIZE, MAX_SIZE = 16, 32
 #: Source images a sized run sees (epochs × images): a few CPU minutes for a nano backbone.
-TARGET_IMAGES = 24_000
+TARGET_IMAGES = 12_000
 EPOCHS_RANGE = (2.0, 60.0)
 #: Mirror score at and above which flips are off (0.5 ± 0.02 for mirror-invariant sets at 1,024 images).
 MIRROR_THRESHOLD = 0.58
-#: Share of the content in the central quarter at and above which the content counts as centred.
-CENTRED_THRESHOLD = 0.45
+#: Range of the smallest global crop's share of the image (set from the content's centring).
+SCALE_RANGE = (0.3, 0.7)
 #: Share of the epochs spent in each warm-up (learning rate; the head's frozen last layer).
 WARMUP_SHARE = 0.1
 
@@ -135,12 +134,10 @@ def choose(stats: Any, fixed: dict[str, Any] | None = None) -> list[Choice]:
     rule(why, augment__global_size=size, augment__local_size=local,
          augment__num_local=2 if size >= 48 else 0)  # fmt: skip
     share = stats.centre_share
-    if share >= CENTRED_THRESHOLD:
-        rule(f"content centred ({share:.0%} in the central quarter): crops keep half the image",
-             augment__global_scale=[0.5, 1.0])  # fmt: skip
-    else:
-        rule(f"content spread ({share:.0%} in the central quarter): smaller crops hold some",
-             augment__global_scale=[0.3, 1.0])  # fmt: skip
+    low = min(SCALE_RANGE[1], max(SCALE_RANGE[0], round(share, 1)))
+    kind = "centred" if share >= 0.45 else "spread"
+    rule(f"content {kind} ({share:.0%} in the central quarter): crops keep at least {low:.0%} "
+         "of the image", augment__global_scale=[low, 1.0])  # fmt: skip
     mirror = stats.mirror_score
     if mirror >= MIRROR_THRESHOLD:
         rule(f"mirror images unlike the set (score {mirror:.2f} >= {MIRROR_THRESHOLD}: text, "
@@ -183,13 +180,18 @@ def _flatten(values: Any, prefix: str = "") -> Iterable[str]:
         yield prefix[:-1]
 
 
-def given_keys(source: str | os.PathLike | None, overrides: Sequence[str]) -> frozenset[str]:
-    """Dotted keys the user set: those written in the recipe file ``source`` (a recipe name or a
-    YAML path) and those of ``overrides``."""
+def given_keys(
+    source: str | os.PathLike | None,
+    overrides: Sequence[str],
+    presets: Mapping[str, str | os.PathLike] | None = None,
+) -> frozenset[str]:
+    """Dotted keys the user set: those written in the recipe file ``source`` (a name in
+    ``presets``, e.g. :data:`unimix.ssl.config.RECIPES`, or a YAML path) and those of
+    ``overrides``."""
     keys = {key for key, _ in parse_overrides(overrides)}
     if source is not None:
         name = os.fspath(source)
-        values = read_yaml_file(RECIPES.get(name, name))
+        values = read_yaml_file((presets or {}).get(name, name))
         keys.update(_flatten(values or {}))
     return frozenset(keys)
 
@@ -201,7 +203,7 @@ def _is_given(key: str, given: frozenset[str]) -> bool:
 
 
 # ------------------------------------------------------------------------------ inspection
-def inspect_training_images(cfg: PretrainConfig, images: Any = None) -> Any:
+def inspect_training_images(cfg: Any, images: Any = None) -> Any:
     """:func:`~unimix.data.image_stats.image_stats` of the images the run trains on (``images``:
     the caller's own dataset; else ``data.dataset`` minus its ``data.holdout`` held-out images,
     listed without decoding, then a fixed sample decoded). Raises ValueError when they cannot
@@ -274,20 +276,24 @@ def _is_main_process() -> bool:
 
 
 def size_from_data(
-    cfg: PretrainConfig,
+    cfg: Any,
     source: str | os.PathLike | None,
     overrides: Sequence[str] = (),
+    *,
+    presets: Mapping[str, str | os.PathLike] | None = None,
     images: Any = None,
     stream: Any = None,
-) -> PretrainConfig:
-    """``cfg`` with every key of :data:`SIZED_KEYS` that the user did not set (see
-    :func:`given_keys`) chosen from the training images (:func:`choose`); the block saying
+) -> Any:
+    """``cfg`` (a :class:`~unimix.ssl.config.PretrainConfig` loaded from ``source`` — a name in
+    ``presets`` or a YAML path — and ``overrides``) with every key of :data:`SIZED_KEYS` that
+    the user did not set (see :func:`given_keys`) chosen from the training images
+    (:func:`choose`); the block saying
     what was chosen goes to ``stream`` (stderr; main process only). ``cfg`` unchanged when
     ``size_from_data`` is off or every key was given. Images that cannot be inspected leave
     the keys to the recipe and the schema, with a ``warning:`` line."""
     if not cfg.size_from_data:
         return cfg
-    given = given_keys(source, overrides)
+    given = given_keys(source, overrides, presets)
     if all(_is_given(key, given) for key in SIZED_KEYS):
         return cfg
     stream = sys.stderr if stream is None else stream
@@ -309,7 +315,7 @@ def size_from_data(
         for c in choose(stats, fixed)
     ]
     decided = [f"{c.key}={json.dumps(c.value)}" for c in choices if not c.given]
-    sized = load_config(PretrainConfig, source, [*decided, *overrides], presets=RECIPES)
+    sized = load_config(type(cfg), source, [*decided, *overrides], presets=presets)
     kept = [
         Choice(c.key, _value(sized, c.key), c.reason, c.given) for c in choices
     ]  # what the run will use (a kept value shows the user's)
@@ -319,7 +325,7 @@ def size_from_data(
     return sized
 
 
-def _value(cfg: PretrainConfig, key: str) -> Any:
+def _value(cfg: Any, key: str) -> Any:
     value: Any = cfg
     for part in key.split("."):
         value = getattr(value, part)

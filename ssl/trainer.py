@@ -150,7 +150,7 @@ def resolve_config(
     elif isinstance(config, str | os.PathLike):
         cfg = load_config(PretrainConfig, config, overrides, presets=RECIPES)
         if cfg.size_from_data:
-            cfg = size_from_data(cfg, config, overrides, images=images)
+            cfg = size_from_data(cfg, config, overrides, presets=RECIPES, images=images)
     else:
         raise TypeError(
             f"config: expected a PretrainConfig, a recipe name or a YAML path, got "

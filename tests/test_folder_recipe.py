@@ -83,7 +83,7 @@ def _sized(folder: Path, *overrides: str) -> tuple[object, str]:
     args = [f"data.dataset={folder}", *overrides]
     cfg = load_config(PretrainConfig, "folder", args, presets=RECIPES)
     stream = io.StringIO()
-    return size_from_data(cfg, "folder", args, stream=stream), stream.getvalue()
+    return size_from_data(cfg, "folder", args, presets=RECIPES, stream=stream), stream.getvalue()
 
 
 def _line(block: str, key: str) -> str:
@@ -171,11 +171,16 @@ def test_local_crops_follow_a_view_size_you_set(tmp_path: Path) -> None:
 
 def test_crop_scale_keeps_centred_content(tmp_path: Path) -> None:
     cfg, block = _sized(_write(tmp_path / "centred", _centred(30)))
-    assert tuple(cfg.augment.global_scale) == (0.5, 1.0)
+    assert tuple(cfg.augment.global_scale) == (0.7, 1.0)  # share > 0.8, capped at 0.7
     assert "content centred" in _line(block, "augment.global_scale")
+    assert "at least 70% of the image" in _line(block, "augment.global_scale")
     cfg, block = _sized(_write(tmp_path / "spread", _noise(30, 28, gray=True)))
-    assert tuple(cfg.augment.global_scale) == (0.3, 1.0)
+    assert tuple(cfg.augment.global_scale) == (0.3, 1.0)  # share 0.25, floored at 0.3
     assert "content spread" in _line(block, "augment.global_scale")
+    for share, low in [(0.32, 0.3), (0.46, 0.5), (0.54, 0.5), (0.72, 0.7), (0.66, 0.7)]:
+        stats = ImageStats(100, 100, 28, 28, 28, 1.0, (0.5,) * 3, (0.2,) * 3, share, 0.5, 0.5)
+        chosen = {c.key: c.value for c in choose(stats)}
+        assert chosen["augment.global_scale"] == [low, 1.0], share
 
 
 def test_flips_are_off_for_oriented_content_only(tmp_path: Path) -> None:
@@ -222,14 +227,14 @@ def test_mean_and_std_are_the_training_images(tmp_path: Path) -> None:
 def test_sizing_counts_the_images_left_after_the_holdout(tmp_path: Path) -> None:
     folder = _write(tmp_path / "n", _noise(100, 8, gray=False))
     cfg, block = _sized(folder)
-    assert cfg.epochs == 60.0  # 24,000 / 100 = 240, capped
+    assert cfg.epochs == 60.0  # 12,000 / 100 = 120, capped
     cfg, block = _sized(folder, "data.holdout=40")
     assert "60 images" in _line(block, "epochs") and cfg.epochs == 60.0
 
 
 @pytest.mark.parametrize(
     ("count", "batch", "epochs"),
-    [(100, 64, 60.0), (3_000, 64, 8.0), (3_500, 64, 7.0), (3_800, 64, 6.5), (16_383, 64, 2.0),
+    [(100, 64, 60.0), (3_000, 64, 4.0), (3_500, 64, 3.5), (3_800, 64, 3.0), (16_383, 64, 2.0),
      (16_384, 128, 2.0), (131_072, 256, 2.0)],
 )  # fmt: skip
 def test_batch_epochs_and_warmups_from_the_count(count: int, batch: int, epochs: float) -> None:
@@ -237,8 +242,8 @@ def test_batch_epochs_and_warmups_from_the_count(count: int, batch: int, epochs:
     chosen = {c.key: c.value for c in choose(stats)}
     assert chosen["data.batch_size"] == batch
     assert chosen["epochs"] == epochs
-    # 24,000 source images rounded to half epochs, within 2-60
-    assert chosen["epochs"] == min(60, max(2, round(24_000 / count * 2) / 2))
+    # 12,000 source images rounded to half epochs, within 2-60
+    assert chosen["epochs"] == min(60, max(2, round(12_000 / count * 2) / 2))
     assert chosen["optim.warmup_epochs"] == chosen["dino.freeze_last_layer_epochs"]
     assert chosen["optim.warmup_epochs"] == pytest.approx(0.1 * epochs)
     assert list(chosen) == list(SIZED_KEYS)
@@ -295,13 +300,16 @@ def test_sizing_off_or_all_given_reads_nothing(tmp_path: Path) -> None:
     stream = io.StringIO()
     args = ["data.dataset=synthetic", "size_from_data=false"]
     cfg = load_config(PretrainConfig, "folder", args, presets=RECIPES)
-    assert size_from_data(cfg, "folder", args, stream=stream) is cfg
+    assert size_from_data(cfg, "folder", args, presets=RECIPES, stream=stream) is cfg
     # every sized key given: the folder (missing here) is not even looked at
     args = [f"data.dataset={tmp_path / 'missing'}", "augment={}", "data.mean=[0.5,0.5,0.5]",
             "data.std=[0.2,0.2,0.2]", "data.batch_size=8", "epochs=1", "optim.warmup_epochs=0",
             "dino.freeze_last_layer_epochs=0"]  # fmt: skip
     cfg = load_config(PretrainConfig, "folder", args, presets=RECIPES)
-    assert size_from_data(cfg, "folder", args, stream=stream) is cfg and stream.getvalue() == ""
+    assert (
+        size_from_data(cfg, "folder", args, presets=RECIPES, stream=stream) is cfg
+        and stream.getvalue() == ""
+    )
 
 
 def test_data_that_cannot_be_inspected_is_one_warning_line(tmp_path: Path) -> None:
@@ -312,7 +320,7 @@ def test_data_that_cannot_be_inspected_is_one_warning_line(tmp_path: Path) -> No
         args = [f"data.dataset={data}"]
         cfg = load_config(PretrainConfig, "folder", args, presets=RECIPES)
         stream = io.StringIO()
-        assert size_from_data(cfg, "folder", args, stream=stream) is cfg
+        assert size_from_data(cfg, "folder", args, presets=RECIPES, stream=stream) is cfg
         lines = stream.getvalue().splitlines()
         assert len(lines) == 1 and lines[0].startswith("warning: size_from_data: cannot inspect")
 
