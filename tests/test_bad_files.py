@@ -25,8 +25,8 @@ from unimix.config import ConfigError
 from unimix.data import build_dataset
 from unimix.eval import eval_transform, export_extractor, extract_features, knn_evaluate
 from unimix.eval.load import load_extractor
-from unimix.ssl.pretrain_cli import main as pretrain_main
 from unimix.ssl.config import load_pretrain_config
+from unimix.ssl.pretrain_cli import main as pretrain_main
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("a", "b", "c")

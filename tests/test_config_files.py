@@ -13,8 +13,8 @@ import yaml
 from run_snapshot import PRETRAIN, assert_run_intact, finished_run, run_cli, snapshot
 
 from unimix.config import MAX_EXPANDED_NODES, ConfigError, load_config
-from unimix.ssl.pretrain_cli import main
 from unimix.ssl.config import PretrainConfig, load_pretrain_config
+from unimix.ssl.pretrain_cli import main
 
 
 @pytest.fixture(scope="module")

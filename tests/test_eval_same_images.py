@@ -22,10 +22,10 @@ from unimix.cli import main as unimix_main
 from unimix.data import build_dataset
 from unimix.data.distinct import check_distinct, shared_files
 from unimix.eval import export_extractor
-from unimix.ssl.pretrain_cli import main as pretrain_main
 from unimix.ssl.config import load_pretrain_config
 from unimix.ssl.datasets import check_eval_dataset
 from unimix.ssl.preflight import PreflightError, preflight
+from unimix.ssl.pretrain_cli import main as pretrain_main
 
 CLASSES = ("a", "b")
 PER_CLASS = 8

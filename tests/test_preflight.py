@@ -14,9 +14,9 @@ from test_dino_train import PRETRAIN, REPO, _env, _write_config
 
 from unimix.data import DATASET_NAMES
 from unimix.ssl import preflight as preflight_module
-from unimix.ssl.pretrain_cli import main
 from unimix.ssl.config import load_pretrain_config
 from unimix.ssl.preflight import PreflightError, checkpoint_bytes, preflight
+from unimix.ssl.pretrain_cli import main
 
 
 def _refused(capsys: pytest.CaptureFixture[str], args: list[str], *needles: str) -> str:

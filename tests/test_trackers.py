@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_dino_train import PRETRAIN, _metrics, _run, _write_config
 
-from unimix.ssl.pretrain_cli import main
 from unimix.ssl.config import load_pretrain_config
+from unimix.ssl.pretrain_cli import main
 from unimix.ssl.trackers import flat_config
 
 STEPS = ["max_steps=3", "checkpoint.every_steps=0"]
