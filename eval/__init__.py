@@ -38,7 +38,7 @@ _LAZY: dict[str, str] = {
     "knn_evaluate": "knn",
     "knn_search": "knn",
     "linear_probe": "linear_probe",
-    "linear_probe_augmented": "linear_probe",
+    "linear_probe_augmented": "linear_probe_augmented",
     "clean_state_dict": "load",
     "load_backbone": "load",
     "load_extractor": "load",

@@ -34,6 +34,7 @@ __all__ = [
     "subset",
 ]
 
+
 @dataclass
 class RunEvalSections:
     """What a run's config says about its eval set: its ``data`` and ``eval`` sections and

@@ -1,34 +1,14 @@
-"""Linear probes on frozen features.
-
-:func:`linear_probe` — the fast path on cached features (dinov2's one-pass grid): every learning
-rate of a grid is trained **in one pass** over the data (one weight tensor ``[L, D, C]``; each
-step is one batched matmul for all L heads, and each head moves with its own lr), the best lr is
-chosen on a validation split carved from the training set (stratified, seeded; the test set is
-never looked at — unlike dinov2, which picks its best head on the set it reports), then a fresh
-head with that lr is **retrained on the whole training set** (train + val, same seed and
-schedule) and scored once on test.
-
-Protocol (DINO ``eval_linear.py`` / dinov2 ``eval/linear.py``): heads start from
-``N(0, 0.01²)`` weights and zero bias; SGD with momentum 0.9 (no dampening, no Nesterov),
-cross-entropy, no weight decay by default, lr decayed per step by a cosine to 0. The default
-grid is dinov2's, ``1e-5, 2e-5, 5e-5, …, 5e-2, 0.1`` (13 values), each × ``batch_size / 256``.
-
-Feature normalisation: DINO and dinov2 feed the backbone's output to the linear layer as is —
-their ViT features are already LayerNorm-ed by the backbone, and neither adds a BatchNorm
-(MAE's probe does). Our zoo mixes backbones that end in a norm (MetaFormer, ViT) with ones that
-do not (convolutional stages), so by default (``normalize="standardize"``) each feature
-dimension is standardised with the fitting set's mean and std — a parameter-free affine map,
-so the family of linear classifiers is unchanged, but one lr grid suits every backbone.
-``normalize="none"`` is the DINO/dinov2 protocol exactly. Everything is seeded: the same call
-gives the same numbers.
-
-:func:`linear_probe_augmented` — the reference protocol: random-resized-crop + flip images
-through the frozen backbone every epoch, one lr, the same SGD + cosine, scored on the test set
-with the eval transform.
+"""Linear probe on cached frozen features (dinov2's one-pass grid): every learning rate of a grid
+trained at once (one ``[L, D, C]`` weight tensor, each head with its own lr), the best lr chosen
+on a stratified validation split of the training set (never the test set), then one head with
+that lr retrained on the whole training set and scored once on test. Protocol, defaults and why
+features are standardised: docs/evaluation.md. The augmented-image protocol:
+:mod:`unimix.eval.linear_probe_augmented`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -37,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_LRS", "linear_probe", "linear_probe_augmented", "stratified_split"]
+__all__ = ["DEFAULT_LRS", "linear_probe", "stratified_split"]
 
 #: Base learning rates (per 256 samples of batch): dinov2's linear-probe grid.
 DEFAULT_LRS: tuple[float, ...] = (
@@ -234,33 +214,28 @@ def linear_probe(
     """
     x_train, y_train = _check(train_features, train_labels, "train")
     x_test, y_test = _check(test_features, test_labels, "test", dim=x_train.shape[1])
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
     lrs = _probe_settings(y_train, lrs, epochs, batch_size, val_fraction, normalize)
     device = torch.device(device or "cpu")
-
+    train_heads = functools.partial(
+        _train_heads,
+        num_classes=int(max(y_train.max(), y_test.max())) + 1,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        seed=seed,
+        progress=progress,
+    )
     fit_idx, val_idx = stratified_split(y_train, val_fraction, seed)
-
-    def standardise(fit: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-        return _standardise(normalize, device, fit, *others)
-
-    x_fit, x_val = standardise(x_train[fit_idx], x_train[val_idx])
-    kw = {"epochs": epochs, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}
-    weight, bias = _train_heads(
-        x_fit, y_train[fit_idx].to(device), num_classes, lrs, progress=progress, **kw
+    best, val_top1, test_top1, test_top5 = _choose_and_retrain(
+        train_heads, normalize, device, x_train, y_train, x_test, y_test, fit_idx, val_idx, lrs
     )
-    val_top1, _ = _accuracy(x_val, y_train[val_idx].to(device), weight, bias)
-    best = int(val_top1.argmax())
-    x_all, x_te = standardise(x_train, x_test)
-    weight, bias = _train_heads(
-        x_all, y_train.to(device), num_classes, [lrs[best]], progress=progress, **kw
-    )
-    test_top1, test_top5 = _accuracy(x_te, y_test.to(device), weight, bias)
+    grid = {float(lr): float(v) for lr, v in zip(lrs, val_top1, strict=True)}
     return {
         "best_lr": lrs[best],
         "val_top1": float(val_top1[best]),
         "test_top1": float(test_top1[0]),
         "test_top5": float(test_top5[0]),
-        "grid": {float(lr): float(v) for lr, v in zip(lrs, val_top1, strict=True)},
+        "grid": grid,
         "epochs": epochs,
         "batch_size": batch_size,
         "normalize": normalize,
@@ -270,152 +245,26 @@ def linear_probe(
     }
 
 
-def linear_probe_augmented(
-    model: torch.nn.Module,
-    train_dataset: Any,
-    test_dataset: Any,
-    *,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    epochs: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    num_workers: int = 0,
-) -> dict[str, Any]:
-    """DINO's ``eval_linear.py`` protocol: augmented images through the frozen backbone.
-
-    ``train_dataset``/``test_dataset`` yield untransformed images (PIL or uint8 ``[H, W, 3]``
-    arrays) and int labels. Train: RandomResizedCrop(image_size, scale 0.08–1) + horizontal
-    flip, fresh every epoch; test: :func:`~unimix.eval.eval_transform`. The backbone runs in
-    eval mode under ``no_grad`` (its parameters and mode are left as they were); one linear
-    head, ``N(0, 0.01²)`` init, SGD (momentum 0.9, lr × batch/256, no weight decay), cosine to
-    0 per step. Seeded without touching the global RNG: the same call gives the same numbers
-    (for ``num_workers`` > 0 the workers are seeded from the same generator).
-
-    Returns:
-        ``{"test_top1", "test_top5", "lr", "epochs", "train_size", "test_size"}`` (percent).
-    """
-    from .features import extract_features
-    from .transform import eval_transform
-
-    labels = _augmented_labels(train_dataset, test_dataset, epochs, batch_size, lr)
-    device = torch.device(device or "cpu")
-    peak = lr * batch_size / 256
-    was_training = model.training
-    model.eval().to(device)
-    try:
-        # the crops and flips draw from torch's global RNG: fork it so the caller's is untouched
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            test_x, test_y = extract_features(
-                model,
-                _Transformed(test_dataset, eval_transform(image_size, mean, std)),
-                batch_size=batch_size,
-                device=device,
-                progress=False,
-            )
-            num_classes = int(max(labels.max(), test_y.max())) + 1
-            head = torch.nn.Linear(test_x.shape[1], num_classes).to(device)
-            torch.nn.init.normal_(head.weight, std=0.01)
-            torch.nn.init.zeros_(head.bias)
-            train = _Transformed(train_dataset, _train_transform(image_size, mean, std))
-            _train_head(model, head, train, epochs, peak, batch_size, num_workers, seed, device)
-    finally:
-        model.train(was_training)
-    with torch.no_grad():
-        top = head(test_x.to(device)).topk(min(5, num_classes), dim=1).indices.cpu()
-    return {
-        "test_top1": 100 * (top[:, 0] == test_y).float().mean().item(),
-        "test_top5": 100 * (top == test_y[:, None]).any(1).float().mean().item(),
-        "lr": peak,
-        "epochs": epochs,
-        "train_size": len(train_dataset),
-        "test_size": len(test_y),
-    }
-
-
-def _augmented_labels(
-    train_dataset: Any, test_dataset: Any, epochs: int, batch_size: int, lr: float
-) -> torch.Tensor:
-    """Check :func:`linear_probe_augmented`'s inputs; returns the ``[N]`` training labels."""
-    if len(train_dataset) == 0 or len(test_dataset) == 0:
-        raise ValueError(
-            f"linear_probe_augmented: empty dataset (train {len(train_dataset)}, "
-            f"test {len(test_dataset)} items)"
-        )
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(
-            f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}"
-        )
-    targets = getattr(train_dataset, "targets", None)
-    if targets is None or len(targets) != len(train_dataset):
-        targets = [int(train_dataset[i][1]) for i in range(len(train_dataset))]
-    labels = torch.as_tensor(list(targets)).long()
-    if labels.min() < 0:
-        raise ValueError("train_dataset: negative labels (unlabeled data?) cannot train a probe")
-    return labels
-
-
-def _train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
-    """RandomResizedCrop(image_size, scale 0.08–1) + flip → normalised ``[3, S, S]`` float."""
-    from torchvision.transforms import v2
-
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop(image_size, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
-
-
-def _train_head(
-    model: torch.nn.Module,
-    head: torch.nn.Linear,
-    train: torch.utils.data.Dataset,
-    epochs: int,
-    peak_lr: float,
-    batch_size: int,
-    num_workers: int,
-    seed: int,
+def _choose_and_retrain(
+    train_heads: Any,
+    normalize: str,
     device: torch.device,
-) -> None:
-    """SGD (momentum 0.9) on ``head`` over frozen ``model`` features of ``train``, shuffled with
-    ``seed``, lr cosine-decayed per step from ``peak_lr`` to 0."""
-    optimizer = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=0.9)
-    loader = torch.utils.data.DataLoader(
-        train,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
-    for _ in range(epochs):
-        for images, batch_labels in loader:
-            with torch.no_grad():
-                feats = model(images.to(device)).float()
-            loss = F.cross_entropy(head(feats), batch_labels.to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-
-
-class _Transformed(torch.utils.data.Dataset):
-    """``(transform(image), label)`` over a dataset of ``(image, label)`` (picklable for workers)."""
-
-    def __init__(self, base: Any, transform: Any) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.base[index]
-        return self.transform(image), int(label)
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    fit_idx: torch.Tensor,
+    val_idx: torch.Tensor,
+    lrs: Sequence[float],
+) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(best, val top-1 [L], test top-1 [1], test top-5 [1])``: every lr trained on the
+    fitting rows and scored on the validation rows; the best retrained on all training rows
+    and scored on test."""
+    x_fit, x_val = _standardise(normalize, device, x_train[fit_idx], x_train[val_idx])
+    weight, bias = train_heads(x_fit, y_train[fit_idx].to(device), lrs=lrs)
+    val_top1, _ = _accuracy(x_val, y_train[val_idx].to(device), weight, bias)
+    best = int(val_top1.argmax())
+    x_all, x_te = _standardise(normalize, device, x_train, x_test)
+    weight, bias = train_heads(x_all, y_train.to(device), lrs=[lrs[best]])
+    test_top1, test_top5 = _accuracy(x_te, y_test.to(device), weight, bias)
+    return best, val_top1, test_top1, test_top5
