@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,11 +37,13 @@ class StepReport:
     values: StepValues  # lr, weight decay, momentum, teacher temperature of this step
     teacher_out: torch.Tensor  # [2, B, out_dim] teacher logits of the last micro-batch
     step_s: float = 0.0  # seconds of this step: its data and the update, no callback's work
+    terms: dict[str, float] = field(default_factory=dict)  # the objective's terms, unweighted
 
 
 class LogCallback:
     """Every ``logging.every_steps`` steps (and the last): one metrics record with the schedule
-    values, teacher entropies (the collapse diagnostics), KoLeo and throughput (``img_per_s``:
+    values, teacher entropies (the collapse diagnostics), every term of the objective but DINO's
+    own (logged as ``loss``) under its name, and throughput (``img_per_s``:
     images over the time spent in the steps themselves, so a k-NN or a checkpoint written
     between them does not count)."""
 
@@ -50,13 +52,12 @@ class LogCallback:
         cfg: LoggingConfig,
         monitor: Monitor,
         loss_fn: DINOLoss,
-        koleo: Callable[[], float | None],
         out_dim: int,
         batch_size: int,
         steps_per_epoch: int,
         world_size: int,
     ) -> None:
-        self.cfg, self.monitor, self.loss_fn, self.koleo = cfg, monitor, loss_fn, koleo
+        self.cfg, self.monitor, self.loss_fn = cfg, monitor, loss_fn
         self.collapse = CollapseDetector(out_dim, cfg.collapse_patience)
         self.batch_size, self.steps_per_epoch, self.world_size = (
             batch_size, steps_per_epoch, world_size,
@@ -71,7 +72,6 @@ class LogCallback:
             return False
         v = r.values
         h_sample, h_mean = teacher_entropies(r.teacher_out, self.loss_fn.center, v.teacher_temp)
-        koleo = self.koleo()
         record = {
             "step": r.step,
             "epoch": r.step / self.steps_per_epoch,
@@ -85,7 +85,7 @@ class LogCallback:
             "teacher_entropy": h_sample,
             "teacher_mean_entropy": h_mean,
             "teacher_entropy_gap": h_mean - h_sample,
-            **({"koleo": koleo} if koleo is not None else {}),
+            **{name: value for name, value in r.terms.items() if name != "dino"},
             "img_per_s": self.window_images / max(self.window_s, 1e-9),
             "elapsed_s": time.perf_counter() - self.run_start,
             "world_size": self.world_size,

@@ -41,14 +41,16 @@ def fit(
         values = run.schedules.at(step)
         micro_batches = (next(run.batches)["crops"] for _ in range(accum))
         try:
-            loss, teacher_out = run.step_fn(micro_batches, values, run.plan.local_batch, step)
+            out = run.step_fn.update(micro_batches, values, run.plan.local_batch, step)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"{err}{_kept(last_checkpoint())}") from None
         step_s = time.perf_counter() - step_start  # data + step; the callbacks' time is not in it
-        result.losses.append(loss)
+        result.losses.append(out.loss)
         result.steps = step + 1
         run.monitor.advance()
-        report = StepReport(step + 1, run.end_step, loss, values, teacher_out, step_s)
+        report = StepReport(
+            step + 1, run.end_step, out.loss, values, out.teacher_out, step_s, out.terms
+        )
         done = False
         try:
             for callback in callbacks:  # every callback sees every step, in order

@@ -2,9 +2,8 @@
 ``scripts/bench_train.py`` times.
 
 For each micro-batch: the teacher scores the two global crops (no grad), the student scores
-every crop (one backbone pass per resolution, one head pass), the loss (plus
-``dino.koleo_weight`` × KoLeo on the student's global-view features, when set) is
-backpropagated. Then: last-layer gradients dropped while it is frozen, per-parameter gradient
+every crop (one backbone pass per resolution, one head pass), the objective's total (DINO's
+loss plus its weighted terms, :mod:`~unimix.ssl.objective`) is backpropagated. Then: last-layer gradients dropped while it is frozen, per-parameter gradient
 clipping, the optimizer (AdamW by default, see :mod:`unimix.ssl.optim`) with this step's lr and
 weight decay (none on biases and norm parameters), the centre moves once over the global batch,
 the teacher moves towards the student.
@@ -16,6 +15,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -26,20 +26,28 @@ from unimix.backbones import create_dino_backbone
 
 from .config import PretrainConfig
 from .head import DINOHead
-from .koleo import koleo_loss
 from .loss import DINOLoss
 from .model import DINOModel
+from .objective import ObjectiveInputs, build_objective
 from .optim import build_optimizer
 from .schedules import StepValues
 from .teacher import TeacherEMA, make_teacher
 
-__all__ = ["DINOStep", "NonFiniteLossError", "build_student", "clip_gradients"]
+__all__ = ["DINOStep", "NonFiniteLossError", "StepOutput", "build_student", "clip_gradients"]
 
 logger = logging.getLogger("unimix.ssl")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the message names the step. No update was applied."""
+
+
+class StepOutput(NamedTuple):
+    """One optimizer step's results, averaged over the micro-batches and the processes."""
+
+    loss: float  # DINO's loss of the global batch
+    teacher_out: torch.Tensor  # [2, batch, K] teacher logits of the last micro-batch
+    terms: dict[str, float]  # every term of the objective, unweighted ("dino" = loss)
 
 
 def build_student(cfg: PretrainConfig) -> tuple[DINOModel, nn.Module]:
@@ -135,13 +143,12 @@ class DINOStep:
         optimizer = build_optimizer(student, cfg.optim)
         h, d = cfg.model.head, cfg.dino
         self.loss_fn = DINOLoss(h.out_dim, d.student_temp, d.center_momentum).to(device)
+        self.objective = build_objective(cfg, self.loss_fn)
         self.student, self.optimizer = accelerator.prepare(student, optimizer)
         #: The teacher's forward, compiled like the student when the run compiles (Accelerate
         #: compiles only what ``prepare`` gets, and the teacher takes no optimizer).
         self.teacher_forward = _compiled_like_student(self.teacher, accelerator)
         self.ema = TeacherEMA(self.teacher, self.student)
-        #: KoLeo term of the last step (global batch mean; None while ``dino.koleo_weight`` is 0).
-        self.last_koleo: float | None = None
         self.last_layer_params = list(
             accelerator.unwrap_model(self.student).head.last_layer.parameters()
         )
@@ -160,6 +167,17 @@ class DINOStep:
         batch: int,
         step: int = 0,
     ) -> tuple[float, torch.Tensor]:
+        """:meth:`update`'s ``(loss, teacher_out)``."""
+        out = self.update(micro_batches, values, batch, step)
+        return out.loss, out.teacher_out
+
+    def update(
+        self,
+        micro_batches: Iterable[Sequence[torch.Tensor]],
+        values: StepValues,
+        batch: int,
+        step: int = 0,
+    ) -> StepOutput:
         """Run one optimizer step.
 
         Args:
@@ -169,11 +187,8 @@ class DINOStep:
             batch: source images per micro-batch on this process.
             step: 0-based step number (for the error message).
 
-        Returns:
-            (loss of the global batch, averaged over processes; last teacher output ``[2, batch, K]``).
-
         Raises:
-            NonFiniteLossError: before any update when the loss is NaN/inf.
+            NonFiniteLossError: before any update when a term is NaN/inf.
         """
         acc, cfg = self.accelerator, self.cfg
         accum = cfg.optim.grad_accum_steps
@@ -181,9 +196,7 @@ class DINOStep:
             group["lr"] = values.lr
             if group["decays"]:
                 group["weight_decay"] = values.weight_decay
-        step_loss = torch.zeros((), device=acc.device)
-        step_koleo = torch.zeros((), device=acc.device)
-        koleo_weight = cfg.dino.koleo_weight
+        step_terms: dict[str, torch.Tensor] = {}
         teacher_out = torch.empty(0)
         for micro, crops in enumerate(micro_batches):
             crops = [
@@ -193,28 +206,25 @@ class DINOStep:
             with contextlib.nullcontext() if last else acc.no_sync(self.student):
                 with torch.no_grad(), acc.autocast():
                     teacher_out = self.teacher_forward(crops[:1], batch)  # [2, b, K]: globals
-                if koleo_weight:
+                features = None
+                if self.objective.needs_features:
                     student_out, features = self.student(crops, batch, return_features=True)
-                    # DINOv2: KoLeo over the batch of each global view, summed over the views
-                    koleo = sum(koleo_loss(f) for f in features[: 2 * batch].chunk(2))
                 else:
                     student_out = self.student(crops, batch)  # [V, b, K]
-                loss = self.loss_fn(student_out, teacher_out, values.teacher_temp)
-                total = loss + koleo_weight * koleo if koleo_weight else loss
+                inputs = ObjectiveInputs(
+                    student_out, teacher_out, features, batch, values.teacher_temp
+                )
+                total, terms = self.objective(inputs)
                 acc.backward(total / accum)
             self.loss_fn.accumulate_center(teacher_out)
-            step_loss += loss.detach() / accum
-            if koleo_weight:
-                step_koleo += koleo.detach() / accum
-        global_loss = float(acc.reduce(step_loss, reduction="mean"))
-        if koleo_weight:
-            self.last_koleo = float(acc.reduce(step_koleo, reduction="mean"))
-        if not math.isfinite(global_loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"loss is {global_loss} at step {step + 1} (lr {values.lr:.3g}, precision "
-                f"{acc.mixed_precision}); {_non_finite_advice(acc)}"
-            )
+            for name, value in terms.items():
+                if name not in step_terms:
+                    step_terms[name] = torch.zeros((), device=acc.device)
+                step_terms[name] += value.detach() / accum
+        # one all-reduce and one host transfer for every term
+        means = acc.reduce(torch.stack(list(step_terms.values())), reduction="mean").tolist()
+        global_terms = dict(zip(step_terms, means, strict=True))
+        self._check_finite(global_terms, values, step)
         if values.freeze_last_layer:
             for p in self.last_layer_params:
                 p.grad = None
@@ -225,4 +235,18 @@ class DINOStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.loss_fn.apply_center_update()
         self.ema.update(values.momentum)
-        return global_loss, teacher_out
+        return StepOutput(global_terms["dino"], teacher_out, global_terms)
+
+    def _check_finite(self, terms: dict[str, float], values: StepValues, step: int) -> None:
+        bad = [name for name, value in terms.items() if not math.isfinite(value)]
+        if not bad:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        acc = self.accelerator
+        what = (
+            f"loss is {terms['dino']}" if bad[0] == "dino" else f"{bad[0]} term is {terms[bad[0]]}"
+        )
+        raise NonFiniteLossError(
+            f"{what} at step {step + 1} (lr {values.lr:.3g}, precision "
+            f"{acc.mixed_precision}); {_non_finite_advice(acc)}"
+        )

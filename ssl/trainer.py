@@ -64,8 +64,7 @@ def _callbacks(
     checkpoints = CheckpointCallback(cfg.checkpoint, run.save)
     callbacks: list[Callback] = [
         LogCallback(
-            cfg.logging, monitor, step_fn.loss_fn, lambda: step_fn.last_koleo,
-            cfg.model.head.out_dim, cfg.data.batch_size, steps_per_epoch, run.world,
+            cfg.logging, monitor, step_fn.loss_fn, cfg.model.head.out_dim, cfg.data.batch_size, steps_per_epoch, run.world,
         ),
         checkpoints,
         KnnCallback(
