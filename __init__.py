@@ -60,6 +60,11 @@ class _RegisterPresetsAfterTimm(importlib.abc.MetaPathFinder):
     the outermost backbones module whose import brought timm in (the registry imports them all,
     which it cannot do from inside one of them). Then removes itself from ``sys.meta_path``."""
 
+    #: Marks the hook across copies of this file: pytest imports the repository root's
+    #: ``__init__.py`` a second time (as the checkout folder's name), and two hooks calling each
+    #: other's ``find_spec`` would recurse without end.
+    unimix_registration_hook = True
+
     def __init__(self) -> None:
         self.executing = 0  # backbones modules whose code is running
 
@@ -68,7 +73,7 @@ class _RegisterPresetsAfterTimm(importlib.abc.MetaPathFinder):
             return None
         spec = None
         for finder in sys.meta_path:  # the real finders, without this one
-            if finder is not self and hasattr(finder, "find_spec"):
+            if not hasattr(finder, "unimix_registration_hook") and hasattr(finder, "find_spec"):
                 spec = finder.find_spec(fullname, path, target)
                 if spec is not None:
                     break
@@ -99,5 +104,5 @@ importlib.import_module("unimix.ssl.api").install(importlib.import_module("unimi
 # timm is already loaded, else as soon as timm finishes importing (whoever imports it).
 if "timm" in sys.modules:
     importlib.import_module("unimix.backbones.registry")
-elif not any(isinstance(f, _RegisterPresetsAfterTimm) for f in sys.meta_path):
+elif not any(hasattr(f, "unimix_registration_hook") for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterPresetsAfterTimm())
