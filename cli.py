@@ -58,7 +58,7 @@ class _LineHandler(logging.Handler):
 
 def _log_lines() -> None:
     """Records of ``unimix.*`` loggers (warnings and above) as ``warning:`` lines; pretraining
-    sets its own handlers (:func:`unimix.ssl.runtime.configure_logging`), which stop them here."""
+    sets its own handlers (:func:`unimix.ssl.engine.runtime.configure_logging`), which stop them here."""
     log = logging.getLogger("unimix")
     if not any(isinstance(h, _LineHandler) for h in log.handlers):
         handler = _LineHandler(logging.WARNING)

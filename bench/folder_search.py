@@ -10,17 +10,8 @@ pixels, so every row carries its own floors.
 
 Runs go ``parallel`` at a time, each in its own process (one thread each by default); a run
 whose ``knn.json`` exists is read, not re-run, and an interrupted one continues from its
-output folder (``--resume auto``), so a search grows and resumes.
-
-Grid file::
-
-    recipe: folder
-    holdout: 500                 # validation images carved from each set's train/
-    base: [threads=1]            # overrides shared by every run
-    sets: [gray28, glyphs28]     # folders under the --root given to the search
-    configs:
-      sized: []                  # every set
-      flip_off: {sets: [gray28], overrides: [augment.flip_p=0]}
+output folder (``--resume auto``), so a search grows and resumes. The grid file
+(``bench/grids/folder.yaml``: recipe, holdout, base, sets, configs) is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -127,10 +118,19 @@ def plan_runs(
             for seed in seeds:
                 run_out = Path(out) / set_name / name / f"seed{seed}"
                 command = (
-                    sys.executable, "-m", "unimix.cli", "pretrain", "-c", grid["recipe"],
-                    f"seed={seed}", "logging.progress_bar=false", *overrides,
-                    f"output_dir={run_out}", "--resume", "auto",
-                )  # fmt: skip
+                    sys.executable,
+                    "-m",
+                    "unimix.cli",
+                    "pretrain",
+                    "-c",
+                    grid["recipe"],
+                    f"seed={seed}",
+                    "logging.progress_bar=false",
+                    *overrides,
+                    f"output_dir={run_out}",
+                    "--resume",
+                    "auto",
+                )
                 runs.append(FolderRun(set_name, name, seed, run_out, command))
     return runs
 

@@ -1,22 +1,12 @@
 """The peer: lightly's own CIFAR-10 DINO recipe, as a plain loop built from lightly's components.
 
 What lightly's ``cifar10_benchmark.py`` trains DINO with (its ResNet-18 swapped for the backbone
-under test, so both sides of a race train the same network):
-
-- ``DINOTransform(global_crop_size=32, n_local_views=0, gaussian_blur=(0, 0, 0))``: two 32-px
-  global crops (scale 0.4–1), flip, colour jitter, grayscale, solarisation, ImageNet
-  normalisation, no blur, no local crops; applied per PIL image;
-- ``DINOProjectionHead(D, 2048, 256, 2048, batch_norm=True)`` cut to 2 layers (D → 2048 with
-  BatchNorm + GELU → 256), 2,048 prototypes;
-- ``DINOLoss(output_dim=2048)`` (teacher temperature 0.04, student 0.1, centre momentum 0.9);
-- teacher EMA at a constant momentum 0.99 (``update_momentum``);
-- SGD lr 0.06·batch/128, momentum 0.9, weight decay 5e-4 on every parameter, cosine annealing
-  stepped once per epoch (``CosineAnnealingLR(max_epochs)``); one forward per view.
-
-One departure, in the peer's favour: lightly builds the teacher's head fresh, with its own random
-weights (BRIEF §6); here it starts as a copy of the student's, as in the DINO paper.
-``--optimizer adamw`` is the AdamW variant (lr 5e-4·batch/256, weight decay 0.04, lightly's DINO
-example), for when it does better.
+under test, so both sides of a race train the same network): ``DINOTransform`` (two 32-px global
+crops, no blur, no local crops), a 2-layer ``DINOProjectionHead`` with 2,048 prototypes,
+``DINOLoss``, a teacher EMA at a constant 0.99, SGD with cosine annealing stepped per epoch.
+One departure, in the peer's favour: the teacher's head starts as a copy of the student's, as
+in the DINO paper (lightly builds it fresh). ``--optimizer adamw`` is the AdamW variant. Every
+setting is listed in docs/benchmarks.md.
 
 Run as ``python -m unimix.bench.peer_lightly --data DIR --backbone NAME --images N --out DIR``;
 it writes checkpoints that :func:`unimix.eval.load_backbone` reads (teacher and student

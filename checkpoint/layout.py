@@ -1,6 +1,6 @@
 """Where a checkpoint's files live and what they are called: the one place that names them.
 
-Layout (written by :mod:`unimix.ssl.checkpoint`, read by :func:`unimix.checkpoint.load_backbone`)::
+Layout (written by :mod:`unimix.ssl.engine.training_state`, read by :func:`unimix.checkpoint.load_backbone`)::
 
     <output_dir>/checkpoints/step_00000123/
         model.safetensors, optimizer.bin, random_states_<rank>.pkl, ...   (Accelerate save_state)

@@ -35,7 +35,7 @@ _LAZY: dict[str, str] = {
     "dataset_options": "options",
     "is_generated": "options",
     "write_shards": "shard_writer",
-    "ShardDataset": "shards",
+    "ShardDataset": "shard_dataset",
     "ShardSet": "shards",
     "is_shard_spec": "shards",
     "SHAPES": "synthetic",

@@ -11,7 +11,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .image_folder import ImageFolderDataset
-from .shards import ShardDataset, is_shard_spec
+from .shard_dataset import ShardDataset
+from .shards import is_shard_spec
 from .synthetic import SyntheticShapes
 from .torchvision_sets import TORCHVISION_SPLITS, load_torchvision_dataset
 
@@ -91,6 +92,17 @@ def build_dataset(
     if is_shard_spec(name, split):
         _check_options("shards", os.fspath(name), options)
         return ShardDataset(name, split, transform=transform, strict=strict, **options)
+    return _folder_dataset(name, split, transform, strict, options)
+
+
+def _folder_dataset(
+    name: str | os.PathLike[str],
+    split: str,
+    transform: Callable[[Image.Image], Any] | None,
+    strict: bool,
+    options: dict[str, Any],
+) -> ImageFolderDataset:
+    """A folder of images: its ``<split>/`` subfolder when that exists, else the folder itself."""
     folder = Path(os.fspath(name)).expanduser()
     if not folder.exists():
         raise FileNotFoundError(

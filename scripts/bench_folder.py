@@ -40,18 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", type=int, default=None, help="default: the grid's; 0: test split")
     p.add_argument("--only", nargs="+", default=None, help="run only these configurations")
     p.add_argument(
-        "--epochs-factor", type=float, default=None,
+        "--epochs-factor",
+        type=float,
+        default=None,
         help="multiply the epochs the sizing chooses (each set's own) by this factor",
-    )  # fmt: skip
+    )
     p.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
     try:
         grid = load_folder_grid(args.grid)
         runs = plan_runs(
-            grid, root=args.root, out=args.out, seeds=args.seeds, holdout=args.holdout,
-            only=args.only, epochs_factor=args.epochs_factor,
-        )  # fmt: skip
+            grid,
+            root=args.root,
+            out=args.out,
+            seeds=args.seeds,
+            holdout=args.holdout,
+            only=args.only,
+            epochs_factor=args.epochs_factor,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

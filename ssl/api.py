@@ -2,7 +2,7 @@
 
 ``ssl/`` has no ``__init__.py`` on purpose: with the repository root on ``sys.path``
 (``python -c ...``, ``python -m pytest`` run from the root) a regular package named ``ssl``
-would shadow the standard library's ``ssl`` module (BRIEF §4). ``unimix.ssl`` is therefore a
+would shadow the standard library's ``ssl`` module. ``unimix.ssl`` is therefore a
 namespace package, and ``import unimix`` gives it these names through :func:`install`, each
 imported on first use so that ``import unimix.ssl`` stays light::
 
@@ -23,9 +23,9 @@ __all__ = ["EXPORTS", "install"]
 
 #: Public name -> the module of ``unimix.ssl`` that defines it.
 EXPORTS: dict[str, str] = {
-    "pretrain": "trainer",
-    "PretrainResult": "trainer",
-    "NonFiniteLossError": "trainer",
+    "pretrain": "engine.trainer",
+    "PretrainResult": "engine.trainer",
+    "NonFiniteLossError": "engine.trainer",
     "PretrainConfig": "config",
     "load_pretrain_config": "config",
     "RECIPES": "config",

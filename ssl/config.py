@@ -1,9 +1,9 @@
 """The DINO pretraining config: a nested dataclass schema, its named recipes and how to load it.
 
-Every field has the facebookresearch/dino default (BRIEF §3) unless a comment says otherwise; the
-recipes in ``ssl/recipes/*.yaml`` override what a setting needs. Durations that the reference
-counts in epochs (warm-ups, the frozen last layer) stay in epochs here and may be fractional;
-the schedules turn them into optimizer steps.
+Every field has the facebookresearch/dino default (the arguments of its ``main_dino.py``)
+unless a comment says otherwise; the recipes in ``ssl/recipes/*.yaml`` override what a setting
+needs. Durations that the reference counts in epochs (warm-ups, the frozen last layer) stay
+in epochs here and may be fractional; the schedules turn them into optimizer steps.
 
 Load a config with :func:`load_pretrain_config` (recipe name or YAML path + dotted overrides).
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from unimix.config import ConfigError, load_config
-from unimix.data.config import DataConfig
-from unimix.eval.config import EvalConfig
+from ..config import ConfigError, load_config
+from ..data.config import DataConfig
+from ..eval.config import EvalConfig
 
 __all__ = [
     "RECIPES",
@@ -196,14 +196,8 @@ class LoggingConfig:
     #: The project name trackers file the run under (W&B project, MLflow experiment, TensorBoard
     #: ``<output_dir>/tensorboard/<project>``).
     project: str = "unimix"
-    #: Deprecated: ``true`` adds ``tensorboard`` to ``trackers``; ``false``/null does nothing.
-    tensorboard: bool | None = None
     #: Warn after this many consecutive logged steps whose teacher outputs look collapsed.
     collapse_patience: int = field(default=20, metadata={"ge": 1})
-
-    def __post_init__(self) -> None:
-        if self.tensorboard and "tensorboard" not in self.trackers:
-            self.trackers = [*self.trackers, "tensorboard"]
 
 
 @dataclass

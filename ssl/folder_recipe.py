@@ -2,32 +2,16 @@
 training images are inspected once (:func:`unimix.data.image_stats.image_stats`: count, size,
 colour, brightness, where the content sits, whether a mirror image looks like the set) and the
 crops, flips, colour operations, blur, normalisation, batch, epochs and warm-ups are chosen
-from what was found. What was chosen, and why, is printed as one short block.
+from what was found, one rule each (:func:`choose`). What was chosen, and why, is printed as
+one short block.
 
 Precedence, highest first: a ``KEY=VALUE`` override, a value written in the recipe file, the
 choice made here, the schema's default. So ``-c folder augment.flip_p=0.5`` keeps the flips
 whatever the data says, and a YAML recipe that sets ``augment.global_size`` keeps its size.
 
-The rules (each one tested against sets built to trip it, ``tests/test_folder_recipe.py``;
-the thresholds come from the measurements in ``results/recipes/README.md``):
-
-=========================  ==============================================================
-view size                  the images' median side (a multiple of 4) within 16–32 px: larger
-                           images are viewed at 32 px (CPU-sized steps)
-local crops                2 of half the side for views of ≥ 48 px (a size you set), else none
-crop scale                 (s, 1) with s = the share of the content in the central quarter
-                           of the image, to one decimal, within 0.3–0.7: centred glyphs
-                           (72 %) get (0.7, 1), natural images (32 %) (0.3, 1)
-flips                      none when a mirror image is unlike the set (mirror score ≥ 0.58,
-                           text and digits), else p = 0.5
-colour                     grayscale: brightness and contrast only; colour: any hue,
-                           saturation 0.8, random grayscale 0.2
-blur                       σ up to side/32 px, p = (0.5, 0.1, 0.2)
-normalisation              the sample's per-channel mean and std
-batch                      64 under 16,384 images, 128 under 131,072, else 256
-epochs                     about 12,000 source images (CPU minutes), 2–60 epochs
-warm-ups                   lr warm-up and frozen last layer: 10 % of the epochs each
-=========================  ==============================================================
+The rules and their thresholds are listed in docs/pretraining.md (measured in
+``results/recipes/README.md``; each rule is tested against sets built to trip it,
+``tests/test_folder_recipe.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unimix.config import load_config, parse_overrides, read_yaml_file
+from ..config import load_config, parse_overrides, read_yaml_file
 
 __all__ = [
     "SIZED_KEYS",
@@ -102,6 +86,136 @@ def _round_half(value: float) -> float:
     return round(value * 2) / 2
 
 
+def _rule(reason: str, **values: Any) -> list[Choice]:
+    """One rule's keys (``augment__flip_p`` for ``augment.flip_p``), all sharing its reason."""
+    return [Choice(key.replace("__", "."), value, reason) for key, value in values.items()]
+
+
+def _view_size(stats: Any, fixed: dict[str, Any]) -> int:
+    return int(fixed.get("augment.global_size", max(MIN_SIZE, min(MAX_SIZE, stats.side // 4 * 4))))
+
+
+def _views(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """The global view size, and local crops only where they still hold a part."""
+    side = stats.side
+    size = _view_size(stats, fixed)
+    local = max(8, size // 2 // 4 * 4)
+    if "augment.global_size" in fixed:
+        why = f"images of {side} px, your {size}-px views"
+    elif size == side:
+        why = f"images of {side} px: views at their own size"
+    elif side > MAX_SIZE:
+        why = (
+            f"images of {side} px: {size}-px views keep a step CPU-sized (set "
+            "augment.global_size for more detail)"
+        )
+    else:
+        why = f"images of {side} px: a multiple of 4 within {MIN_SIZE}-{MAX_SIZE} px"
+    if size >= 48:
+        why += f", {local}-px local crops still hold a part"
+    else:
+        why += f", no local crops (at {local} px one mostly misses the object)"
+    return _rule(
+        why,
+        augment__global_size=size,
+        augment__local_size=local,
+        augment__num_local=2 if size >= 48 else 0,
+    )
+
+
+def _crop_scale(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """The smallest global crop: as much of the image as the content's centring asks for."""
+    share = stats.centre_share
+    low = min(SCALE_RANGE[1], max(SCALE_RANGE[0], round(share, 1)))
+    kind = "centred" if share >= 0.45 else "spread"
+    return _rule(
+        f"content {kind} ({share:.0%} in the central quarter): crops keep at least {low:.0%} "
+        "of the image",
+        augment__global_scale=[low, 1.0],
+    )
+
+
+def _flips(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """No flips when a mirror image is unlike the set (text, digits)."""
+    mirror = stats.mirror_score
+    if mirror >= MIRROR_THRESHOLD:
+        return _rule(
+            f"mirror images unlike the set (score {mirror:.2f} >= {MIRROR_THRESHOLD}: text, "
+            "digits): no flips",
+            augment__flip_p=0.0,
+        )
+    return _rule(
+        f"mirror images look like the set (score {mirror:.2f} < {MIRROR_THRESHOLD})",
+        augment__flip_p=0.5,
+    )
+
+
+def _colour(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """Brightness and contrast only for grayscale sets; any hue for colour ones."""
+    if stats.grayscale:
+        return _rule(
+            f"grayscale ({stats.gray_share:.0%} of the sample): brightness and contrast only",
+            augment__jitter_p=0.8,
+            augment__brightness=0.4,
+            augment__contrast=0.4,
+            augment__saturation=0.0,
+            augment__hue=0.0,
+            augment__grayscale_p=0.0,
+        )
+    return _rule(
+        f"colour ({1 - stats.gray_share:.0%} of the sample): any hue, so views do not "
+        "match by colour",
+        augment__jitter_p=0.8,
+        augment__brightness=0.4,
+        augment__contrast=0.4,
+        augment__saturation=0.8,
+        augment__hue=0.5,
+        augment__grayscale_p=0.2,
+    )
+
+
+def _blur(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """A mild blur scaled to the view size."""
+    size = _view_size(stats, fixed)
+    sigma = round(size / 32, 3)
+    return _rule(
+        f"mild blur, sigma up to {sigma:g} px at {size} px",
+        augment__blur_p=[0.5, 0.1, 0.2],
+        augment__blur_sigma=[0.1, sigma],
+    )
+
+
+def _normalisation(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """The sample's per-channel mean and std."""
+    return _rule(
+        "the sample's per-channel mean and std",
+        data__mean=[round(v, 3) for v in stats.mean],
+        data__std=[round(max(v, 1e-3), 3) for v in stats.std],
+    )
+
+
+def _length(stats: Any, fixed: dict[str, Any]) -> list[Choice]:
+    """Batch by the set's size, epochs for about TARGET_IMAGES source images, warm-ups."""
+    n = stats.count
+    batch = int(fixed.get("data.batch_size", 64 if n < 16_384 else 128 if n < 131_072 else 256))
+    low, high = EPOCHS_RANGE
+    epochs = float(fixed.get("epochs", min(high, max(low, _round_half(TARGET_IMAGES / n)))))
+    warm = round(WARMUP_SHARE * epochs, 3)
+    aim = "" if "epochs" in fixed else f", aiming at ~{TARGET_IMAGES:,}"
+    return _rule(
+        f"{n:,} images: {max(1, n // batch)} steps per epoch, {epochs * n:,.0f} source images"
+        f"{aim}; warm-ups {WARMUP_SHARE:.0%} of the epochs",
+        data__batch_size=batch,
+        epochs=epochs,
+        optim__warmup_epochs=warm,
+        dino__freeze_last_layer_epochs=warm,
+    )
+
+
+#: The sizing rules, in the order of :data:`SIZED_KEYS`.
+_RULES = (_views, _crop_scale, _flips, _colour, _blur, _normalisation, _length)
+
+
 def choose(stats: Any, fixed: dict[str, Any] | None = None) -> list[Choice]:
     """The sized values for a set described by ``stats`` (an
     :class:`~unimix.data.image_stats.ImageStats`), one :class:`Choice` per key of
@@ -109,66 +223,7 @@ def choose(stats: Any, fixed: dict[str, Any] | None = None) -> list[Choice]:
     values the user set, which the rules that depend on them follow (``augment.global_size``
     for the local crops and the blur, ``data.batch_size`` and ``epochs`` for the warm-ups)."""
     fixed = fixed or {}
-    out: list[Choice] = []
-
-    def rule(reason: str, **values: Any) -> None:
-        for key, value in values.items():
-            out.append(Choice(key.replace("__", "."), value, reason))
-
-    side = stats.side
-    size = int(fixed.get("augment.global_size", max(MIN_SIZE, min(MAX_SIZE, side // 4 * 4))))
-    local = max(8, size // 2 // 4 * 4)
-    if "augment.global_size" in fixed:
-        why = f"images of {side} px, your {size}-px views"
-    elif size == side:
-        why = f"images of {side} px: views at their own size"
-    elif side > MAX_SIZE:
-        why = (f"images of {side} px: {size}-px views keep a step CPU-sized (set "
-               "augment.global_size for more detail)")  # fmt: skip
-    else:
-        why = f"images of {side} px: a multiple of 4 within {MIN_SIZE}-{MAX_SIZE} px"
-    if size >= 48:
-        why += f", {local}-px local crops still hold a part"
-    else:
-        why += f", no local crops (at {local} px one mostly misses the object)"
-    rule(why, augment__global_size=size, augment__local_size=local,
-         augment__num_local=2 if size >= 48 else 0)  # fmt: skip
-    share = stats.centre_share
-    low = min(SCALE_RANGE[1], max(SCALE_RANGE[0], round(share, 1)))
-    kind = "centred" if share >= 0.45 else "spread"
-    rule(f"content {kind} ({share:.0%} in the central quarter): crops keep at least {low:.0%} "
-         "of the image", augment__global_scale=[low, 1.0])  # fmt: skip
-    mirror = stats.mirror_score
-    if mirror >= MIRROR_THRESHOLD:
-        rule(f"mirror images unlike the set (score {mirror:.2f} >= {MIRROR_THRESHOLD}: text, "
-             "digits): no flips", augment__flip_p=0.0)  # fmt: skip
-    else:
-        rule(f"mirror images look like the set (score {mirror:.2f} < {MIRROR_THRESHOLD})",
-             augment__flip_p=0.5)  # fmt: skip
-    if stats.grayscale:
-        rule(f"grayscale ({stats.gray_share:.0%} of the sample): brightness and contrast only",
-             augment__jitter_p=0.8, augment__brightness=0.4, augment__contrast=0.4,
-             augment__saturation=0.0, augment__hue=0.0, augment__grayscale_p=0.0)  # fmt: skip
-    else:
-        rule(f"colour ({1 - stats.gray_share:.0%} of the sample): any hue, so views do not "
-             "match by colour", augment__jitter_p=0.8, augment__brightness=0.4,
-             augment__contrast=0.4, augment__saturation=0.8, augment__hue=0.5,
-             augment__grayscale_p=0.2)  # fmt: skip
-    sigma = round(size / 32, 3)
-    rule(f"mild blur, sigma up to {sigma:g} px at {size} px", augment__blur_p=[0.5, 0.1, 0.2],
-         augment__blur_sigma=[0.1, sigma])  # fmt: skip
-    rule("the sample's per-channel mean and std", data__mean=[round(v, 3) for v in stats.mean],
-         data__std=[round(max(v, 1e-3), 3) for v in stats.std])  # fmt: skip
-    n = stats.count
-    batch = int(fixed.get("data.batch_size", 64 if n < 16_384 else 128 if n < 131_072 else 256))
-    low, high = EPOCHS_RANGE
-    epochs = float(fixed.get("epochs", min(high, max(low, _round_half(TARGET_IMAGES / n)))))
-    warm = round(WARMUP_SHARE * epochs, 3)
-    aim = "" if "epochs" in fixed else f", aiming at ~{TARGET_IMAGES:,}"
-    rule(f"{n:,} images: {max(1, n // batch)} steps per epoch, {epochs * n:,.0f} source images"
-         f"{aim}; warm-ups {WARMUP_SHARE:.0%} of the epochs", data__batch_size=batch,
-         epochs=epochs, optim__warmup_epochs=warm, dino__freeze_last_layer_epochs=warm)  # fmt: skip
-    return out
+    return [choice for rule in _RULES for choice in rule(stats, fixed)]
 
 
 # ------------------------------------------------------------------------------ precedence
@@ -208,12 +263,12 @@ def inspect_training_images(cfg: Any, images: Any = None) -> Any:
     the caller's own dataset; else ``data.dataset`` minus its ``data.holdout`` held-out images,
     listed without decoding, then a fixed sample decoded). Raises ValueError when they cannot
     be inspected (shards, a missing folder), naming why."""
-    from unimix.data import build_dataset, dataset_options, split_holdout
-    from unimix.data.image_stats import image_stats
-    from unimix.data.shards import is_shard_spec
+    from ..data import build_dataset, dataset_options, split_holdout
+    from ..data.image_stats import image_stats
+    from ..data.shards import is_shard_spec
 
     if images is not None:
-        from unimix.data.user_datasets import check_image_dataset
+        from ..data.user_datasets import check_image_dataset
 
         check_image_dataset(images, "dataset")  # the one-line TypeError pretrain gives
     else:
@@ -223,9 +278,12 @@ def inspect_training_images(cfg: Any, images: Any = None) -> Any:
         if is_shard_spec(d.dataset, d.split):
             raise ValueError("shards are streamed, not inspected")
         options = dataset_options(
-            d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size,
+            d.dataset,
+            root=d.root,
+            num_samples=d.num_samples,
+            image_size=d.image_size,
             seed=cfg.seed,
-        )  # fmt: skip
+        )
         try:
             images = build_dataset(d.dataset, d.split, download=False, **options)
         except (OSError, ValueError) as err:
@@ -237,8 +295,11 @@ def inspect_training_images(cfg: Any, images: Any = None) -> Any:
 
 def _describe(stats: Any) -> str:
     colour = "grayscale" if stats.grayscale else "colour"
-    sides = f"{stats.side} px" if stats.min_side == stats.max_side else (
-        f"{stats.side} px median ({stats.min_side}-{stats.max_side})")  # fmt: skip
+    sides = (
+        f"{stats.side} px"
+        if stats.min_side == stats.max_side
+        else (f"{stats.side} px median ({stats.min_side}-{stats.max_side})")
+    )
     return (
         f"{stats.count:,} images, {sides}, {colour}, {stats.centre_share:.0%} of the content in "
         f"the central quarter, mirror score {stats.mirror_score:.2f}, quarter-turn score "

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from unimix.data.jpeg import EncodedJPEG, decode_jpegs
-
+from ..data.jpeg import EncodedJPEG, decode_jpegs
 from .config import AugmentConfig
 from .photometric import (
     IDENTITY_JITTER,

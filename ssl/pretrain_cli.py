@@ -1,5 +1,4 @@
-"""``unimix pretrain`` (``python -m unimix.cli pretrain``): DINO pretraining from a recipe and
-overrides.
+"""``unimix pretrain`` (``python -m unimix.cli pretrain``): DINO pretraining, recipe + overrides.
 
 Examples::
 
@@ -8,11 +7,10 @@ Examples::
     torchrun --nproc_per_node 2 -m unimix.cli pretrain --config cifar10_nano --resume auto
     unimix pretrain --config my_run.yaml optim.base_lr=1e-3 model.backbone=resnet18
 
-Options and ``KEY=VALUE`` overrides may come in any order
-(``unimix pretrain -c quickstart --resume auto max_steps=2``).
+Options and ``KEY=VALUE`` overrides mix in any order: ``-c quickstart --resume auto max_steps=2``.
 
 Exit codes: 0 done, 1 training failed (e.g. non-finite loss, another process of the run lost),
-2 bad config/arguments/files (checked before any work: :mod:`unimix.ssl.preflight`) or another
+2 bad config/arguments/files (checked before any work: :mod:`unimix.ssl.engine.preflight`) or another
 run using the output dir, 128 + N stopped by signal N after writing a checkpoint (143 SIGTERM,
 130 SIGINT / Ctrl-C; one line gives the ``--resume auto`` command that continues the run).
 """
@@ -92,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, validate the whole config before any work, run; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)
-    from unimix.config import ConfigError, to_dict
-
+    from ..config import ConfigError, to_dict
     from .config import load_pretrain_config
 
     overrides = list(args.overrides)
@@ -110,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
 
-    from .launch import lost_peer_message
-    from .run_lock import RunLockedError
-    from .trainer import NonFiniteLossError, RunInterrupted, pretrain
+    from .engine.launch import lost_peer_message
+    from .engine.run_lock import RunLockedError
+    from .engine.trainer import NonFiniteLossError, RunInterrupted, pretrain
 
     try:
         pretrain(cfg, resume=args.resume)

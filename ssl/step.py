@@ -1,4 +1,4 @@
-"""One DINO optimizer step — the unit :func:`~unimix.ssl.trainer.pretrain` loops over and
+"""One DINO optimizer step — the unit :func:`~unimix.ssl.engine.trainer.pretrain` loops over and
 ``scripts/bench_train.py`` times.
 
 For each micro-batch: the teacher scores the two global crops (no grad), the student scores
@@ -22,8 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import DynamoBackend, set_seed
 from torch import nn
 
-from unimix.backbones import create_dino_backbone
-
+from ..backbones import create_dino_backbone
 from .config import PretrainConfig
 from .head import DINOHead
 from .loss import DINOLoss
@@ -191,11 +190,34 @@ class DINOStep:
             NonFiniteLossError: before any update when a term is NaN/inf.
         """
         acc, cfg = self.accelerator, self.cfg
-        accum = cfg.optim.grad_accum_steps
         for group in self.optimizer.param_groups:
             group["lr"] = values.lr
             if group["decays"]:
                 group["weight_decay"] = values.weight_decay
+        step_terms, teacher_out = self._backward(micro_batches, values, batch)
+        # one all-reduce and one host transfer for every term
+        means = acc.reduce(torch.stack(list(step_terms.values())), reduction="mean").tolist()
+        global_terms = dict(zip(step_terms, means, strict=True))
+        self._check_finite(global_terms, values, step)
+        if values.freeze_last_layer:
+            for p in self.last_layer_params:
+                p.grad = None
+        if cfg.optim.clip_grad > 0:
+            acc.unscale_gradients()  # fp16 loss scaling: clip the true gradients
+            clip_gradients(self.student.parameters(), cfg.optim.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_fn.apply_center_update()
+        self.ema.update(values.momentum)
+        return StepOutput(global_terms["dino"], teacher_out, global_terms)
+
+    def _backward(
+        self, micro_batches: Iterable[Sequence[torch.Tensor]], values: StepValues, batch: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Forward and backward of every micro-batch (gradients synchronised on the last one),
+        the centre's batch sums accumulated. Returns (each term's mean over the micro-batches,
+        this process only; the last teacher output ``[2, batch, K]``)."""
+        acc, accum = self.accelerator, self.cfg.optim.grad_accum_steps
         step_terms: dict[str, torch.Tensor] = {}
         teacher_out = torch.empty(0)
         for micro, crops in enumerate(micro_batches):
@@ -221,21 +243,7 @@ class DINOStep:
                 if name not in step_terms:
                     step_terms[name] = torch.zeros((), device=acc.device)
                 step_terms[name] += value.detach() / accum
-        # one all-reduce and one host transfer for every term
-        means = acc.reduce(torch.stack(list(step_terms.values())), reduction="mean").tolist()
-        global_terms = dict(zip(step_terms, means, strict=True))
-        self._check_finite(global_terms, values, step)
-        if values.freeze_last_layer:
-            for p in self.last_layer_params:
-                p.grad = None
-        if cfg.optim.clip_grad > 0:
-            acc.unscale_gradients()  # fp16 loss scaling: clip the true gradients
-            clip_gradients(self.student.parameters(), cfg.optim.clip_grad)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss_fn.apply_center_update()
-        self.ema.update(values.momentum)
-        return StepOutput(global_terms["dino"], teacher_out, global_terms)
+        return step_terms, teacher_out
 
     def _check_finite(self, terms: dict[str, float], values: StepValues, step: int) -> None:
         bad = [name for name, value in terms.items() if not math.isfinite(value)]

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from unimix.checkpoint import unwrapped_key
+from ..checkpoint import unwrapped_key
 
 __all__ = ["TeacherEMA", "make_teacher"]
 

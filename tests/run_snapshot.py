@@ -35,7 +35,7 @@ TINY_RUN = {
     "max_steps": 2,
     "threads": 1,
     "checkpoint": {"every_steps": 1, "keep_last": 3},
-    "logging": {"every_steps": 1, "progress_bar": False, "tensorboard": False},
+    "logging": {"every_steps": 1, "progress_bar": False},
 }  # fmt: skip
 
 

@@ -216,7 +216,7 @@ TINY = {
 def _pretrain_config(tmp_path: Path, data: Path, **logging: object) -> Path:
     cfg = json.loads(json.dumps(TINY))
     cfg["data"]["dataset"] = str(data)
-    cfg["logging"] = {"every_steps": 1, "tensorboard": False, **logging}
+    cfg["logging"] = {"every_steps": 1, **logging}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -3,7 +3,7 @@ crafted pickle inside a checkpoint, every checkpoint damaged. Each ends in one l
 previous checkpoint and leaves no temporary folder behind.
 
 The fast tests drive :func:`unimix.checkpoint.write_checkpoint` and
-:func:`unimix.ssl.checkpoint.resolve_resume` on small hand-made checkpoints; the slow ones run
+:func:`unimix.ssl.engine.training_state.resolve_resume` on small hand-made checkpoints; the slow ones run
 ``unimix pretrain`` in-process on a tiny ViT with the writer patched or the checkpoints damaged.
 """
 
@@ -36,7 +36,7 @@ from unimix.checkpoint import (
     list_checkpoints,
     write_checkpoint,
 )
-from unimix.ssl.checkpoint import resolve_resume
+from unimix.ssl.engine.training_state import resolve_resume
 
 # What the writers raise on a full disk (measured on a 200 kB tmpfs): json/open, torch.save
 # (Accelerate's optimizer.bin / RNG states), safetensors.
@@ -294,7 +294,7 @@ TINY = {
     "threads": 1,
     "checkpoint": {"every_steps": 4, "keep_last": 3},
     "eval": {"knn_at_end": False},
-    "logging": {"every_steps": 1, "progress_bar": False, "tensorboard": False},
+    "logging": {"every_steps": 1, "progress_bar": False},
 }  # fmt: skip
 
 
@@ -319,7 +319,7 @@ def test_pretrain_disk_full_exits_2_with_one_line(
 ) -> None:  # fmt: skip
     import accelerate
 
-    import unimix.ssl.checkpoint as ssl_checkpoint
+    import unimix.ssl.engine.training_state as ssl_checkpoint
 
     def full_on_step_8(write: Callable[..., object]) -> Callable[..., object]:
         def patched(*args: object, **kwargs: object) -> object:

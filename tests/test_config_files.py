@@ -210,7 +210,7 @@ def test_output_dir_name_over_the_limit_is_refused_before_writing(
     assert list(parent.iterdir()) == []
     assert_run_intact(run, before)
     # 255 bytes is within the limit (the check is not off by one): the run is only checked
-    from unimix.ssl.preflight import preflight
+    from unimix.ssl.engine.preflight import preflight
 
     preflight(
         load_pretrain_config(str(run / "config.yaml"), [f"output_dir={parent / ('r' * 255)}"])

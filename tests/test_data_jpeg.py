@@ -16,7 +16,7 @@ from unimix.data import build_dataset
 from unimix.data.decode import UnreadableImageError, load_rgb
 from unimix.data.jpeg import decode_jpegs, read_jpeg
 from unimix.ssl.config import AugmentConfig, load_pretrain_config
-from unimix.ssl.loader import BatchPlan, MultiCropBatches, jpeg_folder, load_sources
+from unimix.ssl.engine.loader import BatchPlan, MultiCropBatches, jpeg_folder, load_sources
 from unimix.ssl.multicrop import MultiCropAugment
 
 

@@ -20,8 +20,8 @@ from unimix.data import ShardDataset, UnreadableImageWarning, build_dataset, lis
 from unimix.data.shards import ShardSet, iter_shard_samples, reader_shards, shuffle_buffer
 from unimix.data.shards_cli import build_parser
 from unimix.data.shards_cli import main as shards_main
-from unimix.ssl.loader import BatchPlan
-from unimix.ssl.shard_loader import ShardBatches, make_stream_loader, stream_plan
+from unimix.ssl.engine.loader import BatchPlan
+from unimix.ssl.engine.shard_loader import ShardBatches, make_stream_loader, stream_plan
 
 CLASSES = ("ant", "bee", "cat")
 PATTERN = "shard-{000000..000003}.tar"
@@ -229,7 +229,7 @@ TINY = {
     "epochs": 2,
     "threads": 1,
     "checkpoint": {"every_steps": 3, "keep_last": 2},
-    "logging": {"every_steps": 1, "progress_bar": False, "tensorboard": False},
+    "logging": {"every_steps": 1, "progress_bar": False},
 }  # fmt: skip
 
 

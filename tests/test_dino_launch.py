@@ -17,7 +17,7 @@ from torch import nn
 
 from unimix.checkpoint import clean_state_dict, list_checkpoints, load_backbone, unwrapped_key
 from unimix.ssl.config import load_pretrain_config
-from unimix.ssl.launch import resolve_launch, world_origin
+from unimix.ssl.engine.launch import resolve_launch, world_origin
 from unimix.ssl.teacher import TeacherEMA, make_teacher
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
@@ -65,7 +65,7 @@ def test_compile_mode_from_the_config_else_the_launcher() -> None:
 
 
 def test_a_compiled_run_compiles_the_teacher_too_and_computes_the_same_step() -> None:
-    from unimix.ssl.runtime import make_accelerator
+    from unimix.ssl.engine.runtime import make_accelerator
     from unimix.ssl.schedules import Schedules
     from unimix.ssl.step import DINOStep
 
@@ -86,7 +86,7 @@ def test_a_compiled_run_compiles_the_teacher_too_and_computes_the_same_step() ->
 
 
 def test_a_second_run_in_one_process_gets_its_own_precision() -> None:
-    from unimix.ssl.runtime import make_accelerator
+    from unimix.ssl.engine.runtime import make_accelerator
 
     first = make_accelerator(resolve_launch("fp32", None, "inductor", {}), threads=1)
     assert first.mixed_precision == "no"
@@ -96,7 +96,7 @@ def test_a_second_run_in_one_process_gets_its_own_precision() -> None:
 
 _FAULTS = """
 import resource, sys, torch
-from unimix.ssl.runtime import reuse_freed_memory
+from unimix.ssl.engine.runtime import reuse_freed_memory
 print(reuse_freed_memory() if sys.argv[1] == "reuse" else "system", file=sys.stderr)
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):

@@ -13,7 +13,7 @@ import pytest
 from test_dino_train import PRETRAIN, _env, _free_port, _metrics, _run, _write_config
 
 from unimix.checkpoint import list_checkpoints, verify_checkpoint
-from unimix.ssl.launch import check_launch
+from unimix.ssl.engine.launch import check_launch
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from unimix.ssl import photometric
 from unimix.ssl.config import AugmentConfig
-from unimix.ssl.loader import BatchPlan
+from unimix.ssl.engine.loader import BatchPlan
 from unimix.ssl.multicrop import MultiCropAugment
 
 
@@ -100,7 +100,7 @@ def test_batch_plan_splits_the_global_batch_identically_for_any_process_count() 
 def _loader_items(render: bool, num_workers: int, micro: range) -> list[dict]:
     """Micro-batches of a varied-size dataset through the real DataLoader (workers when
     ``num_workers``), rendered in the workers (``render``) or in this process on the CPU."""
-    from unimix.ssl.loader import MultiCropBatches, make_loader, render_on
+    from unimix.ssl.engine.loader import MultiCropBatches, make_loader, render_on
 
     rng = np.random.default_rng(1)
     sizes = [(24, 24), (24, 24), (30, 20), (24, 24), (16, 40)] * 4  # 20 images, 3 source sizes

@@ -147,7 +147,7 @@ def test_split_holdout_keeps_the_dataset_interface() -> None:
 
 
 def test_progress_tracker_warns_once_when_the_knn_stops_improving() -> None:
-    from unimix.ssl.monitor import ProgressTracker
+    from unimix.ssl.engine.monitor import ProgressTracker
 
     tracker = ProgressTracker("k-NN", patience=2, min_delta=0.5)
     # 40 → 41 is an improvement; 41.3 beats the best but by less than 0.5 (stale 1, best 41.3);

@@ -44,7 +44,7 @@ TINY = {
     "epochs": 6,
     "threads": 1,
     "checkpoint": {"every_steps": 4, "keep_last": 3},
-    "logging": {"every_steps": 1, "progress_bar": False, "tensorboard": False},
+    "logging": {"every_steps": 1, "progress_bar": False},
 }  # fmt: skip
 
 

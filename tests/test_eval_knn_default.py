@@ -83,11 +83,11 @@ def test_the_help_says_what_the_default_is(capsys: pytest.CaptureFixture[str]) -
 
 def test_same_eval_set_as_the_trainers_knn(tmp_path: Path) -> None:
     # eval.dataset with its own splits (no holdout): the CLI's reading of config.yaml picks the
-    # images the pretraining run's k-NN (unimix.ssl.datasets.knn_datasets) picks
+    # images the pretraining run's k-NN (unimix.ssl.engine.datasets.knn_datasets) picks
     from unimix.config import save_config
     from unimix.eval import eval_transform
     from unimix.eval.eval_sets import run_eval_datasets
-    from unimix.ssl.datasets import knn_datasets
+    from unimix.ssl.engine.datasets import knn_datasets
 
     cfg = load_pretrain_config(None, [*TINY, "eval.num_train=30", "eval.num_test=12", "seed=4"])
     save_config(cfg, tmp_path / "config.yaml")

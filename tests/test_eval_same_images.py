@@ -23,8 +23,8 @@ from unimix.data import build_dataset
 from unimix.data.distinct import check_distinct, shared_files
 from unimix.eval import export_extractor
 from unimix.ssl.config import load_pretrain_config
-from unimix.ssl.datasets import check_eval_dataset
-from unimix.ssl.preflight import PreflightError, preflight
+from unimix.ssl.engine.datasets import check_eval_dataset
+from unimix.ssl.engine.preflight import PreflightError, preflight
 from unimix.ssl.pretrain_cli import main as pretrain_main
 
 CLASSES = ("a", "b")

@@ -333,7 +333,7 @@ def test_only_the_main_process_prints(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_your_own_dataset_object_is_sized() -> None:
-    from unimix.ssl.trainer import resolve_config
+    from unimix.ssl.engine.trainer import resolve_config
 
     images = _noise(30, 20, gray=True)
     cfg = resolve_config("folder", ["threads=1"], own_dataset=True, images=images)

@@ -50,7 +50,7 @@ def _package_dirs() -> dict[str, str]:
 
 
 def _module_name(path: Path) -> str:
-    """Dotted name of a package file: ``ssl/trainer.py`` → ``unimix.ssl.trainer``."""
+    """Dotted name of a package file: ``ssl/engine/trainer.py`` → ``unimix.ssl.engine.trainer``."""
     rel = path.relative_to(REPO_ROOT).with_suffix("")
     by_dir = {folder: name for name, folder in _package_dirs().items()}
     parts = list(rel.parts)
@@ -70,7 +70,7 @@ def package_files() -> list[Path]:
 
 
 def unit_of(module: str) -> str:
-    """The layered unit a dotted module belongs to (``unimix.ssl.trainer`` → ``unimix.ssl``)."""
+    """The layered unit a dotted module belongs to (``unimix.ssl.engine.trainer`` → ``unimix.ssl``)."""
     parts = module.split(".")
     if parts[0] != ROOT:
         return ""

@@ -24,7 +24,7 @@ from test_dino_train import (
 )
 
 from unimix.checkpoint import list_checkpoints
-from unimix.ssl.launch import check_launch, lost_peer_message
+from unimix.ssl.engine.launch import check_launch, lost_peer_message
 
 #: The survivor must be gone this long after its peer was killed (it takes ~3 s here).
 END_WITHIN_S = 60

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_dino_train import _write_config
 
-import unimix.ssl.trainer as trainer
+import unimix.ssl.engine.trainer as trainer
 from unimix.ssl.pretrain_cli import main
 
 KNN_SECONDS = 2.0

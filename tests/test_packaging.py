@@ -1,6 +1,6 @@
 """Packaging: ``ssl/`` never shadows the standard library (it has no ``__init__.py``: a namespace
 package, reachable only as ``unimix.ssl``, whose public names ``import unimix`` installs), and
-``unimix.*`` imports both from the editable install and from a regular (wheel) install (BRIEF §4)."""
+``unimix.*`` imports both from the editable install and from a regular (wheel) install."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_stdlib_ssl_is_not_shadowed_from_the_repo_root() -> None:
     path, cwd_first = _python(code, REPO_ROOT).split()
     assert cwd_first == "True"
     assert Path(path).resolve() == STDLIB_SSL
-    assert not (REPO_ROOT / "ssl" / "__init__.py").exists()  # BRIEF §4: no regular package ssl
+    assert not (REPO_ROOT / "ssl" / "__init__.py").exists()  # no regular package named ssl
 
 
 def test_stdlib_users_of_ssl_import_from_the_repo_root() -> None:
@@ -70,7 +70,7 @@ def test_unimix_ssl_exports_its_public_names() -> None:
         "import unimix.ssl\n"
         "light = 'torch' not in sys.modules\n"
         "from unimix.ssl import pretrain, PretrainConfig, PretrainResult, DINOLoss\n"
-        "from unimix.ssl import trainer\n"
+        "from unimix.ssl.engine import trainer\n"
         "import unimix\n"
         "assert pretrain is trainer.pretrain is unimix.pretrain\n"
         "assert all(hasattr(unimix.ssl, name) for name in unimix.ssl.__all__)\n"

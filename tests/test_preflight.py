@@ -13,9 +13,9 @@ import pytest
 from test_dino_train import PRETRAIN, REPO, _env, _write_config
 
 from unimix.data import DATASET_NAMES
-from unimix.ssl import preflight as preflight_module
 from unimix.ssl.config import load_pretrain_config
-from unimix.ssl.preflight import PreflightError, checkpoint_bytes, preflight
+from unimix.ssl.engine import preflight as preflight_module
+from unimix.ssl.engine.preflight import PreflightError, checkpoint_bytes, preflight
 from unimix.ssl.pretrain_cli import main
 
 

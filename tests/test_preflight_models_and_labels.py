@@ -17,7 +17,7 @@ from test_dino_train import PRETRAIN, REPO, _env, _write_config
 from unimix.backbones import create_dino_backbone
 from unimix.data.shards_cli import main as shards_main
 from unimix.ssl.config import load_pretrain_config
-from unimix.ssl.preflight import preflight
+from unimix.ssl.engine.preflight import preflight
 from unimix.ssl.pretrain_cli import main
 
 

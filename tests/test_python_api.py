@@ -129,7 +129,7 @@ def test_unusable_datasets_are_refused_in_one_line(
 
 def test_config_may_be_a_recipe_name_or_a_yaml_path(tmp_path: Path) -> None:
     from unimix.config import ConfigError, save_config
-    from unimix.ssl.trainer import resolve_config
+    from unimix.ssl.engine.trainer import resolve_config
 
     named = resolve_config("quickstart", ["seed=3"])
     assert named.model.backbone == "poolformer_nano" and named.seed == 3

@@ -18,11 +18,11 @@ import pytest
 from test_dino_train import PRETRAIN, REPO, _env, _metrics, _run, _write_config
 
 from unimix.checkpoint import list_checkpoints, load_backbone, verify_checkpoint
-from unimix.ssl.run_lock import LOCK_NAME, RunLockedError, lock_output_dir
+from unimix.ssl.engine.run_lock import LOCK_NAME, RunLockedError, lock_output_dir
 
 _HOLD = """
 import sys, time
-from unimix.ssl.run_lock import lock_output_dir
+from unimix.ssl.engine.run_lock import lock_output_dir
 lock_output_dir(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from test_dino_train import PRETRAIN, _metrics, _run, _write_config
 
+from unimix.config import ConfigError
 from unimix.ssl.config import load_pretrain_config
+from unimix.ssl.engine.trackers import flat_config
 from unimix.ssl.pretrain_cli import main
-from unimix.ssl.trackers import flat_config
 
 STEPS = ["max_steps=3", "checkpoint.every_steps=0"]
 
@@ -88,12 +89,12 @@ def test_the_default_run_says_nothing_about_trackers(tmp_path: Path) -> None:
     assert not (out / "tensorboard").exists()
 
 
-def test_tracker_config_and_the_deprecated_tensorboard_key() -> None:
-    assert load_pretrain_config("quickstart").logging.trackers == ["jsonl"]
-    cfg = load_pretrain_config("quickstart", ["logging.tensorboard=true"])
-    assert cfg.logging.trackers == ["jsonl", "tensorboard"]
-    cfg = load_pretrain_config("quickstart", ["logging.tensorboard=false"])
+def test_tracker_config_and_no_tensorboard_key() -> None:
+    cfg = load_pretrain_config("quickstart")
     assert cfg.logging.trackers == ["jsonl"]
+    # the old boolean is gone (0.x): an unknown key, one line naming it
+    with pytest.raises(ConfigError, match=r"logging\.tensorboard"):
+        load_pretrain_config("quickstart", ["logging.tensorboard=true"])
     flat = flat_config(cfg)
     assert flat["optim.base_lr"] == cfg.optim.base_lr
     assert flat["model.head.out_dim"] == cfg.model.head.out_dim
@@ -103,8 +104,11 @@ def test_tracker_config_and_the_deprecated_tensorboard_key() -> None:
 
 # ------------------------------------------------------------------ the final k-NN, the stores
 KNN_AT_END = ["eval.knn_at_end=true", "eval.num_train=32", "eval.num_test=16", "eval.k=5"]
-FINAL = {"final_knn_top1_teacher": "trained", "final_knn_top1_student": "student",
-         "final_knn_top1_untrained": "untrained"}  # fmt: skip
+FINAL = {
+    "final_knn_top1_teacher": "trained",
+    "final_knn_top1_student": "student",
+    "final_knn_top1_untrained": "untrained",
+}
 
 
 def test_the_final_knn_reaches_tensorboard(tmp_path: Path) -> None:

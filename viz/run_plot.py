@@ -3,7 +3,7 @@ the run wrote it, ``RUN/knn.json``: DINO loss; the teacher's per-sample entropy 
 entropy of its batch-mean distribution (collapse drives their gap to 0); lr; teacher momentum;
 online k-NN top-1 (with the final trained/untrained numbers as dotted lines); throughput.
 
-Records are those of :class:`unimix.ssl.monitor.Monitor` (and :mod:`unimix.ssl.callbacks`):
+Records are those of :class:`unimix.ssl.engine.monitor.Monitor` (and :mod:`unimix.ssl.engine.callbacks`):
 ``{"step", "loss", "lr", "momentum", "teacher_entropy", "teacher_mean_entropy", "img_per_s",
 ...}`` every ``logging.every_steps``, ``{"step", "knn_top1"}`` per online k-NN, and events.
 """

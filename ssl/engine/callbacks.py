@@ -60,8 +60,10 @@ class LogCallback:
         self.cfg, self.monitor, self.loss_fn = cfg, monitor, loss_fn
         self.collapse = CollapseDetector(out_dim, cfg.collapse_patience)
         self.batch_size, self.steps_per_epoch, self.world_size = (
-            batch_size, steps_per_epoch, world_size,
-        )  # fmt: skip
+            batch_size,
+            steps_per_epoch,
+            world_size,
+        )
         self.window_s, self.window_images = 0.0, 0
         self.run_start = time.perf_counter()
 

@@ -42,10 +42,17 @@ def _knn_rows(
     """Every process calls this: each extracts its block of the data on its device (the same
     distributed code as ``unimix knn``) and all get the same rows."""
     return compare_knn(
-        networks, train, test, ks=(min(e.k, len(train)),), temperature=e.temperature,
-        bn_images=bn_images, raw_pixels=raw_pixels, seed=seed, batch_size=e.batch_size,
+        networks,
+        train,
+        test,
+        ks=(min(e.k, len(train)),),
+        temperature=e.temperature,
+        bn_images=bn_images,
+        raw_pixels=raw_pixels,
+        seed=seed,
+        batch_size=e.batch_size,
         accelerator=accelerator,
-    )  # fmt: skip
+    )
 
 
 def online_knn(
@@ -90,9 +97,15 @@ def final_knn(
     untrained.to(accelerator.device)
     networks = {"teacher": teacher.backbone, "student": student.backbone, "untrained": untrained}
     rows = _knn_rows(
-        cfg.eval, cfg.seed, networks, train, test, accelerator, bn_images=FINAL_BN_IMAGES,
+        cfg.eval,
+        cfg.seed,
+        networks,
+        train,
+        test,
+        accelerator,
+        bn_images=FINAL_BN_IMAGES,
         raw_pixels=cfg.augment.global_size <= RAW_PIXEL_MAX_SIZE,
-    )  # fmt: skip
+    )
     disable_stochastic_layers(teacher)
     k = min(cfg.eval.k, len(train))
 
@@ -118,8 +131,12 @@ def final_knn(
 def final_knn_metrics(knn: dict[str, Any]) -> dict[str, float]:
     """The final k-NN as metrics for ``metrics.jsonl`` and the trackers:
     ``final_knn_top1_<network>`` (teacher, student, untrained, raw_pixels) for each number."""
-    names = {"trained": "teacher", "student": "student", "untrained": "untrained",
-             "raw_pixels": "raw_pixels"}  # fmt: skip
+    names = {
+        "trained": "teacher",
+        "student": "student",
+        "untrained": "untrained",
+        "raw_pixels": "raw_pixels",
+    }
     return {
         f"final_knn_top1_{name}": float(knn[key])
         for key, name in names.items()

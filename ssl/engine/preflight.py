@@ -122,9 +122,12 @@ def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
     refs = []
     if d.dataset is not None:  # None: the caller's own images (unimix.pretrain(dataset=...))
         train_options = dataset_options(
-            d.dataset, root=d.root, num_samples=d.num_samples, image_size=d.image_size,
+            d.dataset,
+            root=d.root,
+            num_samples=d.num_samples,
+            image_size=d.image_size,
             seed=cfg.seed,
-        )  # fmt: skip
+        )
         refs.append(
             (_DataRef("data.dataset", d.dataset, d.split, train_options, d.download), False)
         )
@@ -169,9 +172,11 @@ def _check_knn_distinct(bank: tuple[_DataRef, Any], queries: tuple[_DataRef, Any
         hint += " (or data.holdout=N: a k-NN on N held-out training images)"
     try:
         check_distinct(
-            bank_set, query_set,
-            f"{ref.key}={ref.name!r} (splits {ref.split!r} and {query_ref.split!r})", hint,
-        )  # fmt: skip
+            bank_set,
+            query_set,
+            f"{ref.key}={ref.name!r} (splits {ref.split!r} and {query_ref.split!r})",
+            hint,
+        )
     except ValueError as err:
         raise PreflightError(str(err)) from None
 

@@ -90,9 +90,15 @@ class Run:
             "seed": cfg.seed,
         }
         return save_training_checkpoint(
-            self.output_dir / CHECKPOINTS_DIR, step, self.accelerator, self.networks,
-            self.step_fn.loss_fn, meta, state, cfg.checkpoint.keep_last,
-        )  # fmt: skip
+            self.output_dir / CHECKPOINTS_DIR,
+            step,
+            self.accelerator,
+            self.networks,
+            self.step_fn.loss_fn,
+            meta,
+            state,
+            cfg.checkpoint.keep_last,
+        )
 
 
 def _announce(run: Run) -> None:
@@ -221,9 +227,13 @@ def build_run(
     dataset = build_train_dataset(cfg) if dataset is None else dataset  # a caller's own data
     _decode_on_device(cfg, dataset, render_on_device(cfg, accelerator.device))  # before writing
     plan = BatchPlan(
-        len(dataset), cfg.data.batch_size, cfg.optim.grad_accum_steps,
-        accelerator.num_processes, accelerator.process_index, cfg.seed,
-    )  # fmt: skip
+        len(dataset),
+        cfg.data.batch_size,
+        cfg.optim.grad_accum_steps,
+        accelerator.num_processes,
+        accelerator.process_index,
+        cfg.seed,
+    )
     plan = stream_plan(dataset, plan, cfg.data.num_workers)  # shards: fewer steps per epoch
     schedules = Schedules(cfg, plan.steps_per_epoch)
     end_step = schedules.total_steps
@@ -247,14 +257,29 @@ def build_run(
         save_config(cfg, output_dir / "config.yaml")
         use_run_stores(cfg.logging.trackers, output_dir)  # MLflow: <output_dir>/mlruns
     run = Run(
-        cfg, accelerator, launch, output_dir, resume_path, dataset, plan, schedules, step_fn,
-        networks, start_step, end_step,
-    )  # fmt: skip
+        cfg,
+        accelerator,
+        launch,
+        output_dir,
+        resume_path,
+        dataset,
+        plan,
+        schedules,
+        step_fn,
+        networks,
+        start_step,
+        end_step,
+    )
     run.monitor = Monitor(
-        output_dir, end_step, start_step, enabled=accelerator.is_main_process,
-        progress_bar=cfg.logging.progress_bar, accelerator=accelerator,
-        project=cfg.logging.project, config=flat_config(cfg),
-    )  # fmt: skip
+        output_dir,
+        end_step,
+        start_step,
+        enabled=accelerator.is_main_process,
+        progress_bar=cfg.logging.progress_bar,
+        accelerator=accelerator,
+        project=cfg.logging.project,
+        config=flat_config(cfg),
+    )
     _announce(run)
     run.batches = _start_batches(run)
     return run

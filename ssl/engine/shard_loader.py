@@ -8,12 +8,10 @@ buffer seeded by (seed, e, r, w). Micro-batch ``g`` of the run (counted over all
 from reader ``g mod R``, which is the order a DataLoader collects its workers' items in.
 
 Every reader gets at least ``S // (W·R)`` shards, so an epoch is as many steps as the
-``S // (W·R)`` smallest shards fill on every reader (:attr:`ShardPlan.steps_per_epoch`): every
-process takes the same number of steps, and the samples beyond that are dropped, a different
-few each epoch. A resume restarts each reader at the start of the shard its position was in
-(derived from the step, with the current process and worker counts): samples of that shard
-already seen are seen again, and samples of earlier shards still waiting in the shuffle buffer
-are not seen this epoch.
+``S // (W·R)`` smallest shards fill on every reader (:attr:`ShardPlan.steps_per_epoch`) on
+every process; the samples beyond that are dropped, a different few each epoch. A resume
+restarts each reader at the start of the shard its position was in (derived from the step,
+with the current process and worker counts); what that re-reads and skips: docs/data.md.
 """
 
 from __future__ import annotations
@@ -29,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ...data.shard_dataset import ShardDataset
 from ...data.shards import (
-    ShardDataset,
     ShardSet,
     buffer_rng,
     decoded_samples,
@@ -122,9 +120,12 @@ def stream_plan(dataset: Any, plan: BatchPlan, num_workers: int) -> BatchPlan:
     readers = max(1, min(num_workers, len(shards.paths) // world))
     fields = {f.name: getattr(plan, f.name) for f in dataclasses.fields(BatchPlan)}
     return ShardPlan(
-        **fields, counts=shards.counts, readers=readers, buffer_size=dataset.buffer_size,
+        **fields,
+        counts=shards.counts,
+        readers=readers,
+        buffer_size=dataset.buffer_size,
         spec=dataset.spec,
-    )  # fmt: skip
+    )
 
 
 def resume_message(plan: ShardPlan, micro: int) -> str:

@@ -63,16 +63,23 @@ def _callbacks(
     checkpoints = CheckpointCallback(cfg.checkpoint, run.save)
     callbacks: list[Callback] = [
         LogCallback(
-            cfg.logging, monitor, step_fn.loss_fn, cfg.model.head.out_dim, cfg.data.batch_size, steps_per_epoch, run.world,
+            cfg.logging,
+            monitor,
+            step_fn.loss_fn,
+            cfg.model.head.out_dim,
+            cfg.data.batch_size,
+            steps_per_epoch,
+            run.world,
         ),
         checkpoints,
         KnnCallback(
-            cfg.eval, steps_per_epoch,
+            cfg.eval,
+            steps_per_epoch,
             lambda: online_knn(cfg, run.networks["teacher"], run.accelerator, eval_dataset),
             monitor,
         ),
         BudgetCallback(cfg.max_minutes, run.accelerator, monitor),
-    ]  # fmt: skip
+    ]
     return callbacks, checkpoints
 
 
