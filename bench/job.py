@@ -172,7 +172,7 @@ def _capped_warmups(cfg: Any, spec: JobSpec, epochs: float) -> list[str]:
 def _probe_rate(spec: JobSpec, out: Path) -> float:
     """Source images per second of ``ours`` on this machine now (6 steps; the first 2 dropped)."""
     from ..ssl.config import load_pretrain_config
-    from ..ssl.trainer import pretrain
+    from ..ssl.engine.trainer import pretrain
 
     probe = out / "probe"
     cfg = load_pretrain_config(
@@ -186,7 +186,7 @@ def _probe_rate(spec: JobSpec, out: Path) -> float:
 
 def _run_ours(spec: JobSpec, out: Path) -> dict[str, Any]:
     from ..ssl.config import load_pretrain_config
-    from ..ssl.trainer import pretrain
+    from ..ssl.engine.trainer import pretrain
 
     n = _train_size(spec)
     base = load_pretrain_config(spec.recipe, spec.overrides)

@@ -59,9 +59,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _time_variant(spec: ThroughputSpec) -> dict[str, Any]:
-    from ..ssl.launch import resolve_launch
-    from ..ssl.runtime import make_accelerator
-    from ..ssl.trainer import build_train_dataset
+    from ..ssl.engine.launch import resolve_launch
+    from ..ssl.engine.runtime import make_accelerator
+    from ..ssl.engine.trainer import build_train_dataset
     from .step_runners import OursRunner
 
     cfg = build_config(spec)

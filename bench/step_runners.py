@@ -26,7 +26,7 @@ class OursRunner:
     """unimix's trainer pieces: per-sample-seeded batched multi-crop loader + ``DINOStep``."""
 
     def __init__(self, cfg: Any, dataset: Any, accelerator: Any) -> None:
-        from ..ssl.loader import (
+        from ..ssl.engine.loader import (
             BatchPlan,
             MultiCropBatches,
             jpeg_folder,
@@ -34,7 +34,7 @@ class OursRunner:
             render_on,
         )
         from ..ssl.multicrop import MultiCropAugment
-        from ..ssl.run import render_on_device
+        from ..ssl.engine.run import render_on_device
         from ..ssl.schedules import Schedules
         from ..ssl.step import DINOStep
 

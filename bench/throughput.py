@@ -124,9 +124,9 @@ def _alternate(
 def measure(spec: ThroughputSpec) -> dict[str, Any]:
     """Time both loops as ``spec`` says; returns the JSON report (img/s, ratio vs lightly, % of
     peak fp32, step FLOPs, round seconds, peak RSS …). Prints progress."""
-    from ..ssl.launch import resolve_launch
-    from ..ssl.runtime import make_accelerator
-    from ..ssl.trainer import build_train_dataset
+    from ..ssl.engine.launch import resolve_launch
+    from ..ssl.engine.runtime import make_accelerator
+    from ..ssl.engine.trainer import build_train_dataset
 
     if spec.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision: expected fp32 or bf16, got {spec.precision!r}")

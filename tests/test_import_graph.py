@@ -153,3 +153,39 @@ def test_the_relative_check_names_absolute_imports() -> None:
         "eval/probe.py:1: from unimix.data import x",
         "eval/probe.py:2: import unimix.eval",
     ]
+
+
+def unresolved_imports(sources: dict[str, tuple[str, bool]]) -> list[str]:
+    """``module:line: target`` for each import of one of our modules that names no module or
+    package of ``sources`` (a module moved or renamed without its importers following)."""
+    known = set(sources)
+    for module in sources:
+        parts = module.split(".")
+        known.update(".".join(parts[:i]) for i in range(1, len(parts)))  # namespace packages too
+    found = []
+    for module, (source, is_package) in sources.items():
+        for node in ast.walk(ast.parse(source, module)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found += [
+                    f"{module}:{node.lineno}: {target}"
+                    for target in _targets(node, module, is_package)
+                    if target not in known and target.rsplit(".", 1)[0] not in sources
+                ]
+    return found
+
+
+def test_every_import_of_our_modules_resolves() -> None:
+    assert unresolved_imports(package_sources()) == []
+
+
+def test_the_resolution_check_names_a_moved_module() -> None:
+    sources = {
+        "unimix.ssl.engine": ("", True),
+        "unimix.ssl.engine.launch": ("", False),
+        "unimix.bench.speed": ("def f():\n    from ..ssl.launch import x\n", False),
+        "unimix.bench.job": (
+            "from ..ssl.engine.launch import x\nfrom ..ssl import engine\n",
+            False,
+        ),
+    }
+    assert unresolved_imports(sources) == ["unimix.bench.speed:2: unimix.ssl.launch"]

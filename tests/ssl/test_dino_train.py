@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from unimix.checkpoint import find_resume_checkpoint, list_checkpoints
 from unimix.ssl.pretrain_cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: ``unimix pretrain`` as the README runs it: ``python -m unimix.cli pretrain`` (or after
 #: ``accelerate launch``, which takes the same ``-m``).
 PRETRAIN = ["-m", "unimix.cli", "pretrain"]

@@ -166,7 +166,7 @@ def test_trace_rows_are_rate1_and_stay_in_the_window(size: tuple[int, int]) -> N
         mixer.rate1.fill_(0.8)
         mixer.rate2.fill_(0.3)
     x = torch.randn(2, 12, *size)
-    trace = mixer.trace(x)  # the generic contract: tests/test_backbones_mixers.py
+    trace = mixer.trace(x)  # the generic contract: tests/backbones/test_backbones_mixers.py
     rows = trace.affinity.sum(-1) / 0.8
     torch.testing.assert_close(rows, torch.ones_like(rows))
     # sparse rows: nothing outside the 5×5 window

@@ -421,7 +421,7 @@ def test_disk_full_on_another_process_stops_every_process(tmp_path: Path) -> Non
     ]  # fmt: skip
     proc = subprocess.run(
         [*launch, "pretrain", "-c", str(config), "-o", str(out)],
-        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     root = out / "checkpoints"

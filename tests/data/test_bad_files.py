@@ -28,7 +28,7 @@ from unimix.eval.load import load_extractor
 from unimix.ssl.config import load_pretrain_config
 from unimix.ssl.pretrain_cli import main as pretrain_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLASSES = ("a", "b", "c")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

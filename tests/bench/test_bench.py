@@ -99,13 +99,13 @@ def test_knn_speed_reports_exact_approximate_and_memory(tmp_path: Path) -> None:
     assert EXACT in format_knn_speed(report)
 
 
-SCRIPTS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
+SCRIPTS = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "scripts").glob("*.py"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_script_is_a_command_line_with_help(script: str) -> None:
     """Each script runs as a program (never imported by path) and its imports resolve."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, str(root / "scripts" / script), "--help"],
         capture_output=True, text=True, timeout=120, cwd=root,

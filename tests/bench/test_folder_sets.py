@@ -21,7 +21,7 @@ from unimix.bench.folder_search import (
 )
 from unimix.bench.folder_sets import GLYPHS, find_fonts, render_glyph, write_glyphs28
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------ glyphs28

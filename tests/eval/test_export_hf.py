@@ -29,7 +29,7 @@ from unimix.eval import eval_transform
 from unimix.eval.export_cli import build_parser as _export_parser
 from unimix.eval.export_cli import main as main_export
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]  # not ImageNet's: the round trip must carry them
 TINY_RUN = {
     "data": {"dataset": "synthetic", "num_samples": 64, "image_size": 16, "batch_size": 16,

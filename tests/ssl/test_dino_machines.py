@@ -15,7 +15,7 @@ from test_dino_train import PRETRAIN, _env, _free_port, _metrics, _run, _write_c
 from unimix.checkpoint import list_checkpoints, verify_checkpoint
 from unimix.ssl.engine.launch import check_launch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _machines(args: list[str], port: int, multi_gpu: bool = True) -> list[str]:

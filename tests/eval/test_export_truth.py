@@ -31,7 +31,7 @@ from unimix.eval import eval_transform, load_extractor
 from unimix.eval.export_cli import main as main_export
 from unimix.eval.knn_cli import main as main_knn
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]  # what _fake_checkpoint records
 
 

@@ -205,7 +205,7 @@ def test_table_rejects_unknown_names(capsys) -> None:
 
 # -- where presets are declared, and what registers them ----------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "backbones.md"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "backbones"
+PACKAGE = Path(__file__).resolve().parents[2] / "backbones"
 FILES = sorted(PACKAGE.rglob("*.py"))
 
 

@@ -17,7 +17,7 @@ from unimix.backbones import create_dino_backbone
 from unimix.cli import main as unimix_main
 from unimix.eval import export_extractor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

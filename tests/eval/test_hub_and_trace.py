@@ -14,7 +14,7 @@ import torch
 
 from unimix.backbones import PRESETS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_torch_hub_list_shows_the_presets_and_from_export_only(

@@ -23,7 +23,7 @@ from unimix.data.image_stats import ImageStats, image_stats, mirror_score
 from unimix.ssl.config import load_pretrain_config
 from unimix.ssl.folder_recipe import SIZED_KEYS, choose, given_keys, size_from_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------ sets on disk
