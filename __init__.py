@@ -11,9 +11,8 @@ Python API (see docs/python_api.md)::
 Subpackages, bottom to top (imports run one way, see tests/test_import_direction.py):
 ``unimix.config``; ``unimix.data`` (datasets), ``unimix.backbones`` (mixers, skeleton, presets);
 ``unimix.checkpoint`` (the checkpoint format); ``unimix.eval`` (k-NN, linear probe, export);
-``unimix.ssl`` (DINO); ``unimix.bench``, ``unimix.viz`` (affinity plots), ``unimix.cli``.
-Each is imported on first use (``unimix.ssl``, ``unimix.pretrain``, ...), so ``import unimix``
-(and ``unimix --help``) does not pay for torch and timm.
+``unimix.ssl`` (DINO); ``unimix.bench``, ``unimix.viz`` (affinity plots), ``unimix.cli``. Each
+loads on first use, so ``import unimix`` (and ``unimix --help``) does not pay for torch and timm.
 """
 
 from __future__ import annotations

@@ -11,12 +11,8 @@ Each preset entry point (``poolformer_nano``, ``deit_small``, ...) is
 headless backbone, randomly initialised; ``features_only=True`` and timm's other keyword
 arguments work as with timm. ``from_export(DIR)`` loads a folder written by
 ``unimix export RUN --format hf --output DIR`` (``"hf-hub:USER/REPO"`` for one pushed to the
-Hugging Face Hub) with the run's weights and ``pretrained_cfg`` (mean/std, input size).
-
-The entry points are the presets and ``from_export``, nothing else. ``torch.hub.list`` lists
-them for a copy on GitHub (``torch.hub.list("OWNER/unimix")``), but it takes no local folder
-(torch's ``list`` and ``help`` have no ``source="local"``, unlike ``load``): from a checkout,
-``unimix backbones`` lists the presets, each of which is an entry point.
+Hugging Face Hub) with the run's weights and ``pretrained_cfg`` (mean/std, input size). There
+are no other entry points; ``torch.hub.list`` takes no local folder (docs/export.md).
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """Recipe search under a budget of source images, chosen on a validation split.
 
-A grid (YAML) names configurations — each a list of ``unimix pretrain`` overrides on top of a
-recipe and the grid's shared ``base`` — and every configuration runs for the same number of
-source images, on ≥ 2 seeds, with a validation k-NN: bank = training images, queries = a fixed
-set held out of the training set (:func:`unimix.data.split_holdout`); the test set is not
-read. The table ranks configurations by the mean over seeds of the teacher's like-for-like
-k-NN top-1 (k = 20). Finished runs are kept, so a grid can grow and an interrupted search
-resumes.
-
-Grid file::
-
-    recipe: cifar10_nano            # unimix recipe every configuration starts from
-    backbone: poolformer_nano
-    base: [data.batch_size=128]     # overrides shared by every configuration
-    configs:
-      baseline: []
-      bn_head: [model.head.use_bn=true, model.head.num_layers=2]
+A grid (YAML, :func:`load_grid`; its format is in docs/benchmarks.md) names configurations —
+each a list of ``unimix pretrain`` overrides on top of a recipe and the grid's shared ``base`` —
+and every configuration runs for the same number of source images, on ≥ 2 seeds, with a
+validation k-NN: bank = training images, queries = a fixed set held out of the training set
+(:func:`unimix.data.split_holdout`); the test set is not read. The table ranks configurations
+by the mean over seeds of the teacher's like-for-like k-NN top-1 (k = 20). Finished runs are
+kept, so a grid can grow and an interrupted search resumes.
 """
 
 from __future__ import annotations

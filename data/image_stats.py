@@ -2,21 +2,13 @@
 where the content sits, and whether a mirror image or a quarter turn looks like another image
 of the set. A recipe sized from the data (:mod:`unimix.ssl.folder_recipe`) reads it.
 
-Two of the numbers are tests rather than descriptions:
-
-- ``mirror_score`` = P(the mirror image of a sampled image is farther from its nearest other
-  image than the image itself is), ties counted half. When mirroring does not change what the
-  set looks like (natural photos, symmetric shapes), an image and its mirror image are equally
-  likely draws of the set, so the two nearest-neighbour distances are exchangeable and the score
-  is 0.5 up to sampling noise (measured: ±0.02 at 1,024 images, ±0.03 at 512; the
-  nearest-neighbour comparisons are not independent). Content whose orientation carries meaning
-  (text, digits: a mirrored ``b`` is a ``d`` or no character at all) lands its mirror images away
-  from every real image, and the score rises towards 1.
-- ``rotation_score``: the same with a quarter turn (90°).
-
-Distances are taken between small grayscale thumbnails, each centred and scaled to unit norm,
-so brightness and contrast do not count. Why not a library: no image library measures whether
-a *set* is mirror-invariant; this is a two-sample nearest-neighbour statistic in 30 lines.
+Two of the numbers are tests rather than descriptions: ``mirror_score`` = P(the mirror image of
+a sampled image is farther from its nearest other image than the image itself is), ties counted
+half: about 0.5 when mirroring does not change what the set looks like (photos, symmetric
+shapes), rising towards 1 when orientation carries meaning (text, digits). ``rotation_score``
+is the same with a quarter turn (90°). Distances are taken between small grayscale thumbnails,
+each centred and scaled to unit norm, so brightness and contrast do not count. Why the scores
+behave so, and their noise: docs/data.md.
 """
 
 from __future__ import annotations

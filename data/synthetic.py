@@ -2,20 +2,14 @@
 
 Each image shows one shape whose **kind is the label** (circle, square, triangle, star, cross,
 ring, crescent, bar, corner, frame — all mirror-symmetric, so a horizontal flip keeps the
-class). Everything else is a nuisance drawn at random per image: position, scale, rotation,
-foreground and background colours (light-on-dark or dark-on-light, any hue), a background
-texture (flat, stripes, gradient or smooth noise, random frequency and angle) and additive
-pixel noise. Colours and textures dominate the raw pixels, so a k-NN classifier on raw pixels
-does poorly, while the label is invariant to exactly the augmentations DINO trains with
-(colour jitter, grayscale, crops, flips): self-supervised features have something real to find.
+class). Everything else is a nuisance drawn at random per image (position, scale, rotation,
+colours, background texture, pixel noise): it dominates the raw pixels, while the label is
+invariant to exactly the augmentations DINO trains with (docs/data.md).
 
 Images are generated in blocks of :data:`BLOCK` with a seed derived from ``(seed, split,
 block)``, so image ``i`` is the same whatever ``num_samples`` is, and splits never share a
 random stream. Same seed → identical pixels. The whole set lives in RAM as one uint8 array
-(``num_samples · image_size² · 3`` bytes: 10,000 at 32 px = 31 MB).
-
-This is a demonstration and test dataset, not a benchmark: use it to check that a pipeline
-learns (quickstart, CI), then point the same code at real data.
+(``num_samples · image_size² · 3`` bytes). A demonstration and test dataset, not a benchmark.
 """
 
 from __future__ import annotations

@@ -1,27 +1,18 @@
-"""Export a run's backbone in timm's Hugging Face layout (``save_for_hf``) + a model card, and
-read such a folder back.
+"""Export a backbone in timm's Hugging Face layout with a model card, and read such a folder back.
 
 ``export_hf(model, meta, "DIR")`` writes, through timm's own ``save_for_hf``:
 
-- ``DIR/config.json``: ``architecture`` (``unimix_<preset>``, or the timm model's name),
-  ``num_classes`` 0, ``num_features``, ``model_args`` (the run's ``backbone_kwargs`` without drop
-  rates, as timm records them), ``pretrained_cfg`` with :func:`~unimix.eval.eval_data_config`
-  (the run's ``mean``/``std``, ``input_size``, bilinear, crop: the very config unimix's
-  :func:`~unimix.eval.eval_transform` is built from) and ``first_conv`` (the convolution that
-  reads the image, so that timm adapts it for ``in_chans=1``), and a ``unimix`` block (preset,
-  step, which network, the trained image size, run-relative source) that ``unimix knn`` and
-  ``unimix export`` read when given the folder back (:func:`load_hf_folder`);
+- ``DIR/config.json``: ``architecture``, ``num_classes`` 0, ``num_features``, ``model_args``,
+  ``pretrained_cfg`` with :func:`~unimix.eval.eval_data_config` (the config unimix's
+  :func:`~unimix.eval.eval_transform` is built from), ``first_conv``, and a ``unimix`` block
+  (preset, step, which network, the trained image size, run-relative source) that
+  ``unimix knn`` and ``unimix export`` read when given the folder back (:func:`load_hf_folder`);
 - ``DIR/model.safetensors``: the backbone's ``state_dict``, keys as the timm-created model has them;
-- ``DIR/README.md``: a model card (timm's ``generate_readme``): recipe, data (paths named from
-  the run folder), steps, the trained size, the exported network's own k-NN / linear-probe
-  numbers (the run's ``knn.json`` and ``eval/`` reports of the same network at the same step),
-  how to load it, licence Apache-2.0.
+- ``DIR/README.md``: a model card (timm's ``generate_readme``) with the exported network's numbers.
 
 After ``import unimix``, ``timm.create_model("local-dir:DIR", pretrained=True, num_classes=0)``
-returns the backbone with that ``pretrained_cfg`` (``timm.data.resolve_data_config({},
-model=model)`` gives the run's transform); ``"hf-hub:USER/REPO"`` takes the same path once the
-folder is on the Hub (:func:`push_hf` uploads it with timm's ``push_to_hf_hub``; needs network
-access and a Hugging Face token). No absolute path is written anywhere.
+returns the backbone with that ``pretrained_cfg``; :func:`push_hf` uploads the folder for
+``"hf-hub:USER/REPO"``. No absolute path is written anywhere. Every field: docs/export.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Nearest-neighbour search over a bank of features, on any device, exact or approximate.
 
-Backends (``backend="auto"`` picks the first that applies):
+Backends (``backend="auto"`` picks the first that applies; see docs/evaluation.md):
 
-- ``faiss-gpu``: FAISS on the GPU, when ``faiss`` was built with GPU support and the device is
-  CUDA;
+- ``faiss-gpu``: FAISS on the GPU, when ``faiss`` was built with GPU support and the device is CUDA;
 - ``torch``: DINO's chunked ``queries @ bank.T`` + top-k, on the device (an accelerator without
   GPU FAISS);
 - ``faiss``: FAISS on the CPU (BLAS inner products with a bounded heap per query).
