@@ -170,23 +170,10 @@ def knn_speed(
                 flush=True,
             )
     exact_s, exact_pred = min(runs[EXACT]["search"]), runs[EXACT]["pred"]
-    rows = {}
-    for name, run in runs.items():
-        build_s, search_s = min(run["build"]), min(run["search"])
-        rows[name] = {
-            "options": {key: str(v) for key, v in run["options"].items()},
-            "build_seconds": build_s,
-            "search_seconds": search_s,
-            "build_seconds_each_round": run["build"],
-            "search_seconds_each_round": run["search"],
-            "speedup_search": exact_s / search_s,
-            "speedup_with_build": exact_s / (build_s + search_s),
-            "agreement_with_exact": (run["pred"] == exact_pred).double().mean().item(),
-            "top1": 100 * float((run["pred"].numpy() == query_labels).mean()),
-            "peak_rss_bytes": run["peak"],
-            "peak_rss_vs_bank": run["peak"] / bank_bytes,
-            "peak_above_idle_vs_bank": (run["peak"] - idle) / bank_bytes,
-        }
+    rows = {
+        name: _method_row(run, exact_s, exact_pred, query_labels, bank_bytes, idle)
+        for name, run in runs.items()
+    }
     return {
         "bank": [bank.n, bank.dim],
         "bank_bytes": bank_bytes,
@@ -198,6 +185,33 @@ def knn_speed(
         "threads": torch.get_num_threads(),
         "methods": rows,
         "machine": platform.platform(),
+    }
+
+
+def _method_row(
+    run: dict[str, Any],
+    exact_s: float,
+    exact_pred: torch.Tensor,
+    query_labels: np.ndarray,
+    bank_bytes: int,
+    idle: int,
+) -> dict[str, Any]:
+    """One method's report: its best times of the rounds, speed-ups over exact search, its
+    agreement with exact search's predictions, top-1 and peak memory."""
+    build_s, search_s = min(run["build"]), min(run["search"])
+    return {
+        "options": {key: str(v) for key, v in run["options"].items()},
+        "build_seconds": build_s,
+        "search_seconds": search_s,
+        "build_seconds_each_round": run["build"],
+        "search_seconds_each_round": run["search"],
+        "speedup_search": exact_s / search_s,
+        "speedup_with_build": exact_s / (build_s + search_s),
+        "agreement_with_exact": (run["pred"] == exact_pred).double().mean().item(),
+        "top1": 100 * float((run["pred"].numpy() == query_labels).mean()),
+        "peak_rss_bytes": run["peak"],
+        "peak_rss_vs_bank": run["peak"] / bank_bytes,
+        "peak_above_idle_vs_bank": (run["peak"] - idle) / bank_bytes,
     }
 
 

@@ -1,21 +1,15 @@
 """Convert an image folder into WebDataset tar shards (the ``unimix shards`` command's work).
 
 Images are written in a seeded random order across the whole folder, so every stretch of a
-shard mixes the classes (WebDataset readers shuffle within a bounded buffer only: shards in
-class order gave batches of one or two classes). Each image is checked first (decoded, never
-re-encoded): a file that cannot be read or decoded (zero bytes, text named ``.jpg``, a broken
-link) is skipped with one ``warning:`` line instead of being copied. Each is stored as its
-original bytes under a numeric key, the position in the written order, with its label as
-``<key>.cls`` (labeled trees only).
-
-``shards.json`` next to the shards keeps the class names and each shard's sample count, by
-file name only (no absolute paths), so a run knows its epoch length without reading the tars.
-A shard is written under a hidden temporary name and renamed once complete, and the index is
-rewritten (atomically) after each one: a full disk or any other write error leaves only whole
-shards, all listed, and one line saying how far it got. A folder holding split folders
-(``train/``, ``test/``, ...) instead of classes gets one set of shards per split,
-``OUT/<split>/``, with the same classes (what ``data.dataset=OUT`` and ``eval.dataset=OUT``
-read with their splits).
+shard mixes the classes. Each image is checked first (decoded, never re-encoded): one that
+cannot be read or decoded is skipped with one ``warning:`` line instead of being copied. Each
+is stored as its original bytes under a numeric key, the position in the written order, with
+its label as ``<key>.cls`` (labeled trees only). ``shards.json`` next to the shards keeps the
+class names and each shard's sample count, by file name only. A shard is written under a
+hidden temporary name and renamed once complete, and the index is rewritten (atomically) after
+each one: a write error leaves only whole shards, all listed, and one line saying how far it
+got. A folder holding split folders (``train/``, ``test/``, ...) gets one set of shards per
+split, ``OUT/<split>/``, with the same classes. Format and reasons: docs/data.md.
 """
 
 from __future__ import annotations
@@ -121,6 +115,38 @@ def _checked(
                     yield i, os.path.splitext(files[i])[1].lstrip(".").lower(), data
 
 
+def _check_naming(shard_size: int, prefix: str) -> None:
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+    if not prefix or os.sep in prefix or "{" in prefix or prefix.startswith("."):
+        raise ValueError(f"--prefix must be a plain file name stem, got {prefix!r}")
+
+
+def _listed(
+    folder: str | os.PathLike[str], labeled: bool | None, classes: Sequence[str] | None
+) -> ImageFolderDataset:
+    """The folder's images, refused when ``classes`` (another split's) differ from its own."""
+    images = ImageFolderDataset(folder, labeled=labeled)
+    if classes is not None and list(classes) != list(images.classes):
+        differ = sorted(set(classes) ^ set(images.classes))
+        raise ValueError(
+            f"{folder} has other classes than the split before it ({', '.join(differ[:3])} in "
+            "one only): the labels would not match; give every split the same class folders"
+        )
+    return images
+
+
+def _output_folder(out: str | os.PathLike[str]) -> Path:
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output {out_dir} is a file, expected a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ShardWriteError(f"cannot create {out_dir}: {err.strerror or err}") from None
+    return out_dir
+
+
 def write_shards(
     folder: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -152,24 +178,9 @@ def write_shards(
         ShardWriteError: a write failed (full disk, read-only, ...); the complete shards stay,
             listed in ``shards.json``, and no partial one is left.
     """
-    if shard_size < 1:
-        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
-    if not prefix or os.sep in prefix or "{" in prefix or prefix.startswith("."):
-        raise ValueError(f"--prefix must be a plain file name stem, got {prefix!r}")
-    images = ImageFolderDataset(folder, labeled=labeled)
-    if classes is not None and list(classes) != list(images.classes):
-        differ = sorted(set(classes) ^ set(images.classes))
-        raise ValueError(
-            f"{folder} has other classes than the split before it ({', '.join(differ[:3])} in "
-            "one only): the labels would not match; give every split the same class folders"
-        )
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output {out_dir} is a file, expected a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ShardWriteError(f"cannot create {out_dir}: {err.strerror or err}") from None
+    _check_naming(shard_size, prefix)
+    images = _listed(folder, labeled, classes)
+    out_dir = _output_folder(out)
     index = _start_index(out_dir, list(images.classes))
     order = np.random.default_rng(seed).permutation(len(images.files))
     threads = max(1, min(threads or os.cpu_count() or 1, 8))

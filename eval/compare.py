@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -114,14 +114,28 @@ def compare_knn(
         pixels = score(*pixel_features(bank), *pixel_features(queries))
         rows.append({"network": "raw_pixels", "bn": "none", **pixels})
     for name, model in networks.items():
-        if not has_batchnorm(model):
-            rows.append({"network": name, "bn": "none", **network_score(model)})
-            continue
-        rows.append({"network": name, "bn": "kept", **network_score(model)})
-        if bn_images > 0:
-            calibrated = copy.deepcopy(model)
-            calibrate_batchnorm(calibrated, bank, bn_images, seed, batch_size)
-            rows.append({"network": name, "bn": "recalibrated", **network_score(calibrated)})
+        rows.extend(_network_rows(name, model, network_score, bank, bn_images, seed, batch_size))
+    return rows
+
+
+def _network_rows(
+    name: str,
+    model: nn.Module,
+    network_score: Callable[[nn.Module], dict[str, float]],
+    bank: Any,
+    bn_images: int,
+    seed: int,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """One network's rows: ``none`` without BatchNorm, else ``kept`` (and ``recalibrated`` on
+    ``bn_images`` bank images, a copy of the model)."""
+    if not has_batchnorm(model):
+        return [{"network": name, "bn": "none", **network_score(model)}]
+    rows = [{"network": name, "bn": "kept", **network_score(model)}]
+    if bn_images > 0:
+        calibrated = copy.deepcopy(model)
+        calibrate_batchnorm(calibrated, bank, bn_images, seed, batch_size)
+        rows.append({"network": name, "bn": "recalibrated", **network_score(calibrated)})
     return rows
 
 

@@ -229,6 +229,20 @@ def linear_probe(
     best, val_top1, test_top1, test_top5 = _choose_and_retrain(
         train_heads, normalize, device, x_train, y_train, x_test, y_test, fit_idx, val_idx, lrs
     )
+    settings = {"epochs": epochs, "batch_size": batch_size, "normalize": normalize}
+    sizes = {"train_size": len(fit_idx), "val_size": len(val_idx), "test_size": len(y_test)}
+    return _report(lrs, best, val_top1, test_top1, test_top5, {**settings, **sizes})
+
+
+def _report(
+    lrs: Sequence[float],
+    best: int,
+    val_top1: torch.Tensor,
+    test_top1: torch.Tensor,
+    test_top5: torch.Tensor,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The probe's result: the chosen lr, its scores and the whole grid, then ``extra``."""
     grid = {float(lr): float(v) for lr, v in zip(lrs, val_top1, strict=True)}
     return {
         "best_lr": lrs[best],
@@ -236,12 +250,7 @@ def linear_probe(
         "test_top1": float(test_top1[0]),
         "test_top5": float(test_top5[0]),
         "grid": grid,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "normalize": normalize,
-        "train_size": len(fit_idx),
-        "val_size": len(val_idx),
-        "test_size": len(y_test),
+        **extra,
     }
 
 
