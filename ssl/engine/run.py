@@ -204,6 +204,67 @@ def _start_batches(run: Run) -> Iterator[dict[str, Any]]:
     return render_on(items, augment, device) if on_device else items
 
 
+def _launch_accelerator(cfg: PretrainConfig) -> tuple[LaunchSettings, Accelerator]:
+    """The launch settings (precision, compilation) and the Accelerator built from them."""
+    m = cfg.model
+    launch = resolve_launch(
+        cfg.precision, m.compile, m.compile_backend, compile_mode=m.compile_mode
+    )
+    accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
+    configure_logging(accelerator.is_main_process)
+    return launch, accelerator
+
+
+def _batch_plan(cfg: PretrainConfig, dataset: Any, accelerator: Accelerator) -> BatchPlan:
+    """Which micro-batches of ``dataset`` this process takes, step by step."""
+    plan = BatchPlan(
+        len(dataset),
+        cfg.data.batch_size,
+        cfg.optim.grad_accum_steps,
+        accelerator.num_processes,
+        accelerator.process_index,
+        cfg.seed,
+    )
+    return stream_plan(dataset, plan, cfg.data.num_workers)  # shards: fewer steps per epoch
+
+
+def _step_and_networks(
+    cfg: PretrainConfig, accelerator: Accelerator
+) -> tuple[DINOStep, dict[str, DINOModel]]:
+    """The DINO step (student, teacher, loss, optimizer) and the networks a checkpoint holds."""
+    step_fn = DINOStep(cfg, accelerator)
+    # The plain student (no DDP, no torch.compile wrapper): clean keys for checkpoints.
+    student = accelerator.unwrap_model(step_fn.student, keep_torch_compile=False)
+    networks = {"student": student, "teacher": step_fn.teacher}
+    # Model weights are ours to save (clean keys, process-count independent); Accelerate keeps
+    # the optimizer, the grad scaler and every process's RNG states.
+    accelerator.register_save_state_pre_hook(lambda models, weights, _dir: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, _dir: models.clear())
+    return step_fn, networks
+
+
+def _write_run_folder(cfg: PretrainConfig, output_dir: Path) -> None:
+    """The output folder with the run's ``config.yaml`` and the trackers' stores (main process)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, output_dir / "config.yaml")
+    use_run_stores(cfg.logging.trackers, output_dir)  # MLflow: <output_dir>/mlruns
+
+
+def _monitor(run: Run) -> Monitor:
+    """The run's progress bar and metrics sinks (a no-op off the main process)."""
+    cfg, accelerator = run.cfg, run.accelerator
+    return Monitor(
+        run.output_dir,
+        run.end_step,
+        run.start_step,
+        enabled=accelerator.is_main_process,
+        progress_bar=cfg.logging.progress_bar,
+        accelerator=accelerator,
+        project=cfg.logging.project,
+        config=flat_config(cfg),
+    )
+
+
 def build_run(
     cfg: PretrainConfig,
     resume: str | os.PathLike | None,
@@ -215,47 +276,25 @@ def build_run(
     caller's own training images; ``own_eval``: the caller brings the k-NN sets)."""
     check_launch()
     preflight(cfg, resume, own_train=dataset is not None, own_eval=own_eval)  # what it will read
-    m = cfg.model
-    launch = resolve_launch(
-        cfg.precision, m.compile, m.compile_backend, compile_mode=m.compile_mode
-    )
-    accelerator = make_accelerator(launch, cfg.threads, cfg.logging.trackers, cfg.output_dir)
-    configure_logging(accelerator.is_main_process)
+    launch, accelerator = _launch_accelerator(cfg)
     output_dir = Path(cfg.output_dir)
     hold_output_dir(output_dir, accelerator)  # before anything in it is read, moved or written
     resume_path = resolve_resume(resume, output_dir)
     dataset = build_train_dataset(cfg) if dataset is None else dataset  # a caller's own data
     _decode_on_device(cfg, dataset, render_on_device(cfg, accelerator.device))  # before writing
-    plan = BatchPlan(
-        len(dataset),
-        cfg.data.batch_size,
-        cfg.optim.grad_accum_steps,
-        accelerator.num_processes,
-        accelerator.process_index,
-        cfg.seed,
-    )
-    plan = stream_plan(dataset, plan, cfg.data.num_workers)  # shards: fewer steps per epoch
+    plan = _batch_plan(cfg, dataset, accelerator)
     schedules = Schedules(cfg, plan.steps_per_epoch)
     end_step = schedules.total_steps
     if cfg.max_steps is not None:
         end_step = min(cfg.max_steps, schedules.total_steps)
-    step_fn = DINOStep(cfg, accelerator)
-    # The plain student (no DDP, no torch.compile wrapper): clean keys for checkpoints.
-    student = accelerator.unwrap_model(step_fn.student, keep_torch_compile=False)
-    networks = {"student": student, "teacher": step_fn.teacher}
-    # Model weights are ours to save (clean keys, process-count independent); Accelerate keeps
-    # the optimizer, the grad scaler and every process's RNG states.
-    accelerator.register_save_state_pre_hook(lambda models, weights, _dir: weights.clear())
-    accelerator.register_load_state_pre_hook(lambda models, _dir: models.clear())
+    step_fn, networks = _step_and_networks(cfg, accelerator)
     start_step = 0
     if resume_path is not None:
         start_step = restore_training_checkpoint(
             resume_path, accelerator, networks, step_fn.loss_fn
         )
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir / "config.yaml")
-        use_run_stores(cfg.logging.trackers, output_dir)  # MLflow: <output_dir>/mlruns
+        _write_run_folder(cfg, output_dir)
     run = Run(
         cfg,
         accelerator,
@@ -270,16 +309,7 @@ def build_run(
         start_step,
         end_step,
     )
-    run.monitor = Monitor(
-        output_dir,
-        end_step,
-        start_step,
-        enabled=accelerator.is_main_process,
-        progress_bar=cfg.logging.progress_bar,
-        accelerator=accelerator,
-        project=cfg.logging.project,
-        config=flat_config(cfg),
-    )
+    run.monitor = _monitor(run)
     _announce(run)
     run.batches = _start_batches(run)
     return run
