@@ -41,7 +41,7 @@ RUNS=runs/gpu
 BUDGET_S=540 # steps are skipped once this much time has passed (the device allows 600 a call)
 WHEELS=("lightly==1.6.0" "webdataset==1.0.2" "braceexpand==0.1.7")
 
-GPU_TEST_FILES=(tests/test_dino_multicrop.py tests/test_data_jpeg.py tests/test_eval_search.py)
+GPU_TEST_FILES=(tests/ssl/test_dino_multicrop.py tests/data/test_data_jpeg.py tests/eval/test_eval_search.py)
 SPEED_VARIANTS=(
     "loader-fp32: placement=loader,precision=fp32"
     "device-fp32: placement=device,precision=fp32"

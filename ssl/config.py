@@ -105,9 +105,9 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     #: BatchNorm → SyncBatchNorm when distributed on GPUs (torch has no CPU SyncBatchNorm).
     sync_batchnorm: bool = True
-    #: Student, teacher and crops in channels-last memory format: 1.26–1.31× faster training
-    #: steps for the pooling / CAFormer / CoAtNet / ACmix nanos on CPU, neutral (0.94–1.09×) for
-    #: the attention-only ones; outputs are the same to float rounding.
+    #: Student, teacher and crops in channels-last memory format: faster training steps for the
+    #: convolutional nanos on CPU, neutral for the attention-only ones (docs/pretraining.md);
+    #: outputs are the same to float rounding.
     channels_last: bool = True
     #: torch.compile student and teacher: None (as the launcher says: ``accelerate launch
     #: --dynamo_backend``), true (compile with ``compile_backend``, whatever the launcher says) or

@@ -11,7 +11,7 @@ whatever the data says, and a YAML recipe that sets ``augment.global_size`` keep
 
 The rules and their thresholds are listed in docs/pretraining.md (measured in
 ``results/recipes/README.md``; each rule is tested against sets built to trip it,
-``tests/test_folder_recipe.py``).
+``tests/ssl/test_folder_recipe.py``).
 """
 
 from __future__ import annotations
