@@ -33,8 +33,8 @@ class OursRunner:
             make_loader,
             render_on,
         )
-        from ..ssl.multicrop import MultiCropAugment
         from ..ssl.engine.run import render_on_device
+        from ..ssl.multicrop import MultiCropAugment
         from ..ssl.schedules import Schedules
         from ..ssl.step import DINOStep
 
