@@ -6,18 +6,13 @@ rounds (ours, lightly, ours, lightly, …) so that machine drift hits both alike
 includes its data path: unimix's batched multi-crop loader, or lightly's ``DINOTransform`` per
 PIL image.
 
-The lightly side re-creates ``examples/pytorch/dino.py`` of lightly 1.6: ``DINOProjectionHead``
-for student and teacher, ``DINOLoss``, ``update_momentum`` before each step with a per-epoch
-``cosine_schedule``, one backbone forward per view, ``cancel_last_layer_gradients``; only the
-optimiser is AdamW like ours.
-
-Prints a table (source images/s, ratio, share of the peak fp32 FLOP/s measured in the same run,
-peak RSS) and writes JSON. The logic is :mod:`unimix.bench.throughput`. Examples::
+The lightly side re-creates lightly 1.6's ``examples/pytorch/dino.py`` (docs/benchmarks.md).
+Prints a table (source images/s, ratio, share of the peak FLOP/s measured in the same run, peak
+RSS) and writes JSON. The logic is :mod:`unimix.bench.throughput`. Examples::
 
     python scripts/bench_train.py                                  # nano preset, 2×32 + 6×16 px
     python scripts/bench_train.py --backbone caformer_s18 --global-size 224 --local-size 96 \
         --num-local 6 --batch-size 32                              # full preset (GPU)
-    python scripts/bench_train.py --data ../shared/data/cifar10 --out bench_train.json
     python scripts/bench_train.py --backbone poolformer_s12 --global-size 224 --local-size 96 \
         --num-local 2 --precision bf16 --num-workers 12      # GPU, bf16 on both sides
 """

@@ -9,10 +9,7 @@ user's own folder:
   25 test per class (grayscale; a mirror image changes the label).
 
 Each is an ImageFolder tree (``<out>/<set>/{train,test}/<class>/*.png``) written from data on
-this machine (``../shared/data/cifar10``, the embedded generator, the DejaVu fonts and PIL's own
-font); nothing is downloaded and nothing is written into the repository. A search carves its
-validation split from each set's train/ (``data.holdout``). The logic is
-:mod:`unimix.bench.folder_sets`. Example::
+this machine; nothing is downloaded. The logic is :mod:`unimix.bench.folder_sets`. Example::
 
     python scripts/make_folder_sets.py --cifar10 ../shared/data/cifar10 --out runs/folder_sets
 """

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from test_import_direction import REPO_ROOT, package_files
 
-FILES = package_files()
+#: The package's files and the command-line scripts over it.
+FILES = package_files() + sorted((REPO_ROOT / "scripts").glob("*.py"))
 RESIDUE = r"BRIEF|fmt: (?:skip|off)|legacy|\d\s*[×x]\s+(?:faster|slower)"
 
 
@@ -34,6 +35,7 @@ def test_every_package_folder_is_covered() -> None:
     folders = {p.relative_to(REPO_ROOT).parts[0] for p in FILES}
     assert {"ssl", "eval", "data", "backbones", "config", "checkpoint", "bench", "viz"} <= folders
     assert REPO_ROOT / "ssl" / "engine" / "trainer.py" in FILES
+    assert REPO_ROOT / "scripts" / "bench_train.py" in FILES
 
 
 def test_the_function_check_counts_lines() -> None:
