@@ -44,7 +44,9 @@ class PretrainResult:
     checkpoint: Path | None = None  # the last checkpoint written
     knn: dict[str, float] | None = None  # {"trained": top1, "untrained": top1, "k": k} at the end
     wall_time_s: float = 0.0
-    images_per_s: float = 0.0  # source images per second over the steps run here
+    #: source images per second of the fit loop run here, its online k-NN and checkpoints
+    #: included (metrics.jsonl's img_per_s counts the steps alone)
+    images_per_s: float = 0.0
 
 
 @dataclass
