@@ -1,14 +1,9 @@
 """DINO pretraining under Accelerate: :func:`pretrain` runs one whole job from a config.
 
-``pretrain`` = build (:mod:`~unimix.ssl.engine.run`) → fit loop (:mod:`~unimix.ssl.engine.fit`) with its
-callbacks (:mod:`~unimix.ssl.engine.callbacks`: logging, checkpoints, online k-NN, time budget) →
-the final checkpoint and k-NN (:mod:`~unimix.ssl.engine.knn_eval`).
-
-One optimizer step: for each of ``grad_accum_steps`` micro-batches, the teacher scores the two
-global crops, the student scores every crop (one backbone pass per resolution), the DINO loss
-is backpropagated; then the last layer's gradients are dropped while it is frozen, gradients
-are clipped, AdamW steps with this step's lr and weight decay, the centre moves once over the
-global batch, and the teacher moves towards the student with this step's momentum.
+``pretrain`` = build (:mod:`~unimix.ssl.engine.run`) → fit loop (:mod:`~unimix.ssl.engine.fit`)
+over DINO steps (:mod:`~unimix.ssl.step`) with its callbacks (:mod:`~unimix.ssl.engine.callbacks`:
+logging, checkpoints, online k-NN, time budget) → the final checkpoint and k-NN
+(:mod:`~unimix.ssl.engine.knn_eval`).
 
 Runs the same on one CPU, one GPU, several processes (``accelerate launch --multi_gpu
 --num_processes N`` or ``torchrun --nproc_per_node N``; gloo on CPUs) or several nodes: the
