@@ -6,7 +6,8 @@ data or the networks are built and before anything is written: the training data
 both splits), the ``--resume`` directory and ``output_dir`` (a folder, or creatable; writable;
 with room for one checkpoint, every folder name within the file system's limit). The k-NN bank
 and queries must not be the same images (a folder without ``train/`` and ``test/`` serves both
-splits) and must be labeled, shards need ``eval.dataset`` for a k-NN, the backbone must take
+splits) and must be labeled (with ``data.holdout``: the training set, see
+:mod:`.preflight_holdout`), shards need ``eval.dataset`` for a k-NN, the backbone must take
 the global and local crop sizes (tried on the meta device), and a resumed checkpoint must have
 been written with this ``data.batch_size`` and ``seed``. Each failure is one line naming the
 key and its value.
@@ -35,6 +36,7 @@ from ...data.distinct import check_distinct
 from ...data.shards import is_shard_spec
 from ...data.torchvision_sets import _EXPECTED_FOLDER  # what torchvision reads under root
 from ..config import PretrainConfig
+from .preflight_holdout import holdout_problem, knn_runs
 from .training_state import check_resume_settings
 
 __all__ = ["PreflightError", "checkpoint_bytes", "preflight"]
@@ -111,10 +113,6 @@ def _check_dataset(ref: _DataRef, full: bool) -> Any:
         raise PreflightError(f"{label} (split {ref.split!r}): {_first_line(err)}") from None
 
 
-def _knn_runs(cfg: PretrainConfig) -> bool:
-    return cfg.eval.knn_every_epochs > 0 or cfg.eval.knn_at_end
-
-
 def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
     """(dataset read, check fully) for the training set and, when a k-NN will run on another
     split or set, both k-NN splits, with the options :mod:`unimix.ssl.engine.datasets` passes."""
@@ -131,7 +129,7 @@ def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
         refs.append(
             (_DataRef("data.dataset", d.dataset, d.split, train_options, d.download), False)
         )
-    if (not _knn_runs(cfg) and e.dataset is None) or d.holdout:
+    if (not knn_runs(cfg) and e.dataset is None) or d.holdout:
         return refs  # no k-NN, or a validation k-NN on the training set's held-out images
     name, key = (
         (e.dataset, "eval.dataset") if e.dataset is not None else (d.dataset, "data.dataset")
@@ -152,7 +150,7 @@ def _data_refs(cfg: PretrainConfig) -> list[tuple[_DataRef, bool]]:
 
 def _check_eval_values(cfg: PretrainConfig) -> None:
     e = cfg.eval
-    if _knn_runs(cfg) and not cfg.data.holdout and e.train_split == e.test_split:
+    if knn_runs(cfg) and not cfg.data.holdout and e.train_split == e.test_split:
         raise PreflightError(
             f"eval.test_split={e.test_split!r}: the same split as eval.train_split, so every "
             "query would find itself in the bank; name another split (or set data.holdout)"
@@ -197,7 +195,7 @@ def _check_shard_knn(cfg: PretrainConfig) -> None:
     """Streamed shards have no random access: their k-NN needs ``eval.dataset`` (it failed only
     once the run had written its config and metrics)."""
     d, e = cfg.data, cfg.eval
-    if not _knn_runs(cfg) or e.dataset is not None or d.holdout or d.dataset is None:
+    if not knn_runs(cfg) or e.dataset is not None or d.holdout or d.dataset is None:
         return
     if is_shard_spec(d.dataset, d.split):
         raise PreflightError(
@@ -388,7 +386,9 @@ def preflight(
             dataset = _check_dataset(ref, full)
             if ref.knn:
                 knn_sets.append((ref, dataset))
-    if _knn_runs(cfg):
+    if not own_train and (problem := holdout_problem(cfg, own_eval)):
+        raise PreflightError(problem)  # a validation k-NN on an unlabeled set, or on shards
+    if knn_runs(cfg):
         for ref, dataset in knn_sets:
             _check_labeled(ref, dataset)
         if len(knn_sets) == 2:
