@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .decode import IMAGE_EXTENSIONS, UnreadableImageError, to_rgb, warn_if_large
+from .image_folder import _not_regular
 from .skips import warn_unreadable
 
 __all__ = [
@@ -116,6 +117,17 @@ def _refuse_remote(spec: str) -> None:
         )
 
 
+def _refuse_special(paths: Iterable[str]) -> None:
+    """Raise naming the first of ``paths`` that is no regular file (links followed): opening a
+    FIFO named ``x.tar`` would block for ever, a folder or device is no shard either."""
+    for path in paths:
+        if not os.path.isfile(path):
+            kind = "a folder, not a regular file" if os.path.isdir(path) else _not_regular(path)
+            raise ValueError(
+                f"shard {path}: {kind}; a shard must be a tar file (remove or rename it)"
+            )
+
+
 def _read_index(folder: Path) -> dict[str, Any]:
     path = folder / INDEX_NAME
     if not path.is_file():
@@ -145,6 +157,8 @@ class ShardSet:
 
         Raises:
             FileNotFoundError: no shard matches or a shard is missing (the message names it).
+            ValueError: a shard is no regular file (a FIFO, a folder, ...: named, before any is
+                opened) or no readable tar file.
         """
         text = os.path.expanduser(os.fspath(spec))
         if not os.path.exists(text):
@@ -158,11 +172,12 @@ class ShardSet:
                 raise FileNotFoundError(f"no .tar shards in folder {folder}")
         else:
             paths = sorted(_expand(text))
-            missing = [p for p in paths if not os.path.isfile(p)]
+            missing = [p for p in paths if not os.path.exists(p)]
             if missing:
                 raise FileNotFoundError(
                     f"shard {missing[0]} not found ({len(missing)} of {len(paths)} missing)"
                 )
+        _refuse_special(paths)
         kept, counts, classes = [], [], None
         indexes: dict[Path, dict[str, Any]] = {}
         for path in map(Path, paths):

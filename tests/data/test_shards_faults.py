@@ -9,10 +9,13 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +290,88 @@ def test_an_image_over_pils_limit_is_one_warning_line_naming_it(
         "PIL.Image.MAX_IMAGE_PIXELS for bigger images you trust)"
     ]
     assert sum(_consistent(tmp_path / "shards").values()) == 4  # kept: it decodes
+
+
+# ------------------------------------ issue 25 follow-up: a FIFO (or folder) named like a shard
+
+
+@contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after ``seconds`` (a blocked ``open`` included)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _not_a_file(path: Path, kind: str = "a FIFO") -> str:
+    return f"shard {path}: {kind}, not a regular file; a shard must be a tar file (remove or rename it)"  # fmt: skip
+
+
+@pytest.fixture
+def shards_and_fifo(tiny_image_folder, tmp_path: Path) -> tuple[Path, Path]:
+    """Converter shards of 8 images (3 shards) in ``<tmp>/shards`` plus a FIFO ``x.tar`` there."""
+    src = tiny_image_folder(("a", "b"), per_class=4, name="src")
+    out = tmp_path / "shards"
+    assert shards_main([str(src), str(out), "--shard-size", "3"]) == 0
+    os.mkfifo(out / "x.tar")
+    return out, out / "x.tar"
+
+
+def test_a_fifo_named_like_a_shard_is_refused_before_it_is_opened(shards_and_fifo) -> None:
+    out, fifo = shards_and_fifo
+    for spec in (out, fifo, out / "{shard-000000,x}.tar"):  # folder, one file, brace pattern
+        with _deadline(20), pytest.raises(ValueError) as caught:
+            ShardSet.open(spec)
+        assert str(caught.value) == _not_a_file(fifo), spec
+    fifo.unlink()
+    listed = out / "shard-000001.tar"  # a FIFO where shards.json lists a shard: never read
+    listed.unlink()
+    os.mkfifo(listed)
+    with _deadline(20), pytest.raises(ValueError) as caught:
+        ShardSet.open(out)
+    assert str(caught.value) == _not_a_file(listed)
+    listed.unlink()
+    listed.mkdir()  # a folder named like a shard
+    with _deadline(20), pytest.raises(ValueError) as caught:
+        ShardSet.open(out)
+    assert str(caught.value) == _not_a_file(listed, "a folder")
+    listed.rmdir()
+    (out / "linked.tar").symlink_to(out / "shard-000000.tar")  # a link to a shard: a shard
+    assert len(ShardSet.open(out / "{linked,shard-000002}.tar")) == 5
+
+
+def test_commands_on_a_shard_fifo_end_in_one_line_not_a_hang(shards_and_fifo, tmp_path) -> None:
+    import torch
+
+    from unimix.backbones import create_dino_backbone
+    from unimix.eval import export_extractor
+
+    out, fifo = shards_and_fifo
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(SHARD_RUN))
+    torch.manual_seed(0)
+    meta = {"backbone": "poolformer_nano", "image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}
+    model = create_dino_backbone("poolformer_nano").eval()
+    extractor = export_extractor(model, meta, tmp_path / "ext", "safetensors")
+    commands = {
+        "pretrain": ([*PRETRAIN, "-c", str(config), "-o", str(tmp_path / "run"),
+                      f"data.dataset={out}", f"eval.dataset={out.parent / 'src'}"],
+                     f"error: data.dataset='{out}' (split 'train'): "),
+        "knn": (["-m", "unimix.cli", "knn", str(extractor), "--data", str(out), "--k", "3",
+                 "--no-progress", "--device", "cpu", "--out", str(tmp_path / "knn.json")],
+                "error: "),
+    }  # fmt: skip
+    for name, (args, start) in commands.items():
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                              timeout=120, env=_env(), cwd=REPO)  # fmt: skip
+        assert proc.returncode == 2, (name, proc.stderr[-3000:])
+        assert proc.stderr.splitlines() == [start + _not_a_file(fifo)], (name, proc.stderr)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "knn.json").exists()
