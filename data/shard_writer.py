@@ -8,8 +8,10 @@ its label as ``<key>.cls`` (labeled trees only). ``shards.json`` next to the sha
 class names and each shard's sample count, by file name only. A shard is written under a
 hidden temporary name and renamed once complete, and the index is rewritten (atomically) after
 each one: a write error leaves only whole shards, all listed, and one line saying how far it
-got. A folder holding split folders (``train/``, ``test/``, ...) gets one set of shards per
-split, ``OUT/<split>/``, with the same classes. Format and reasons: docs/data.md.
+got. Run again into the same folder, it leaves exactly its own ``PREFIX-NNNNNN.tar`` shards:
+listed ones it did not rewrite are removed; unlisted ones (not ours) are refused before writing.
+A folder holding split folders (``train/``, ``test/``, ...) gets one set of shards per split,
+``OUT/<split>/``, with the same classes. Format and reasons: docs/data.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,8 +75,18 @@ def _write_index(out: Path, index: dict[str, Any]) -> None:
     os.replace(tmp, out / INDEX_NAME)
 
 
-def _start_index(out: Path, classes: list[str]) -> dict[str, Any]:
-    """``out/shards.json`` as found (an existing index must have the same classes), or new."""
+def _numbered(prefix: str) -> re.Pattern[str]:
+    """The names the converter gives ``prefix``'s shards: ``PREFIX-000000.tar``, ..."""
+    return re.compile(rf"{re.escape(prefix)}-\d{{6,}}\.tar")
+
+
+def _start_index(out: Path, classes: list[str], prefix: str) -> dict[str, Any]:
+    """``out/shards.json`` as found (an existing index must have the same classes), or new.
+
+    Raises:
+        ValueError: ``out`` holds ``PREFIX-NNNNNN.tar`` files the index does not list (not
+            ours: this run would overwrite them or leave them beside its own shards).
+    """
     path = out / INDEX_NAME
     index: dict[str, Any] = {"format": "webdataset", "classes": classes, "shards": {}}
     if path.is_file():
@@ -84,7 +97,51 @@ def _start_index(out: Path, classes: list[str]) -> dict[str, Any]:
                 f"({len(classes)}): write these shards to another folder"
             )
         index["shards"] = dict(old.get("shards", {}))
+    _refuse_unlisted(out, index["shards"], prefix)
     return index
+
+
+def _refuse_unlisted(out: Path, listed: dict[str, int], prefix: str) -> None:
+    """Raise naming a ``PREFIX-NNNNNN.tar`` file in ``out`` that the index does not list."""
+    ours = _numbered(prefix)
+    unlisted = sorted(
+        p.name for p in out.iterdir() if ours.fullmatch(p.name) and p.name not in listed
+    )
+    if unlisted:
+        more = len(unlisted) - 1
+        others = f" (nor {'are' if more > 1 else 'is'} {more} other {prefix}-NNNNNN.tar file"
+        others = f"{others}{'s' * (more > 1)})" if more else ""
+        raise ValueError(
+            f"{out / unlisted[0]} is not listed in {out / INDEX_NAME}{others}: not a shard written "
+            "here by unimix shards, this run would overwrite it or leave it beside its own shards; "
+            f"remove {'them' if more else 'it'} or choose another output folder"
+        )
+
+
+def _remove_stale(out: Path, index: dict[str, Any], prefix: str, written: list[str]) -> None:
+    """Delete the ``PREFIX-NNNNNN.tar`` shards an earlier run wrote (listed in the index) that
+    this run did not rewrite, files first, then their entries; one line says how many."""
+    ours, rewritten = _numbered(prefix), set(written)
+    stale = sorted(n for n in index["shards"] if ours.fullmatch(n) and n not in rewritten)
+    for name in stale:
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as err:
+            _write_index(out, index)
+            raise ShardWriteError(
+                f"cannot remove {out / name}, a shard of an earlier run that this run did not "
+                f"rewrite: {err.strerror or err}; this run's {len(written)} shard(s) are complete "
+                "and listed: remove it by hand"
+            ) from None
+        del index["shards"][name]
+    if stale:
+        _write_index(out, index)
+        names, plural = stale[0] + (f" … {stale[-1]}" if len(stale) > 1 else ""), len(stale) > 1
+        print(
+            f"removed {len(stale)} stale shard{'s' * plural} from {out} ({names}): written by an "
+            f"earlier run, beyond the {len(written)} this run wrote",
+            flush=True,
+        )
 
 
 def _checked(
@@ -166,6 +223,9 @@ def write_shards(
     label as text). Members carry a fixed mtime: the same folder and seed give byte-identical
     shards. ``threads``: files checked at once (default: CPUs, at most 8). ``classes``: the
     class names the folder must have (another split's), checked before anything is written.
+    ``PREFIX-NNNNNN.tar`` shards that ``shards.json`` lists from an earlier run and this run
+    did not rewrite are deleted at the end (one printed line says how many); shards of other
+    prefixes stay, listed.
 
     Returns:
         The index written to ``out/shards.json``: ``classes``, ``shards`` (file name → samples)
@@ -174,26 +234,29 @@ def write_shards(
     Raises:
         FileNotFoundError / NotADirectoryError / ValueError: as ImageFolderDataset for the
             folder; ValueError for ``shard_size < 1``, an index with other classes in ``out``,
-            or no readable image at all.
+            ``PREFIX-NNNNNN.tar`` files in ``out`` that its index does not list (not ours:
+            never overwritten or deleted), or no readable image at all.
         ShardWriteError: a write failed (full disk, read-only, ...); the complete shards stay,
             listed in ``shards.json``, and no partial one is left.
     """
     _check_naming(shard_size, prefix)
     images = _listed(folder, labeled, classes)
     out_dir = _output_folder(out)
-    index = _start_index(out_dir, list(images.classes))
+    index = _start_index(out_dir, list(images.classes), prefix)
     order = np.random.default_rng(seed).permutation(len(images.files))
     threads = max(1, min(threads or os.cpu_count() or 1, 8))
     samples = _checked(images.files, order, threads)
-    written = 0
+    written, names = 0, []
     for number in range((len(order) + shard_size - 1) // shard_size):
         name = f"{prefix}-{number:06d}.tar"
         count = _write_shard(out_dir, name, samples, written, shard_size, images.targets, index)
         if count == 0:
             break
         written += count
+        names.append(name)
     if written == 0:
         raise ValueError(f"{folder}: none of its {len(order)} images could be read")
+    _remove_stale(out_dir, index, prefix, names)
     return index
 
 
