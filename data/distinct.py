@@ -33,16 +33,28 @@ def _keys(files: Sequence[str], cache: dict[str, Any]) -> set[tuple[Any, str]]:
 
 
 def shared_files(bank: Any, queries: Any) -> int | None:
-    """How many of ``queries``' images are also ``bank`` images (the same file), or None when
-    that cannot be told (a dataset without a ``files`` list of paths, e.g. torchvision's)."""
+    """How many of ``queries``' images are also ``bank`` images (the same file; for streamed
+    shards, the samples of the same shard files), or None when that cannot be told (a dataset
+    without a ``files`` list of paths, e.g. torchvision's)."""
     if bank is queries:
         return len(queries)
+    bank_shards, query_shards = getattr(bank, "shards", None), getattr(queries, "shards", None)
+    if hasattr(bank_shards, "paths") and hasattr(query_shards, "paths"):  # ShardDatasets
+        return _shared_shard_samples(bank_shards, query_shards)
     bank_files, query_files = getattr(bank, "files", None), getattr(queries, "files", None)
     if not isinstance(bank_files, list) or not isinstance(query_files, list):
         return None
     cache: dict[str, Any] = {}
     in_bank = _keys(bank_files, cache)
     return sum(key in in_bank for key in _keys(query_files, cache))
+
+
+def _shared_shard_samples(bank: Any, queries: Any) -> int:
+    """Samples of the ``queries`` ShardSet's shards that are also ``bank`` shards: the same files,
+    links resolved (a shard set has thousands of files at most, not millions)."""
+    in_bank = {os.path.realpath(path) for path in bank.paths}
+    pairs = zip(queries.paths, queries.counts, strict=True)
+    return sum(count for path, count in pairs if os.path.realpath(path) in in_bank)
 
 
 def check_distinct(bank: Any, queries: Any, what: str, hint: str) -> None:
@@ -52,9 +64,11 @@ def check_distinct(bank: Any, queries: Any, what: str, hint: str) -> None:
     if not shared:
         return
     n = len(queries)
-    roots = {os.path.realpath(getattr(d, "root", "")) for d in (bank, queries)}
+    # where each set's images are: a folder's root, a shard set's spec
+    places = [getattr(d, "root", None) or getattr(d, "spec", None) for d in (bank, queries)]
+    roots = {os.path.realpath(p) for p in places if p}
     if shared == n:
-        if len(roots) == 1:
+        if len(roots) == 1 and all(places):
             same = f"the k-NN bank and its queries are the same {n} images, of {roots.pop()}"
         else:
             same = f"the k-NN bank holds all {n} queries (the same files)"

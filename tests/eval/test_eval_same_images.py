@@ -173,3 +173,34 @@ def test_knn_on_a_runs_own_eval_set_refuses_the_same_images(
                  f"output_dir={tmp_path / 'x'}"]  # fmt: skip
     with pytest.raises(PreflightError, match="data.holdout"):  # the same through the preflight
         preflight(load_pretrain_config(str(copy / "config.yaml"), overrides))
+
+
+# --------------------------------------------------------------------------- streamed shards
+@pytest.fixture
+def flat_shards(flat_labeled: Path, tmp_path: Path) -> Path:
+    """The flat labeled folder written as shards into one folder (no train/ or test/)."""
+    from unimix.data import write_shards
+
+    out = tmp_path / "flat_shards"
+    write_shards(flat_labeled, out, shard_size=4)
+    return out
+
+
+def test_shards_of_one_folder_are_the_same_images(flat_shards: Path, tmp_path: Path) -> None:
+    bank, queries = build_dataset(flat_shards, "train"), build_dataset(flat_shards, "test")
+    assert shared_files(bank, queries) == len(queries) == 2 * PER_CLASS
+    half = tmp_path / "half"
+    half.mkdir()
+    for shard in sorted(flat_shards.glob("*.tar"))[:2]:  # a link to two of the four shards
+        (half / shard.name).symlink_to(shard)
+    assert shared_files(bank, build_dataset(half, "test")) == 2 * 4
+
+
+def test_knn_refuses_shards_serving_bank_and_queries(
+    flat_shards: Path, extractor: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["knn", str(extractor), "--data", str(flat_shards), "--out", str(tmp_path / "k.json"),
+            "--no-progress", "--device", "cpu"]  # fmt: skip
+    assert unimix_main(argv) == 2
+    _one_error(capsys, f"--data {flat_shards}", f"same {2 * PER_CLASS} images, of {flat_shards}")
+    assert not (tmp_path / "k.json").exists()
