@@ -73,19 +73,7 @@ def eval_datasets(
     ``eval.num_test`` generated images for ``synthetic``. ``root`` replaces the config's root;
     ``info`` names ``dataset``, ``train_split``, ``test_split`` and the ``description``."""
     if data.holdout:
-        full = build_training_set(
-            data, seed, transform, root=root, download=download, strict=strict
-        )
-        bank, queries = split_training_set(data, full)
-        name, split, held = data.dataset, data.split, data.holdout
-        info = {
-            "dataset": name,
-            "train_split": f"{split} minus {held} held out",
-            "test_split": f"{split} held-out",
-            "description": f"{name} {split}: {len(queries)} held-out images (bank: the other "
-            f"{len(bank)})",
-        }
-        return bank, queries, info
+        return _held_out_datasets(data, evaluation, seed, transform, root, download, strict)
     name = evaluation.dataset or data.dataset
     train_split, test_split = evaluation.train_split, evaluation.test_split
     splits = []
@@ -114,6 +102,37 @@ def eval_datasets(
     description = f"{name} {test_split} (bank: {train_split}, {len(bank)} images)"
     info = {"dataset": name, "train_split": train_split, "test_split": test_split}
     return bank, queries, {**info, "description": description}
+
+
+def _held_out_datasets(
+    data: DataConfig,
+    evaluation: EvalConfig,
+    seed: int,
+    transform: Callable[[Any], Any],
+    root: str | None,
+    download: bool,
+    strict: bool,
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """:func:`eval_datasets` with ``data.holdout > 0``: the training images without and with
+    the held-out ones (which need labels to be queries)."""
+    full = build_training_set(data, seed, transform, root=root, download=download, strict=strict)
+    bank, queries = split_training_set(data, full)
+    name, split, held = data.dataset, data.split, data.holdout
+    targets = getattr(full, "targets", None)
+    if targets is not None and len(targets) and all(int(t) < 0 for t in targets):
+        raise ValueError(  # it failed at the search, "train_labels: negative label -1"
+            f"data.holdout={held}: data.dataset={name!r} (split {split!r}) has no labels, "
+            "so its held-out images cannot be k-NN queries; give a labeled set with --data"
+        )
+    unread = f"; eval.dataset={evaluation.dataset!r} not read" if evaluation.dataset else ""
+    info = {
+        "dataset": name,
+        "train_split": f"{split} minus {held} held out",
+        "test_split": f"{split} held-out",
+        "description": f"{name} {split}: {len(queries)} held-out images (bank: the other "
+        f"{len(bank)}{unread})",
+    }
+    return bank, queries, info
 
 
 def run_eval_datasets(

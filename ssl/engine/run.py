@@ -3,6 +3,7 @@ fixed order (the order random numbers are drawn in, which a bit-exact resume rel
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,11 +25,14 @@ from .launch import LaunchSettings, check_launch, resolve_launch, world_origin
 from .loader import BatchPlan, MultiCropBatches, jpeg_folder, make_loader, render_on
 from .monitor import Monitor
 from .preflight import preflight
+from .preflight_holdout import holdout_notice
 from .run_lock import hold_output_dir
 from .runtime import configure_logging, device_origin, make_accelerator
 from .shard_loader import ShardBatches, ShardPlan, make_stream_loader, resume_message, stream_plan
 from .trackers import flat_config, use_run_stores
 from .training_state import resolve_resume, restore_training_checkpoint, save_training_checkpoint
+
+logger = logging.getLogger("unimix.ssl")
 
 __all__ = ["PretrainResult", "Run", "build_run"]
 
@@ -279,6 +283,8 @@ def build_run(
     check_launch()
     preflight(cfg, resume, own_train=dataset is not None, own_eval=own_eval)  # what it will read
     launch, accelerator = _launch_accelerator(cfg)
+    if accelerator.is_main_process and (notice := holdout_notice(cfg, own_eval)):
+        logger.warning(notice)
     output_dir = Path(cfg.output_dir)
     hold_output_dir(output_dir, accelerator)  # before anything in it is read, moved or written
     resume_path = resolve_resume(resume, output_dir)

@@ -9,13 +9,15 @@ The lock is a POSIX record lock (``fcntl.lockf``) on the file, which the kernel 
 process ends however it ends (a killed run never blocks the next one) and which NFS supports;
 unlike ``flock`` it is not inherited by forked data-loader workers, so a worker outliving a
 killed run does not keep the folder locked. The file holds ``{"pid", "host", ...}`` for the
-refusal message; it is removed when the run ends. On a file system without locks, the pid in
+refusal message; it is removed when the run ends, and so is the folder if the run made it and
+wrote nothing into it (a run refused after taking the lock). On a file system without locks, the pid in
 the file decides: a live process on this host (or any on another host) keeps the folder, a
 dead one on this host is taken over with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -94,8 +96,9 @@ def _refusal(output_dir: Path, info: dict | None) -> RunLockedError:
 class RunLock:
     """A held lock; :meth:`release` (or the process ending) lets the folder go."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, made_dir: bool = False) -> None:
         self.path, self.fd = path, fd
+        self.made_dir = made_dir  # the run made output_dir: released still empty, it goes
 
     def release(self) -> None:
         if self.fd < 0:
@@ -108,6 +111,9 @@ class RunLock:
             pass
         os.close(self.fd)  # drops the lock
         self.fd = -1
+        if self.made_dir:  # a run refused before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):  # not empty: the run wrote into it
+                self.path.parent.rmdir()
 
 
 def _write_info(fd: int) -> None:
@@ -143,6 +149,7 @@ def lock_output_dir(output_dir: str | os.PathLike) -> RunLock:
         RunLockedError: another run holds it (one line naming its pid and host).
     """
     output_dir = Path(output_dir)
+    made_dir = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
     key = os.fspath(path.resolve())
@@ -169,7 +176,7 @@ def lock_output_dir(output_dir: str | os.PathLike) -> RunLock:
             break
         os.close(fd)
     _write_info(fd)
-    lock = _HELD[key] = RunLock(path, fd)
+    lock = _HELD[key] = RunLock(path, fd, made_dir)
     return lock
 
 
