@@ -5,7 +5,8 @@ No image file is ever committed: everything a test reads is drawn here with PIL 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,31 @@ def tiny_image_folder(tmp_path: Path) -> MakeImageFolder:
         return root
 
     return make
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Factory mounting a real file system of a given size: ``tmpfs("320k")`` (``"1m,ro"``:
+    read-only) returns its folder under ``tmp_path``; the test is skipped where mounting is not
+    allowed (it needs root). Unmounted after the test, lazily: even with a file still open."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"tmpfs{len(mounts)}"
+        folder.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+        try:
+            done = subprocess.run(command, capture_output=True)
+        except OSError:
+            done = None
+        if done is None or done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 @pytest.fixture(autouse=True)

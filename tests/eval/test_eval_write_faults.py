@@ -12,7 +12,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,22 +59,9 @@ def _still_loads(run: Path) -> None:
 
 
 @pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Path]:
-    """A real read-only file system (a tmpfs mounted ro); skipped where mounting is not allowed."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], capture_output=True
-        )
-    except OSError:
-        done = None
-    if done is None or done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def read_only(tmpfs: Callable[[str], Path]) -> Path:
+    """A real read-only file system; the test is skipped where mounting is not allowed."""
+    return tmpfs("1m,ro")
 
 
 @pytest.mark.parametrize(
