@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "default_data_root": "torchvision_sets",
     "load_torchvision_dataset": "torchvision_sets",
     "build_training_set": "training_set",
+    "unlabeled": "labels",
     "split_training_set": "training_set",
 }
 

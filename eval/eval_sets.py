@@ -19,6 +19,7 @@ from ..config import load_sections
 from ..data.build import build_dataset
 from ..data.config import DataConfig
 from ..data.distinct import check_distinct
+from ..data.labels import unlabeled
 from ..data.options import dataset_options
 from ..data.training_set import build_training_set, split_training_set
 from .config import EvalConfig
@@ -118,8 +119,7 @@ def _held_out_datasets(
     full = build_training_set(data, seed, transform, root=root, download=download, strict=strict)
     bank, queries = split_training_set(data, full)
     name, split, held = data.dataset, data.split, data.holdout
-    targets = getattr(full, "targets", None)
-    if targets is not None and len(targets) and all(int(t) < 0 for t in targets):
+    if unlabeled(full):
         raise ValueError(  # it failed at the search, "train_labels: negative label -1"
             f"data.holdout={held}: data.dataset={name!r} (split {split!r}) has no labels, "
             "so its held-out images cannot be k-NN queries; give a labeled set with --data"

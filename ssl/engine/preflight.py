@@ -31,6 +31,7 @@ from ...data import (
     dataset_options,
     default_data_root,
     is_generated,
+    unlabeled,
 )
 from ...data.distinct import check_distinct
 from ...data.shards import is_shard_spec
@@ -182,8 +183,7 @@ def _check_knn_distinct(bank: tuple[_DataRef, Any], queries: tuple[_DataRef, Any
 def _check_labeled(ref: _DataRef, dataset: Any) -> None:
     """A k-NN set must have labels: an unlabeled folder failed at the first k-NN, with
     "train_labels: negative label -1" and no checkpoint."""
-    targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) and all(int(t) < 0 for t in targets):
+    if unlabeled(dataset):
         raise PreflightError(
             f"{ref.key}={ref.name!r} (split {ref.split!r}): no labels (a flat folder of "
             "images); the k-NN needs labeled images, root/<split>/<class>/<image> (or switch "

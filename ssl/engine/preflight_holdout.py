@@ -12,7 +12,7 @@ training set cannot work (both failed after ``output_dir`` was made).
 
 from __future__ import annotations
 
-from ...data import TORCHVISION_SPLITS, build_training_set
+from ...data import TORCHVISION_SPLITS, build_training_set, unlabeled
 from ...data.shards import is_shard_spec
 from ..config import PretrainConfig
 
@@ -49,8 +49,7 @@ def holdout_problem(cfg: PretrainConfig, own_eval: bool = False) -> str | None:
         )
     if own_eval or not knn_runs(cfg):
         return None  # no k-NN reads the held-out images: the run trains on the rest
-    targets = getattr(training_set, "targets", None)
-    if targets is None or len(targets) == 0 or any(int(t) >= 0 for t in targets):
+    if not unlabeled(training_set):
         return None
     unread = " (eval.dataset is not read while data.holdout > 0)" if e.dataset is not None else ""
     return (

@@ -10,9 +10,9 @@ process ends however it ends (a killed run never blocks the next one) and which 
 unlike ``flock`` it is not inherited by forked data-loader workers, so a worker outliving a
 killed run does not keep the folder locked. The file holds ``{"pid", "host", ...}`` for the
 refusal message; it is removed when the run ends, and so is the folder if the run made it and
-wrote nothing into it (a run refused after taking the lock). On a file system without locks, the pid in
-the file decides: a live process on this host (or any on another host) keeps the folder, a
-dead one on this host is taken over with a warning.
+wrote nothing into it (a run refused after taking the lock). On a file system without locks,
+the pid in the file decides: a live process on this host (or any on another host) keeps the
+folder, a dead one on this host is taken over with a warning.
 """
 
 from __future__ import annotations
