@@ -228,6 +228,9 @@ def pretrain(
             )
             signum = _fit_and_save(run, result, eval_dataset, stop)
             result.wall_time_s = time.perf_counter() - start_time
+            # the lock goes before the last barrier: on a signal stop every process exits
+            # non-zero, and a launcher (torchrun) kills those still running when the first ends
+            release_output_dir(cfg.output_dir)
             run.accelerator.wait_for_everyone()
             run.accelerator.end_training()
         finally:

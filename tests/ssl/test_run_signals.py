@@ -167,7 +167,10 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_lock_is_rank_0s
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode != 0
-    assert stderr.count("exitcode  : 143") == 2  # the launcher's report: both ranks, SIGTERM's
+    # the launcher's report lists the ranks that had exited when it looked, then stops the
+    # rest: the one signalled, maybe both; every one listed exited with SIGTERM's 143, not 1
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", stderr)
+    assert codes and set(codes) == {"143"}, stderr[-3000:]
     match = _stop_line(stderr, launcher=True)
     step = int(match[2])
     assert match[1] == "SIGTERM" and 8 <= step < 60
