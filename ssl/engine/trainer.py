@@ -177,6 +177,15 @@ def _own_data_config(cfg: PretrainConfig, own_eval: bool) -> PretrainConfig:
     return dataclasses.replace(cfg, data=data, eval=evaluation)
 
 
+def _end_run(run: Run, output_dir: str | os.PathLike) -> None:
+    """Release the output folder, then the last barrier and the process group. The lock goes
+    first: on a signal stop every process exits non-zero, and a launcher (torchrun) kills the
+    processes still running as soon as the first one ends."""
+    release_output_dir(output_dir)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
+
+
 def pretrain(
     config: PretrainConfig | str | os.PathLike,
     dataset: Any = None,
@@ -228,11 +237,7 @@ def pretrain(
             )
             signum = _fit_and_save(run, result, eval_dataset, stop)
             result.wall_time_s = time.perf_counter() - start_time
-            # the lock goes before the last barrier: on a signal stop every process exits
-            # non-zero, and a launcher (torchrun) kills those still running when the first ends
-            release_output_dir(cfg.output_dir)
-            run.accelerator.wait_for_everyone()
-            run.accelerator.end_training()
+            _end_run(run, cfg.output_dir)
         finally:
             release_output_dir(cfg.output_dir)
     if signum is not None:
