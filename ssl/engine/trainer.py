@@ -177,15 +177,6 @@ def _own_data_config(cfg: PretrainConfig, own_eval: bool) -> PretrainConfig:
     return dataclasses.replace(cfg, data=data, eval=evaluation)
 
 
-def _end_run(run: Run, output_dir: str | os.PathLike) -> None:
-    """Release the output folder, then the last barrier and the process group. The lock goes
-    first: on a signal stop every process exits non-zero, and a launcher (torchrun) kills the
-    processes still running as soon as the first one ends."""
-    release_output_dir(output_dir)
-    run.accelerator.wait_for_everyone()
-    run.accelerator.end_training()
-
-
 def pretrain(
     config: PretrainConfig | str | os.PathLike,
     dataset: Any = None,
@@ -237,9 +228,10 @@ def pretrain(
             )
             signum = _fit_and_save(run, result, eval_dataset, stop)
             result.wall_time_s = time.perf_counter() - start_time
-            _end_run(run, cfg.output_dir)
-        finally:
+        finally:  # unlock before the last barrier: on a stop torchrun kills ranks still running
             release_output_dir(cfg.output_dir)
+        run.accelerator.wait_for_everyone()
+        run.accelerator.end_training()
     if signum is not None:
         raise RunInterrupted(
             signum, result.steps, run.end_step, result.checkpoint, run.accelerator.is_main_process
