@@ -21,13 +21,25 @@ PRETRAIN = [sys.executable, "-m", "unimix.cli", "pretrain"]
 
 #: A 1-block ViT on 32 synthetic images: 2 steps of batch 16, a checkpoint after each.
 TINY_RUN = {
-    "data": {"dataset": "synthetic", "num_samples": 32, "image_size": 16, "batch_size": 16,
-             "num_workers": 0},
+    "data": {
+        "dataset": "synthetic",
+        "num_samples": 32,
+        "image_size": 16,
+        "batch_size": 16,
+        "num_workers": 0,
+    },
     "augment": {"global_size": 16, "local_size": 8, "num_local": 1},
     "model": {
         "backbone": "vit_tiny_patch16_224",
-        "backbone_kwargs": {"img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1,
-                            "num_heads": 2, "mlp_ratio": 2, "dynamic_img_size": True},
+        "backbone_kwargs": {
+            "img_size": 16,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depth": 1,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "dynamic_img_size": True,
+        },
         "head": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8},
     },
     "optim": {"warmup_epochs": 1},
@@ -36,7 +48,7 @@ TINY_RUN = {
     "threads": 1,
     "checkpoint": {"every_steps": 1, "keep_last": 3},
     "logging": {"every_steps": 1, "progress_bar": False},
-}  # fmt: skip
+}
 
 
 def env() -> dict[str, str]:
@@ -62,9 +74,14 @@ def run_cli(
     """``args`` (after the Python interpreter) in a fresh process, under ``timeout`` and, with
     ``memory``, that many bytes of address space (a regression then fails, not the machine)."""
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env(),
-        cwd=cwd, preexec_fn=None if memory is None else partial(_cap_memory, memory),
-    )  # fmt: skip
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(),
+        cwd=cwd,
+        preexec_fn=None if memory is None else partial(_cap_memory, memory),
+    )
 
 
 def finished_run(folder: Path) -> Path:
@@ -73,8 +90,12 @@ def finished_run(folder: Path) -> Path:
     out = folder / "run"
     done = subprocess.run(
         [*PRETRAIN, "-c", str(config), "-o", str(out)],
-        capture_output=True, text=True, timeout=300, env=env(), cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list_checkpoints(out / "checkpoints")) == 2
     return out

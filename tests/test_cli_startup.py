@@ -86,8 +86,12 @@ def test_subcommand_help_imports_no_torch(command: str) -> None:
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "unimix.cli", command, "--help"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 0 and f"usage: unimix {command}" in proc.stdout, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "unimix" in imported  # the package, then unimix.cli as __main__

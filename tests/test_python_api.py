@@ -21,13 +21,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: A 1-block ViT at 16 px: a step takes milliseconds.
 TINY = [
-    "data.batch_size=8", "data.num_workers=0", "augment.global_size=16", "augment.local_size=8",
-    "augment.num_local=1", "model.backbone=vit_tiny_patch16_224",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "augment.global_size=16",
+    "augment.local_size=8",
+    "augment.num_local=1",
+    "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2,"
     " mlp_ratio: 2, dynamic_img_size: true}",
-    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}", "optim.warmup_epochs=0",
-    "epochs=2", "threads=1", "checkpoint.every_steps=0", "logging.progress_bar=false",
-]  # fmt: skip
+    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}",
+    "optim.warmup_epochs=0",
+    "epochs=2",
+    "threads=1",
+    "checkpoint.every_steps=0",
+    "logging.progress_bar=false",
+]
 
 
 class Recorded(Dataset):

@@ -24,10 +24,24 @@ from PIL import Image
 README = REPO_ROOT / "README.md"
 BIN = str(Path(sys.executable).parent) + "/"
 #: A few steps of any recipe: small batches, no loader workers, a small k-NN at the end.
-TINY = ["max_steps=2", "data.batch_size=16", "data.num_workers=0", "threads=1",
-        "eval.num_train=48", "eval.num_test=16", "eval.k=5"]  # fmt: skip
-TINY_CIFAR = ["max_steps=1", "data.batch_size=16", "data.num_workers=0", "data.cache=false",
-              "threads=1", "eval.knn_at_end=false", "eval.knn_every_epochs=0"]  # fmt: skip
+TINY = [
+    "max_steps=2",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "threads=1",
+    "eval.num_train=48",
+    "eval.num_test=16",
+    "eval.k=5",
+]
+TINY_CIFAR = [
+    "max_steps=1",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "data.cache=false",
+    "threads=1",
+    "eval.knn_at_end=false",
+    "eval.knn_every_epochs=0",
+]
 
 
 def tour_commands(text: str) -> list[str]:
@@ -101,8 +115,9 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
     for command in commands:
         runs = _prepare(command, places)
         for argv in runs or []:
-            proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
-                                  timeout=300)  # fmt: skip
+            proc = subprocess.run(
+                argv, cwd=work, env=env, capture_output=True, text=True, timeout=300
+            )
             assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
     quickstart = work / "runs" / "quickstart"
     assert (quickstart / "knn.json").is_file() and (quickstart / "curves.png").is_file()
@@ -119,7 +134,13 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
         "from PIL import Image\n"
         "my_dataset = [Image.new('RGB', (32, 32), (i, 255 - i, 90)) for i in range(0, 256, 8)]\n"
     )
-    proc = subprocess.run([sys.executable, "-c", prelude + code], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "runs" / "mine" / "checkpoints").is_dir()

@@ -23,8 +23,14 @@ def test_warmups_capped_at_share_of_budget_unless_given() -> None:
     # recipe) is already within the cap and must not be touched; a key given explicitly is kept.
     cfg = load_pretrain_config("cifar10_nano", [])
     assert (cfg.optim.warmup_epochs, cfg.dino.freeze_last_layer_epochs) == (2, 1)
-    spec = JobSpec("ours", "x", "cifar10", "poolformer_nano", warmup_share=0.1,
-                   overrides=["dino.freeze_last_layer_epochs=2"])  # fmt: skip
+    spec = JobSpec(
+        "ours",
+        "x",
+        "cifar10",
+        "poolformer_nano",
+        warmup_share=0.1,
+        overrides=["dino.freeze_last_layer_epochs=2"],
+    )
     assert _capped_warmups(cfg, spec, epochs=3.0) == ["optim.warmup_epochs=0.300000"]
 
 
@@ -57,13 +63,24 @@ def test_tiny_race_of_ours_against_the_lightly_peer(tmp_path: Path) -> None:
     from unimix.bench.race import format_race, race
 
     base = JobSpec(
-        method="ours", out=str(tmp_path / "race"), data="synthetic", backbone="poolformer_nano",
-        images=256, holdout=100, points=2, bank_limit=300, bn_images=64,
+        method="ours",
+        out=str(tmp_path / "race"),
+        data="synthetic",
+        backbone="poolformer_nano",
+        images=256,
+        holdout=100,
+        points=2,
+        bank_limit=300,
+        bn_images=64,
         overrides=[
-            "data.batch_size=64", "augment.num_local=0", "data.num_workers=0",
-            "model.head.out_dim=64", "model.head.hidden_dim=32", "model.head.bottleneck_dim=16",
+            "data.batch_size=64",
+            "augment.num_local=0",
+            "data.num_workers=0",
+            "model.head.out_dim=64",
+            "model.head.hidden_dim=32",
+            "model.head.bottleneck_dim=16",
         ],
-    )  # fmt: skip
+    )
     report = race(base, seeds=[0], peer="lightly", parallel=2)
     ours, peer = report["methods"]["ours"]["runs"][0], report["methods"]["lightly"]["runs"][0]
     assert ours["images_seen"] == 256 and peer["images_seen"] == 256  # the same budget
@@ -108,8 +125,11 @@ def test_every_script_is_a_command_line_with_help(script: str) -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, str(root / "scripts" / script), "--help"],
-        capture_output=True, text=True, timeout=120, cwd=root,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage:"), result.stdout[:200]
 
@@ -120,10 +140,23 @@ def test_throughput_races_both_loops_at_one_precision_with_views_where_asked(
     from unimix.bench.throughput import ThroughputSpec, format_throughput, measure
 
     spec = ThroughputSpec(
-        num_samples=64, batch_size=8, global_size=32, local_size=16, num_local=2, out_dim=32,
-        hidden_dim=16, bottleneck_dim=8, steps=1, warmup=1, rounds=1, num_workers=0,
-        threads=1, precision="bf16", placement="device", out=str(tmp_path / "t.json"),
-    )  # fmt: skip
+        num_samples=64,
+        batch_size=8,
+        global_size=32,
+        local_size=16,
+        num_local=2,
+        out_dim=32,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        steps=1,
+        warmup=1,
+        rounds=1,
+        num_workers=0,
+        threads=1,
+        precision="bf16",
+        placement="device",
+        out=str(tmp_path / "t.json"),
+    )
     report = measure(spec)
     assert report["precision"] == "bf16" and report["views_rendered_on"] == "cpu"
     assert set(report["img_per_s"]) == {"unimix", "lightly"}
@@ -141,14 +174,25 @@ def test_speed_matrix_parses_variants_and_times_each() -> None:
         "x",
         {"placement": "device", "batch_size": 32, "compile": ""},
     )
-    for bad, message in (("nameless", "expected"), ("x: nope=1", "unknown field 'nope'"),
-                         ("x: batch_size=big", "not a int")):  # fmt: skip
+    for bad, message in (
+        ("nameless", "expected"),
+        ("x: nope=1", "unknown field 'nope'"),
+        ("x: batch_size=big", "not a int"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_variant(bad)
     base = ThroughputSpec(
-        num_samples=32, batch_size=8, num_local=1, out_dim=32, hidden_dim=16, bottleneck_dim=8,
-        steps=1, warmup=1, num_workers=0, threads=1,
-    )  # fmt: skip
+        num_samples=32,
+        batch_size=8,
+        num_local=1,
+        out_dim=32,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        steps=1,
+        warmup=1,
+        num_workers=0,
+        threads=1,
+    )
     report = measure_speed(base, ["w: placement=loader", "d: placement=device"])
     assert [r["name"] for r in report["rows"]] == ["w", "d"]
     assert all(r["img_per_s"] > 0 and r["views_rendered_on"] == "cpu" for r in report["rows"])

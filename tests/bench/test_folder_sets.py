@@ -89,10 +89,20 @@ def test_write_glyphs28_is_labeled_by_character_and_reproducible(tmp_path: Path)
 def test_make_folder_sets_needs_cifar10_only_for_gray28(tmp_path: Path) -> None:
     script = REPO / "scripts" / "make_folder_sets.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--cifar10", str(tmp_path / "none"), "--out",
-         str(tmp_path / "sets"), "--sets", "gray28"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            "--cifar10",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "sets"),
+            "--sets",
+            "gray28",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: --cifar10 {tmp_path / 'none'}: no train/ folder (needed for gray28)"
@@ -121,9 +131,13 @@ def test_grid_configs_apply_to_their_sets(tmp_path: Path) -> None:
     assert grid["recipe"] == "folder"
     runs = plan_runs(grid, root="/sets", out=tmp_path / "out", seeds=[0, 1])
     assert [(r.set, r.config, r.seed) for r in runs] == [
-        ("a", "sized", 0), ("a", "sized", 1), ("b", "sized", 0), ("b", "sized", 1),
-        ("b", "flip_off", 0), ("b", "flip_off", 1),
-    ]  # fmt: skip
+        ("a", "sized", 0),
+        ("a", "sized", 1),
+        ("b", "sized", 0),
+        ("b", "sized", 1),
+        ("b", "flip_off", 0),
+        ("b", "flip_off", 1),
+    ]
     last = runs[-1].command
     assert last[1:6] == ("-m", "unimix.cli", "pretrain", "-c", "folder")
     assert "data.dataset=/sets/b" in last and "data.holdout=7" in last and "seed=1" in last
@@ -165,8 +179,13 @@ def test_epochs_factor_multiplies_each_sets_sized_epochs(tmp_path: Path) -> None
 
 
 def _knn(trained: float, untrained: float, raw: float) -> dict:
-    return {"trained": trained, "student": trained + 1, "untrained": untrained,
-            "raw_pixels": raw, "dataset": "x"}  # fmt: skip
+    return {
+        "trained": trained,
+        "student": trained + 1,
+        "untrained": untrained,
+        "raw_pixels": raw,
+        "dataset": "x",
+    }
 
 
 def test_summary_means_spreads_and_margins(tmp_path: Path) -> None:

@@ -164,8 +164,10 @@ def test_every_checkpoint_file_gets_the_mode_of_the_json_beside_it(
     assert modes["backbone.json"] == 0o640  # 0666 less the umask 027, what open() gives
     assert {name for name, mode in modes.items() if mode != 0o640} == set(), modes
     assert {n for n in modes if n.endswith(".safetensors")} >= {
-        "teacher.safetensors", "student_backbone.safetensors", "dino_state.safetensors",
-    }  # fmt: skip
+        "teacher.safetensors",
+        "student_backbone.safetensors",
+        "dino_state.safetensors",
+    }
 
 
 def test_the_fallback_line_of_knn_and_export_is_a_warning_line(tmp_path: Path) -> None:
@@ -175,10 +177,23 @@ def test_the_fallback_line_of_knn_and_export_is_a_warning_line(tmp_path: Path) -
     teacher.write_bytes(teacher.read_bytes()[:-8])  # a checksum mismatch: the newest is damaged
     exported = tmp_path / "extractor.safetensors"
     proc = subprocess.run(
-        [sys.executable, "-m", "unimix.cli", "export", str(out), "-o", str(exported),
-         "--device", "cpu"],
-        capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "unimix.cli",
+            "export",
+            str(out),
+            "-o",
+            str(exported),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "skipping checkpoint" in line]
     assert lines and all(

@@ -85,9 +85,15 @@ def _accelerate_files(tmp: Path) -> None:
 
 def _save(root: Path, step: int, write_files: Callable[[Path], None], keep_last: int = 3) -> Path:
     return write_checkpoint(
-        root, step, write_files, {"step": step}, is_main=True, barrier=lambda: None,
-        keep_last=keep_last, size_hint=lambda: 3 * 2**20 - 5,
-    )  # fmt: skip
+        root,
+        step,
+        write_files,
+        {"step": step},
+        is_main=True,
+        barrier=lambda: None,
+        keep_last=keep_last,
+        size_hint=lambda: 3 * 2**20 - 5,
+    )
 
 
 def _failing(err: BaseException) -> Callable[[Path], None]:
@@ -171,9 +177,15 @@ def test_another_process_failing_aborts_every_process_and_cleans_up(tmp_path: Pa
 
     with pytest.raises(CheckpointWriteError, match="step_00000004 not written: another process"):
         write_checkpoint(
-            root, 4, _accelerate_files, {"step": 4}, is_main=True, barrier=lambda: None,
-            keep_last=3, all_ok=all_ok,
-        )  # fmt: skip
+            root,
+            4,
+            _accelerate_files,
+            {"step": 4},
+            is_main=True,
+            barrier=lambda: None,
+            keep_last=3,
+            all_ok=all_ok,
+        )
     assert votes == [True, True] and list(root.iterdir()) == []
 
 
@@ -267,13 +279,24 @@ def test_all_damaged_starts_fresh_and_moves_them_aside(tmp_path: Path, messages:
 # ---------------------------------------------------------------- the CLI, end to end
 
 TINY = {
-    "data": {"dataset": "synthetic", "num_samples": 48, "image_size": 16, "batch_size": 16, "num_workers": 0},
+    "data": {
+        "dataset": "synthetic",
+        "num_samples": 48,
+        "image_size": 16,
+        "batch_size": 16,
+        "num_workers": 0,
+    },
     "augment": {"global_size": 16, "local_size": 8, "num_local": 2},
     "model": {
         "backbone": "vit_tiny_patch16_224",
         "backbone_kwargs": {
-            "img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
-            "mlp_ratio": 2, "dynamic_img_size": True,
+            "img_size": 16,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depth": 1,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "dynamic_img_size": True,
         },
         "head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
     },
@@ -282,7 +305,7 @@ TINY = {
     "checkpoint": {"every_steps": 4, "keep_last": 3},
     "eval": {"knn_at_end": False},
     "logging": {"every_steps": 1, "progress_bar": False},
-}  # fmt: skip
+}
 
 
 def _pretrain(tmp_path: Path, *args: str) -> int:
@@ -301,9 +324,11 @@ def _steps_run(out: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("writer", ["safetensors", "torch"])
 def test_pretrain_disk_full_exits_2_with_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     writer: str,
-) -> None:  # fmt: skip
+) -> None:
     import accelerate
 
     import unimix.ssl.engine.training_state as ssl_checkpoint
@@ -373,8 +398,9 @@ def test_pretrain_resume_skips_a_crafted_pickle_and_an_all_damaged_run_starts_fr
     assert _steps_run(out)[-4:] == [1, 2, 3, 4]
     assert [p.name for p in list_checkpoints(root)] == ["step_00000004"]
     assert sorted(p.name for p in (root / "damaged").iterdir()) == [
-        "step_00000004", "step_00000008",
-    ]  # fmt: skip
+        "step_00000004",
+        "step_00000008",
+    ]
 
 
 _RANK1_DISK_FULL = """
@@ -403,14 +429,23 @@ def test_disk_full_on_another_process_stops_every_process(tmp_path: Path) -> Non
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     launch = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(port), str(script),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(script),
+    ]
     proc = subprocess.run(
         [*launch, "pretrain", "-c", str(config), "-o", str(out)],
-        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     root = out / "checkpoints"
     errors = sorted(line for line in proc.stderr.splitlines() if line.startswith("error:"))
     assert proc.returncode != 0

@@ -44,8 +44,12 @@ def test_empty_output_dir_is_a_config_error(
     # It used to mean "the current directory": here, a finished run's own folder.
     before = snapshot(run)
     monkeypatch.chdir(run)
-    _refused(capsys, ["-c", str(run / "config.yaml"), "--resume", "auto", *args],
-             "config key 'output_dir'", "non-empty")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", str(run / "config.yaml"), "--resume", "auto", *args],
+        "config key 'output_dir'",
+        "non-empty",
+    )
     assert_run_intact(run, before)
 
 
@@ -59,18 +63,27 @@ def test_empty_output_dir_is_a_config_error(
         ("optim.base_lr=.inf", "optim.base_lr", "expected a finite number, got inf"),
         ("optim.min_lr=nan", "optim.min_lr", "expected a finite number, got nan"),
         ("dino.teacher_temp=-.inf", "dino.teacher_temp", "expected a finite number, got -inf"),
-        ("augment.global_scale=[0.4, .nan]", "augment.global_scale[1]",
-         "expected a finite number, got nan"),
-        ("model.backbone_kwargs.drop_path_rate=.nan", "model.backbone_kwargs.drop_path_rate",
-         "expected a finite number, got nan"),
+        (
+            "augment.global_scale=[0.4, .nan]",
+            "augment.global_scale[1]",
+            "expected a finite number, got nan",
+        ),
+        (
+            "model.backbone_kwargs.drop_path_rate=.nan",
+            "model.backbone_kwargs.drop_path_rate",
+            "expected a finite number, got nan",
+        ),
     ],
-)  # fmt: skip
+)
 def test_zero_std_and_non_finite_numbers_are_refused_at_load(
     run: Path, capsys: pytest.CaptureFixture[str], override: str, key: str, expected: str
 ) -> None:
     before = snapshot(run)
-    _refused(capsys, ["-c", str(run / "config.yaml"), "-o", str(run), "--resume", "auto", override],
-             f"config key '{key}': {expected} ")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", str(run / "config.yaml"), "-o", str(run), "--resume", "auto", override],
+        f"config key '{key}': {expected} ",
+    )
     assert_run_intact(run, before)
 
 
@@ -112,8 +125,15 @@ def test_alias_bomb_is_refused_fast_at_read_time(run: Path, tmp_path: Path) -> N
     assert str(bomb) in done.stderr and "alias" in done.stderr
     assert time.monotonic() - start < 30
     # the same bomb as an override value
-    args = ["-c", str(run / "config.yaml"), "-o", str(run), "--resume", "auto",
-            f"model.backbone_kwargs={_alias_bomb()}"]  # fmt: skip
+    args = [
+        "-c",
+        str(run / "config.yaml"),
+        "-o",
+        str(run),
+        "--resume",
+        "auto",
+        f"model.backbone_kwargs={_alias_bomb()}",
+    ]
     done = run_cli([*PRETRAIN[1:], *args], 60, memory=4 * 2**30)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
     assert "override model.backbone_kwargs=" in done.stderr and "alias" in done.stderr
@@ -149,8 +169,12 @@ def test_non_utf8_config_is_one_line_naming_the_file(
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes("# réglages de Zoé\nseed: 0\n".encode("latin-1"))
     before = snapshot(run)
-    _refused(capsys, ["-c", str(latin), "-o", str(run), "--resume", "auto"],
-             f"config file {latin}: not UTF-8", "0xe9")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", str(latin), "-o", str(run), "--resume", "auto"],
+        f"config file {latin}: not UTF-8",
+        "0xe9",
+    )
     assert_run_intact(run, before)
     # UTF-8, with or without a byte-order mark, reads
     for text in ("# réglages\nseed: 3\n", "\ufeffseed: 3\n"):
@@ -177,14 +201,20 @@ def test_duplicate_key_is_one_line_naming_it(
     dup = tmp_path / "dup.yaml"
     dup.write_text("optim:\n  base_lr: 0.001\n  min_lr: 0.0\n  base_lr: 0.1\n")
     before = snapshot(run)
-    _refused(capsys, ["-c", str(dup), "-o", str(run), "--resume", "auto"],
-             f"config file {dup} line 4: duplicate key 'optim.base_lr'")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", str(dup), "-o", str(run), "--resume", "auto"],
+        f"config file {dup} line 4: duplicate key 'optim.base_lr'",
+    )
     dup.write_text("model:\n  backbone_kwargs:\n    depth: 1\n    depth: 12\n")
     _refused(
         capsys, ["-c", str(dup), "-o", str(run)], "duplicate key 'model.backbone_kwargs.depth'"
     )
-    _refused(capsys, ["-c", "quickstart", "-o", str(run), "model.backbone_kwargs={a: 1, a: 2}"],
-             "duplicate key 'model.backbone_kwargs.a'")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", "quickstart", "-o", str(run), "model.backbone_kwargs={a: 1, a: 2}"],
+        "duplicate key 'model.backbone_kwargs.a'",
+    )
     assert_run_intact(run, before)
     # the same key in two different mappings is no duplicate
     dup.write_text("optim:\n  base_lr: 0.001\neval:\n  k: 5\ndino:\n  koleo_weight: 0.0\n")
@@ -199,11 +229,16 @@ def test_output_dir_name_over_the_limit_is_refused_before_writing(
     parent = tmp_path / "parent"
     parent.mkdir()
     long_name = parent / ("r" * 256) / "run"
-    _refused(capsys, ["-c", str(run / "config.yaml"), "-o", str(long_name)],
-             "output_dir=", "is 256 bytes, over the 255-byte limit")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", str(run / "config.yaml"), "-o", str(long_name)],
+        "output_dir=",
+        "is 256 bytes, over the 255-byte limit",
+    )
     # multi-byte characters count in bytes: 128 'é' are 256 bytes
-    _refused(capsys, ["-c", str(run / "config.yaml"), "-o", str(parent / ("é" * 128))],
-             "is 256 bytes")  # fmt: skip
+    _refused(
+        capsys, ["-c", str(run / "config.yaml"), "-o", str(parent / ("é" * 128))], "is 256 bytes"
+    )
     deep = parent / "/".join(["d" * 200] * 21)  # each name fine, the whole over PATH_MAX
     assert len(os.fsencode(str(deep))) > 4096
     _refused(capsys, ["-c", str(run / "config.yaml"), "-o", str(deep)], "path limit")

@@ -114,8 +114,9 @@ def test_extract_features_drops_unreadable_files(bad_tree: Path) -> None:
         files, labels = _readable(bad_tree / split)
         assert len(dataset) == len(files) + (3 if split == "train" else 1)
         assert x.shape == (len(files), 12) and y.tolist() == labels
-        np.testing.assert_allclose(x.double().numpy(), _reference_features(model, files, 8),
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            x.double().numpy(), _reference_features(model, files, 8), rtol=1e-5, atol=1e-5
+        )
         banks[split] = (x, y)
     result = knn_evaluate(*banks["train"], *banks["test"], ks=(3,), temperature=0.07)
     assert result["bank"] == 12 and result["queries"] == 6
@@ -124,8 +125,19 @@ def test_extract_features_drops_unreadable_files(bad_tree: Path) -> None:
 
 
 def _knn_argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["knn", str(model), "--data", str(data), "--k", "3", "--batch-size", "4",
-            "--out", str(out), *extra]  # fmt: skip
+    return [
+        "knn",
+        str(model),
+        "--data",
+        str(data),
+        "--k",
+        "3",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -134,8 +146,9 @@ def test_knn_cli_bank_holds_only_readable_images(
 ) -> None:
     out = tmp_path / "knn.json"
     with pytest.warns(Warning):
-        assert unimix_main(_knn_argv(extractor, bad_tree, out, "--workers", "0",
-                                     "--no-progress")) == 0  # fmt: skip
+        assert (
+            unimix_main(_knn_argv(extractor, bad_tree, out, "--workers", "0", "--no-progress")) == 0
+        )
     report = json.loads(out.read_text())
     (train, y_train), (test, y_test) = _readable(bad_tree / "train"), _readable(bad_tree / "test")
     assert (report["bank"], report["queries"]) == (len(train), len(test)) == (12, 6)
@@ -148,8 +161,16 @@ def test_knn_cli_bank_holds_only_readable_images(
     # The memory-mapped bank (compacted in place) gives the same numbers.
     stored = tmp_path / "stored.json"
     with pytest.warns(Warning):
-        argv = _knn_argv(extractor, bad_tree, stored, "--no-progress", "--workers", "0",
-                         "--features-cache", str(tmp_path / "cache"))  # fmt: skip
+        argv = _knn_argv(
+            extractor,
+            bad_tree,
+            stored,
+            "--no-progress",
+            "--workers",
+            "0",
+            "--features-cache",
+            str(tmp_path / "cache"),
+        )
         assert unimix_main(argv) == 0
     again = json.loads(stored.read_text())
     assert (again["bank"], again["top1"], again["skipped"]) == (
@@ -164,8 +185,21 @@ def test_linear_cli_features_hold_only_readable_images(
     bad_tree: Path, extractor: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "linear.json"
-    argv = ["linear", str(extractor), "--data", str(bad_tree), "--epochs", "2", "--workers", "0",
-            "--val-fraction", "0.25", "--no-progress", "--out", str(out)]  # fmt: skip
+    argv = [
+        "linear",
+        str(extractor),
+        "--data",
+        str(bad_tree),
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--val-fraction",
+        "0.25",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     with pytest.warns(Warning):
         assert unimix_main(argv) == 0
     report = json.loads(out.read_text())
@@ -203,14 +237,21 @@ TINY = {
     "augment": {"global_size": 16, "local_size": 8, "num_local": 1},
     "model": {
         "backbone": "vit_tiny_patch16_224",
-        "backbone_kwargs": {"img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1,
-                            "num_heads": 2, "mlp_ratio": 2, "dynamic_img_size": True},
+        "backbone_kwargs": {
+            "img_size": 16,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depth": 1,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "dynamic_img_size": True,
+        },
         "head": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8},
     },
     "epochs": 1,
     "threads": 1,
     "checkpoint": {"every_steps": 0, "keep_last": 1},
-}  # fmt: skip
+}
 
 
 def _pretrain_config(tmp_path: Path, data: Path, **logging: object) -> Path:
@@ -253,8 +294,14 @@ def test_knn_warnings_are_single_lines_beside_the_progress_bar(
 ) -> None:
     argv = _knn_argv(extractor, bad_tree, tmp_path / "k.json", "--workers", "1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "unimix.cli", *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "unimix.cli", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "features:" in done.stderr  # the bar was drawn: the lines below were written past it
     lines = _check_clean_lines(done.stderr, bad_tree / "train" / "a" / "a_bad.jpg", 3)
@@ -272,8 +319,17 @@ def test_knn_warnings_are_single_lines_beside_the_progress_bar(
 def test_pretrain_skips_and_counts_with_clean_lines(bad_tree: Path, tmp_path: Path) -> None:
     config = _pretrain_config(tmp_path, bad_tree, progress_bar=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unimix.cli", "pretrain", "-c", str(config),
-           "-o", str(tmp_path / "run"), "max_steps=1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "unimix.cli",
+        "pretrain",
+        "-c",
+        str(config),
+        "-o",
+        str(tmp_path / "run"),
+        "max_steps=1",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = _check_clean_lines(done.stderr, bad_tree / "train" / "a" / "a_bad.jpg", 3)
@@ -294,9 +350,24 @@ def test_two_processes_drop_the_same_rows_as_one(
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
-           "-m", "unimix.cli", *_knn_argv(extractor, bad_tree, two, *extra)]  # fmt: skip
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        port,
+        "-m",
+        "unimix.cli",
+        *_knn_argv(extractor, bad_tree, two, *extra),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -103,16 +103,29 @@ def test_a_run_decodes_a_jpeg_folder_in_the_training_process(tmp_path: Path) -> 
 
     root = _jpeg_folder(tmp_path / "images")
     tiny = [
-        f"data.dataset={root}", "data.batch_size=6", "data.num_workers=1", "data.cache=false",
-        "data.decode=device", "augment.placement=device", "augment.global_size=16",
-        "augment.local_size=8", "augment.num_local=1", "model.backbone=vit_tiny_patch16_224",
+        f"data.dataset={root}",
+        "data.batch_size=6",
+        "data.num_workers=1",
+        "data.cache=false",
+        "data.decode=device",
+        "augment.placement=device",
+        "augment.global_size=16",
+        "augment.local_size=8",
+        "augment.num_local=1",
+        "model.backbone=vit_tiny_patch16_224",
         "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1,"
         " num_heads: 2, mlp_ratio: 2, dynamic_img_size: true}",
-        "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}", "optim.warmup_epochs=0",
-        "epochs=2", "max_steps=3", "threads=1", "checkpoint.every_steps=0",
-        "logging.progress_bar=false", "eval.knn_at_end=false", "eval.knn_every_epochs=0",
+        "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}",
+        "optim.warmup_epochs=0",
+        "epochs=2",
+        "max_steps=3",
+        "threads=1",
+        "checkpoint.every_steps=0",
+        "logging.progress_bar=false",
+        "eval.knn_at_end=false",
+        "eval.knn_every_epochs=0",
         f"output_dir={tmp_path / 'run'}",
-    ]  # fmt: skip
+    ]
     result = unimix.pretrain(load_pretrain_config("folder", tiny))
     assert result.steps == 3 and all(np.isfinite(result.losses))
     start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

@@ -68,7 +68,10 @@ def test_converter_flat_folder_errors_and_help(tiny_image_folder, tmp_path, caps
     assert shards_main([str(flat), str(tmp_path / "flat_shards"), "--prefix", "f"]) == 0
     samples = _tar_samples(tmp_path / "flat_shards" / "f-000000.tar")
     assert len(samples) == 5 and all(set(s) == {"png"} for s in samples.values())  # no labels
-    for argv in ([str(tmp_path / "missing"), str(tmp_path / "o")], [str(flat), "o2", "--shard-size", "0"]):  # fmt: skip
+    for argv in (
+        [str(tmp_path / "missing"), str(tmp_path / "o")],
+        [str(flat), "o2", "--shard-size", "0"],
+    ):
         capsys.readouterr()
         assert shards_main(argv) == 2
         err = capsys.readouterr().err
@@ -139,7 +142,10 @@ def test_shards_are_dealt_disjointly_and_completely(num_shards: int) -> None:
             ]
             flat = [s for part in dealt for s in part]
             assert sorted(flat) == list(range(num_shards))
-            assert {len(p) for p in dealt} <= {num_shards // (world * readers), -(-num_shards // (world * readers))}  # fmt: skip
+            assert {len(p) for p in dealt} <= {
+                num_shards // (world * readers),
+                -(-num_shards // (world * readers)),
+            }
     assert reader_shards(10, 5, 1) != reader_shards(10, 5, 2)
 
 
@@ -219,8 +225,13 @@ TINY = {
     "model": {
         "backbone": "vit_tiny_patch16_224",
         "backbone_kwargs": {
-            "img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2,
-            "mlp_ratio": 2, "dynamic_img_size": True,
+            "img_size": 16,
+            "patch_size": 8,
+            "embed_dim": 16,
+            "depth": 1,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "dynamic_img_size": True,
         },
         "head": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8},
     },
@@ -230,7 +241,7 @@ TINY = {
     "threads": 1,
     "checkpoint": {"every_steps": 3, "keep_last": 2},
     "logging": {"every_steps": 1, "progress_bar": False},
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow

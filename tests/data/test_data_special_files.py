@@ -115,9 +115,12 @@ def test_listing_keeps_regular_files_and_links_to_them(fifo_tree, tmp_path: Path
     regular = sorted(str(p) for p in train.rglob("*.*") if os.path.isfile(p))
     assert sorted(listed["files"]) == regular and len(regular) == 2 * PER_CLASS + 1
     messages = listed["warnings"]
-    for path, kind in [(train / "cat" / "x.png", "a FIFO"), (train / "dog" / "x.png", "a FIFO"),
-                       (train / "cat" / "y.jpg", "a socket"),
-                       (train / "dog" / "broken.png", "a broken symbolic link")]:  # fmt: skip
+    for path, kind in [
+        (train / "cat" / "x.png", "a FIFO"),
+        (train / "dog" / "x.png", "a FIFO"),
+        (train / "cat" / "y.jpg", "a socket"),
+        (train / "dog" / "broken.png", "a broken symbolic link"),
+    ]:
         assert sum(m.startswith(f"skipping {path}: {kind}") for m in messages) == 1, messages
     assert len(messages) == 4
 
@@ -152,9 +155,11 @@ def test_second_link_to_a_folder_is_listed_once(tiny_image_folder) -> None:
 # ------------------------------------------------------------ pretraining, knn, shards: FIFOs
 def _pretrain_on(tmp_path: Path, data: Path, *extra: str) -> tuple[Path, str]:
     config = write_tiny_config(
-        tmp_path, data={"dataset": str(data), "batch_size": 8, "num_workers": 0},
-        max_steps=1, checkpoint={"every_steps": 0, "keep_last": 1},
-    )  # fmt: skip
+        tmp_path,
+        data={"dataset": str(data), "batch_size": 8, "num_workers": 0},
+        max_steps=1,
+        checkpoint={"every_steps": 0, "keep_last": 1},
+    )
     out = tmp_path / "run"
     args = [*PRETRAIN[1:], "-c", str(config), "-o", str(out), *extra]
     done = run_cli(args, timeout=180, memory=MEMORY)
@@ -184,9 +189,25 @@ def test_pretraining_skips_a_fifo_instead_of_hanging(fifo_tree, tmp_path: Path, 
 def test_knn_skips_a_fifo_instead_of_hanging(fifo_tree, extractor: Path, tmp_path: Path) -> None:
     root, special = fifo_tree
     report = tmp_path / "knn.json"
-    done = run_cli(["-m", "unimix.cli", "knn", str(extractor), "--data", str(root), "--k", "3",
-                    "--out", str(report), "--no-progress", "--device", "cpu"],
-                   timeout=180, memory=MEMORY)  # fmt: skip
+    done = run_cli(
+        [
+            "-m",
+            "unimix.cli",
+            "knn",
+            str(extractor),
+            "--data",
+            str(root),
+            "--k",
+            "3",
+            "--out",
+            str(report),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        timeout=180,
+        memory=MEMORY,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     result = json.loads(report.read_text())
@@ -198,8 +219,11 @@ def test_knn_skips_a_fifo_instead_of_hanging(fifo_tree, extractor: Path, tmp_pat
 def test_shards_skip_a_fifo_instead_of_hanging(fifo_tree, tmp_path: Path) -> None:
     root, special = fifo_tree
     out = tmp_path / "shards"
-    done = run_cli(["-m", "unimix.cli", "shards", str(root / "train"), str(out),
-                    "--shard-size", "4"], timeout=120, memory=MEMORY)  # fmt: skip
+    done = run_cli(
+        ["-m", "unimix.cli", "shards", str(root / "train"), str(out), "--shard-size", "4"],
+        timeout=120,
+        memory=MEMORY,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     index = json.loads((out / "shards.json").read_text())
@@ -230,9 +254,25 @@ def test_knn_and_shards_count_each_image_once_despite_a_loop(
 ) -> None:
     root, links = loop_tree
     report = tmp_path / "knn.json"
-    done = run_cli(["-m", "unimix.cli", "knn", str(extractor), "--data", str(root), "--k", "3",
-                    "--out", str(report), "--no-progress", "--device", "cpu"],
-                   timeout=180, memory=MEMORY)  # fmt: skip
+    done = run_cli(
+        [
+            "-m",
+            "unimix.cli",
+            "knn",
+            str(extractor),
+            "--data",
+            str(root),
+            "--k",
+            "3",
+            "--out",
+            str(report),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        timeout=180,
+        memory=MEMORY,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _no_traceback(done.stderr)
     result = json.loads(report.read_text())
@@ -240,8 +280,11 @@ def test_knn_and_shards_count_each_image_once_despite_a_loop(
     assert len(_warnings(done.stderr)) == len(links)
 
     out = tmp_path / "shards"
-    done = run_cli(["-m", "unimix.cli", "shards", str(root / "test"), str(out), "--unlabeled"],
-                   timeout=120, memory=MEMORY)  # fmt: skip
+    done = run_cli(
+        ["-m", "unimix.cli", "shards", str(root / "test"), str(out), "--unlabeled"],
+        timeout=120,
+        memory=MEMORY,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "shards.json").read_text())["num_samples"] == 2 * PER_CLASS
     assert len(_warnings(done.stderr)) == 2  # test/cat/up and test/dog/again

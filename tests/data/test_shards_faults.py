@@ -100,8 +100,9 @@ def test_bad_files_are_skipped_with_a_warning_not_copied(
         assert name in warned, warned
     shards = _consistent(out)
     assert sum(shards.values()) == 8  # the 8 real images, nothing else
-    stored = sorted(v for s in shards for m in _members(out / s).values() for k, v in m.items()
-                    if k != "cls")  # fmt: skip
+    stored = sorted(
+        v for s in shards for m in _members(out / s).values() for k, v in m.items() if k != "cls"
+    )
     real = sorted(p.read_bytes() for p in src.rglob("*_*.png"))
     assert stored == real
 
@@ -149,8 +150,12 @@ def test_a_full_disk_leaves_whole_listed_shards_and_one_line(
     _big_images(src, 12)  # ~580 kB: more than the disk holds
     proc = subprocess.run(
         [sys.executable, "-m", "unimix.cli", "shards", str(src), str(out), "--shard-size", "2"],
-        capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     _full_disk_line(out, proc.stderr)
     shards = _consistent(out)
@@ -226,11 +231,25 @@ def test_a_damaged_listed_shard_ends_the_run_in_one_line_naming_it(
     config.write_text(yaml.safe_dump(SHARD_RUN))
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(out),
-         f"data.dataset={shards}", f"data.num_workers={workers}", "data.batch_size=2",
-         "epochs=3", "checkpoint.every_steps=1"],
-        capture_output=True, text=True, timeout=180, env=_env(), cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            *PRETRAIN,
+            "-c",
+            str(config),
+            "-o",
+            str(out),
+            f"data.dataset={shards}",
+            f"data.num_workers={workers}",
+            "data.batch_size=2",
+            "epochs=3",
+            "checkpoint.every_steps=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Caught ValueError" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -267,8 +286,12 @@ def test_an_image_over_pils_limit_is_one_warning_line_naming_it(
     big.write_bytes(_png(7, size=16))
     proc = subprocess.run(
         [sys.executable, "-c", _LOW_LIMIT, "shards", str(src), str(tmp_path / "shards")],
-        capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "DecompressionBombWarning" not in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [
@@ -299,7 +322,7 @@ def _deadline(seconds: int) -> Iterator[None]:
 
 
 def _not_a_file(path: Path, kind: str = "a FIFO") -> str:
-    return f"shard {path}: {kind}, not a regular file; a shard must be a tar file (remove or rename it)"  # fmt: skip
+    return f"shard {path}: {kind}, not a regular file; a shard must be a tar file (remove or rename it)"
 
 
 @pytest.fixture
@@ -349,16 +372,46 @@ def test_commands_on_a_shard_fifo_end_in_one_line_not_a_hang(shards_and_fifo, tm
     model = create_dino_backbone("poolformer_nano").eval()
     extractor = export_extractor(model, meta, tmp_path / "ext", "safetensors")
     commands = {
-        "pretrain": ([*PRETRAIN, "-c", str(config), "-o", str(tmp_path / "run"),
-                      f"data.dataset={out}", f"eval.dataset={out.parent / 'src'}"],
-                     f"error: data.dataset='{out}' (split 'train'): "),
-        "knn": (["-m", "unimix.cli", "knn", str(extractor), "--data", str(out), "--k", "3",
-                 "--no-progress", "--device", "cpu", "--out", str(tmp_path / "knn.json")],
-                "error: "),
-    }  # fmt: skip
+        "pretrain": (
+            [
+                *PRETRAIN,
+                "-c",
+                str(config),
+                "-o",
+                str(tmp_path / "run"),
+                f"data.dataset={out}",
+                f"eval.dataset={out.parent / 'src'}",
+            ],
+            f"error: data.dataset='{out}' (split 'train'): ",
+        ),
+        "knn": (
+            [
+                "-m",
+                "unimix.cli",
+                "knn",
+                str(extractor),
+                "--data",
+                str(out),
+                "--k",
+                "3",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "knn.json"),
+            ],
+            "error: ",
+        ),
+    }
     for name, (args, start) in commands.items():
-        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                              timeout=120, env=_env(), cwd=REPO)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(),
+            cwd=REPO,
+        )
         assert proc.returncode == 2, (name, proc.stderr[-3000:])
         assert proc.stderr.splitlines() == [start + _not_a_file(fifo)], (name, proc.stderr)
     assert not (tmp_path / "run").exists() and not (tmp_path / "knn.json").exists()

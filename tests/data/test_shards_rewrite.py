@@ -82,8 +82,12 @@ def test_a_rerun_keeps_the_shards_of_other_prefixes(big_and_small, tmp_path, cap
     )
     assert {n: h for n, h in _files(out).items() if n.startswith(("val-", "x-"))} == val
     index = json.loads((out / "shards.json").read_text())
-    assert index["shards"] == {"train-000000.tar": 3, "train-000001.tar": 3,
-                               "val-000000.tar": 3, "val-000001.tar": 3}  # fmt: skip
+    assert index["shards"] == {
+        "train-000000.tar": 3,
+        "train-000001.tar": 3,
+        "val-000000.tar": 3,
+        "val-000001.tar": 3,
+    }
     assert index["num_samples"] == 12
     assert ShardSet.open(out / "val-{000000..000001}.tar").counts == (3, 3)
 

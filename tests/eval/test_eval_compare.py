@@ -51,9 +51,13 @@ def test_every_network_and_the_pixel_floor_by_one_protocol() -> None:
     before = copy.deepcopy(with_bn.state_dict())
 
     rows = compare_knn(
-        {"bn_net": with_bn, "plain": plain}, bank, queries, ks=(5, 100), temperature=0.1,
+        {"bn_net": with_bn, "plain": plain},
+        bank,
+        queries,
+        ks=(5, 100),
+        temperature=0.1,
         bn_images=60,
-    )  # fmt: skip
+    )
     assert [(r["network"], r["bn"]) for r in rows] == [
         ("raw_pixels", "none"),
         ("bn_net", "kept"),

@@ -30,8 +30,23 @@ def extractor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _knn_args(model: Path, out: Path, *extra: str) -> list[str]:
-    return [str(model), "--data", "synthetic", "--limit-train", "90", "--limit-test", "25",
-            "--k", "5", "20", "--no-progress", "--predictions", "--out", str(out), *extra]  # fmt: skip
+    return [
+        str(model),
+        "--data",
+        "synthetic",
+        "--limit-train",
+        "90",
+        "--limit-test",
+        "25",
+        "--k",
+        "5",
+        "20",
+        "--no-progress",
+        "--predictions",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -66,9 +81,24 @@ def test_knn_on_cpu_with_workers_and_the_mmap_cache(
 def _launch(*argv: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           "29517", "-m", "unimix.cli", *argv]  # fmt: skip
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "unimix.cli",
+        *argv,
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
 

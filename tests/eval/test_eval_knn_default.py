@@ -16,15 +16,24 @@ from unimix.ssl import load_pretrain_config
 
 #: The 96-image synthetic set at 16 px that tests/test_dino_train.saved_teacher_top1 reads.
 TINY = [
-    "data.dataset=synthetic", "data.num_samples=96", "data.image_size=16", "data.batch_size=16",
-    "data.num_workers=0", "augment.global_size=16", "augment.num_local=0",
+    "data.dataset=synthetic",
+    "data.num_samples=96",
+    "data.image_size=16",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "augment.global_size=16",
+    "augment.num_local=0",
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2,"
     " mlp_ratio: 2, dynamic_img_size: true}",
-    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}", "optim.warmup_epochs=0",
-    "epochs=1", "max_steps=2", "threads=1", "checkpoint.every_steps=0",
+    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}",
+    "optim.warmup_epochs=0",
+    "epochs=1",
+    "max_steps=2",
+    "threads=1",
+    "checkpoint.every_steps=0",
     "logging.progress_bar=false",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +47,23 @@ def held_out_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _knn(tmp_path: Path, *args: str) -> dict:
     report = tmp_path / "knn.json"
-    assert main_knn([*args, "--k", "5", "--device", "cpu", "--no-progress", "--workers", "0",
-                     "--out", str(report)]) == 0  # fmt: skip
+    assert (
+        main_knn(
+            [
+                *args,
+                "--k",
+                "5",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--workers",
+                "0",
+                "--out",
+                str(report),
+            ]
+        )
+        == 0
+    )
     return json.loads(report.read_text())
 
 

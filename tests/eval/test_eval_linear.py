@@ -40,8 +40,11 @@ def test_separable_features_reach_near_100_and_are_deterministic() -> None:
     assert linear_probe(x, y, xt, yt, **kw) == first
     # dinov2's grid, 1e-5 … 0.1 in 13 steps, scaled by batch / 256
     assert sorted(first["grid"]) == pytest.approx(
-        [lr * 64 / 256 for lr in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)]
-    )  # fmt: skip
+        [
+            lr * 64 / 256
+            for lr in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
+        ]
+    )
     assert first["val_top1"] == max(first["grid"].values())
     assert first["grid"][first["best_lr"]] == first["val_top1"]
 
@@ -147,9 +150,11 @@ def test_augmented_probe_is_seeded_and_leaves_the_backbone_alone() -> None:
     test = SyntheticShapes("test", num_samples=12, image_size=16, num_classes=3)
     torch.manual_seed(0)
     backbone = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.AdaptiveAvgPool2d(1),
         torch.nn.Flatten(),
-    )  # fmt: skip
+    )
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     kw = {"image_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3, "epochs": 2, "batch_size": 8}
     rng = torch.get_rng_state()

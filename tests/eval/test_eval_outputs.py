@@ -17,8 +17,19 @@ from unimix.cli import main as unimix_main
 from unimix.eval.knn_cli import main as main_knn
 from unimix.eval.linear_cli import main as main_linear
 
-DATA = ["--data", "synthetic", "--limit-train", "40", "--limit-test", "12", "--device", "cpu",
-        "--workers", "0", "--no-progress"]  # fmt: skip
+DATA = [
+    "--data",
+    "synthetic",
+    "--limit-train",
+    "40",
+    "--limit-test",
+    "12",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--no-progress",
+]
 RUN_FILES = {  # what a finished run holds besides checkpoints (contents do not matter here)
     "config.yaml": "data: {dataset: synthetic}\n",
     "metrics.jsonl": '{"step": 7, "loss": 1.0}\n',

@@ -71,8 +71,12 @@ def test_shared_files_match_resolved_paths(tiny_image_folder, tmp_path: Path) ->
     (other / "train").mkdir()
     (other / "train" / "a").symlink_to(root / "train" / "a")  # one class shared
     tiny_image_folder(("b",), 2, name="e/train")
-    cases = [(root, "train", "test"), (root, "train", "train"), (other, "train", "test"),
-             (other, "test", "train")]  # fmt: skip
+    cases = [
+        (root, "train", "test"),
+        (root, "train", "train"),
+        (other, "train", "test"),
+        (other, "test", "train"),
+    ]
     for folder, bank_split, query_split in cases:
         bank, queries = build_dataset(folder, bank_split), build_dataset(folder, query_split)
         # the reference: paths with every link resolved, intersected
@@ -97,16 +101,29 @@ def test_partial_overlap_warns_with_the_count(tiny_image_folder, tmp_path: Path)
 # ----------------------------------------------------------------------- knn and linear CLI
 @pytest.mark.parametrize("command", ["knn", "linear"])
 def test_cli_refuses_a_folder_without_splits(
-    flat_labeled: Path, extractor: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    flat_labeled: Path,
+    extractor: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     command: str,
-) -> None:  # fmt: skip
+) -> None:
     report = tmp_path / f"{command}.json"
     report.write_text('{"earlier": "report"}')  # a report already written there is kept
-    argv = [command, str(extractor), "--data", str(flat_labeled), "--out", str(report),
-            "--no-progress", "--device", "cpu", "--batch-size", "8"]  # fmt: skip
+    argv = [
+        command,
+        str(extractor),
+        "--data",
+        str(flat_labeled),
+        "--out",
+        str(report),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+    ]
     assert unimix_main(argv) == 2
-    _one_error(capsys, f"--data {flat_labeled}", f"same {2 * PER_CLASS} images",
-               "train/ and test/")  # fmt: skip
+    _one_error(capsys, f"--data {flat_labeled}", f"same {2 * PER_CLASS} images", "train/ and test/")
     assert json.loads(report.read_text()) == {"earlier": "report"}
 
 
@@ -117,8 +134,17 @@ def test_cli_refuses_split_names_that_link_to_the_same_folder(
     root.mkdir()
     (root / "train").symlink_to(flat_labeled)
     (root / "test").symlink_to(flat_labeled)
-    argv = ["knn", str(extractor), "--data", str(root), "--out", str(tmp_path / "k.json"),
-            "--no-progress", "--device", "cpu"]  # fmt: skip
+    argv = [
+        "knn",
+        str(extractor),
+        "--data",
+        str(root),
+        "--out",
+        str(tmp_path / "k.json"),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert unimix_main(argv) == 2
     _one_error(capsys, "splits 'train' and 'test'", f"same {2 * PER_CLASS} images")
     assert not (tmp_path / "k.json").exists()
@@ -134,8 +160,12 @@ def test_pretraining_refuses_before_writing_anything(
     for knn in (["eval.knn_at_end=true"], ["eval.knn_every_epochs=1"]):
         args = ["-c", config, "-o", str(run), "--resume", "auto", f"eval.dataset={flat_labeled}"]
         assert pretrain_main([*args, *knn]) == 2
-        _one_error(capsys, f"eval.dataset='{flat_labeled}'", f"same {2 * PER_CLASS} images",
-                   "eval.train_split")  # fmt: skip
+        _one_error(
+            capsys,
+            f"eval.dataset='{flat_labeled}'",
+            f"same {2 * PER_CLASS} images",
+            "eval.train_split",
+        )
     assert_run_intact(run, before)
     fresh = tmp_path / "fresh"
     args = ["-c", config, "-o", str(fresh), f"data.dataset={flat_labeled}", "eval.knn_at_end=true"]
@@ -169,8 +199,12 @@ def test_knn_on_a_runs_own_eval_set_refuses_the_same_images(
     assert unimix_main(argv) == 2
     _one_error(capsys, f"eval.dataset='{flat_labeled}'", f"same {2 * PER_CLASS} images")
     assert_run_intact(copy, before)
-    overrides = [f"data.dataset={flat_labeled}", "eval.dataset=null", "eval.knn_at_end=true",
-                 f"output_dir={tmp_path / 'x'}"]  # fmt: skip
+    overrides = [
+        f"data.dataset={flat_labeled}",
+        "eval.dataset=null",
+        "eval.knn_at_end=true",
+        f"output_dir={tmp_path / 'x'}",
+    ]
     with pytest.raises(PreflightError, match="data.holdout"):  # the same through the preflight
         preflight(load_pretrain_config(str(copy / "config.yaml"), overrides))
 
@@ -199,8 +233,17 @@ def test_shards_of_one_folder_are_the_same_images(flat_shards: Path, tmp_path: P
 def test_knn_refuses_shards_serving_bank_and_queries(
     flat_shards: Path, extractor: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["knn", str(extractor), "--data", str(flat_shards), "--out", str(tmp_path / "k.json"),
-            "--no-progress", "--device", "cpu"]  # fmt: skip
+    argv = [
+        "knn",
+        str(extractor),
+        "--data",
+        str(flat_shards),
+        "--out",
+        str(tmp_path / "k.json"),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert unimix_main(argv) == 2
     _one_error(capsys, f"--data {flat_shards}", f"same {2 * PER_CLASS} images, of {flat_shards}")
     assert not (tmp_path / "k.json").exists()

@@ -50,8 +50,9 @@ def _vote(sims: np.ndarray, ids: np.ndarray, y: np.ndarray, classes: int, t: flo
 def test_exact_backends_find_the_brute_force_neighbours(backend: str, bank_rows: int) -> None:
     bank, _, queries = _data()
     unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    sims, ids = exact_search(bank, unit.astype(np.float32), 20, backend=backend,
-                             device="cpu", bank_rows=bank_rows)  # fmt: skip
+    sims, ids = exact_search(
+        bank, unit.astype(np.float32), 20, backend=backend, device="cpu", bank_rows=bank_rows
+    )
     ref_sims, ref_ids = _brute(bank, queries, 20)
     assert np.array_equal(ids.numpy(), ref_ids)
     np.testing.assert_allclose(sims.numpy(), ref_sims, atol=1e-5)

@@ -22,8 +22,21 @@ from test_dino_train import REPO, TINY, _env
 from unimix.checkpoint import list_checkpoints, load_backbone, verify_checkpoint
 from unimix.ssl.pretrain_cli import main as pretrain_main
 
-KNN_DATA = ["--data", "synthetic", "--limit-train", "48", "--limit-test", "24", "--k", "5",
-            "--device", "cpu", "--workers", "0", "--no-progress"]  # fmt: skip
+KNN_DATA = [
+    "--data",
+    "synthetic",
+    "--limit-train",
+    "48",
+    "--limit-test",
+    "24",
+    "--k",
+    "5",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +52,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _unimix(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """``unimix ARGS`` in a process of its own, under the common umask 022."""
     return subprocess.run(
-        [sys.executable, "-m", "unimix.cli", *args], capture_output=True, text=True,
-        timeout=timeout, env=_env(), cwd=REPO, preexec_fn=lambda: os.umask(0o022),
-    )  # fmt: skip
+        [sys.executable, "-m", "unimix.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=REPO,
+        preexec_fn=lambda: os.umask(0o022),
+    )
 
 
 def _one_error(proc: subprocess.CompletedProcess) -> str:
@@ -71,8 +89,9 @@ def read_only(tmpfs: Callable[[str], Path]) -> Path:
 def test_an_export_to_a_read_only_file_system_is_one_line(
     run_dir: Path, read_only: Path, fmt: str, name: str
 ) -> None:
-    proc = _unimix("export", str(run_dir), "--format", fmt, "-o", str(read_only / name),
-                   "--device", "cpu")  # fmt: skip
+    proc = _unimix(
+        "export", str(run_dir), "--format", fmt, "-o", str(read_only / name), "--device", "cpu"
+    )
     target = str(read_only / name).rstrip("/")
     assert _one_error(proc) == f"error: cannot write {target}: Read-only file system"
     _still_loads(run_dir)
@@ -82,8 +101,9 @@ def test_an_export_under_a_file_is_one_line(run_dir: Path, tmp_path: Path) -> No
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     for fmt, name in (("torchscript", "x.pt"), ("hf", "hf/")):
-        proc = _unimix("export", str(run_dir), "--format", fmt, "-o", str(blocker / name),
-                       "--device", "cpu")  # fmt: skip
+        proc = _unimix(
+            "export", str(run_dir), "--format", fmt, "-o", str(blocker / name), "--device", "cpu"
+        )
         assert _one_error(proc).startswith(f"error: cannot write {blocker / name.rstrip('/')}")
 
 
@@ -91,8 +111,15 @@ def test_knn_out_that_cannot_be_written_is_refused_before_any_feature(
     run_dir: Path, tmp_path: Path, read_only: Path
 ) -> None:
     cache = tmp_path / "cache"
-    proc = _unimix("knn", str(run_dir), *KNN_DATA, "--cache-dir", str(cache),
-                   "--out", str(read_only / "knn.json"))  # fmt: skip
+    proc = _unimix(
+        "knn",
+        str(run_dir),
+        *KNN_DATA,
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(read_only / "knn.json"),
+    )
     assert _one_error(proc) == (
         f"error: --out {read_only / 'knn.json'}: cannot be written (read-only file system at "
         f"{read_only})"
@@ -146,8 +173,9 @@ def test_exported_safetensors_get_the_mode_of_the_json_beside_them(
         ("safetensors", "x.safetensors", "x.safetensors.json"),
         ("hf", "hf/", "hf/config.json"),
     ):
-        proc = _unimix("export", str(run_dir), "--format", fmt, "-o", str(tmp_path / name),
-                       "--device", "cpu")  # fmt: skip
+        proc = _unimix(
+            "export", str(run_dir), "--format", fmt, "-o", str(tmp_path / name), "--device", "cpu"
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         weights = tmp_path / name / "model.safetensors" if fmt == "hf" else tmp_path / name
         mode = stat.S_IMODE((tmp_path / beside).stat().st_mode)

@@ -32,10 +32,20 @@ from unimix.eval.export_cli import main as main_export
 REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]  # not ImageNet's: the round trip must carry them
 TINY_RUN = {
-    "data": {"dataset": "synthetic", "num_samples": 64, "image_size": 16, "batch_size": 16,
-             "num_workers": 0, "mean": MEAN, "std": STD},
+    "data": {
+        "dataset": "synthetic",
+        "num_samples": 64,
+        "image_size": 16,
+        "batch_size": 16,
+        "num_workers": 0,
+        "mean": MEAN,
+        "std": STD,
+    },
     "augment": {"global_size": 16, "local_size": 8, "num_local": 0},
-    "model": {"backbone": "poolformer_nano", "head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}},
+    "model": {
+        "backbone": "poolformer_nano",
+        "head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    },
     "optim": {"warmup_epochs": 0},
     "epochs": 1,
     "max_steps": 2,
@@ -43,7 +53,7 @@ TINY_RUN = {
     "checkpoint": {"every_steps": 0, "keep_last": 1},
     "logging": {"every_steps": 1, "progress_bar": False},
     "eval": {"knn_at_end": True, "num_train": 48, "num_test": 16, "k": 5},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(autouse=True, scope="module")

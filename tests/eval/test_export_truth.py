@@ -96,8 +96,21 @@ def test_grayscale_in_chans_1_loads_through_timms_stem_adaptation(tmp_path: Path
 def test_an_hf_folder_is_accepted_by_knn_and_export(tmp_path: Path) -> None:
     ckpt, trained = _fake_checkpoint(tmp_path / "run")
     folder = _export_hf(ckpt, tmp_path / "exports" / "tiny")
-    knn = ["--data", "synthetic", "--limit-train", "40", "--limit-test", "12", "--k", "5",
-           "--device", "cpu", "--workers", "0", "--no-progress"]  # fmt: skip
+    knn = [
+        "--data",
+        "synthetic",
+        "--limit-train",
+        "40",
+        "--limit-test",
+        "12",
+        "--k",
+        "5",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main_knn([str(folder), *knn]) == 0
     (report_file,) = (folder / "eval").glob("knn-*.json")  # default: inside the hf folder
     from_hf = json.loads(report_file.read_text())
@@ -182,7 +195,10 @@ def _write_images(root: Path, per_class: int) -> None:
 TINY = {
     "data": {"batch_size": 8, "num_workers": 0, "mean": MEAN, "std": STD},
     "augment": {"global_size": 16, "local_size": 8, "num_local": 0},
-    "model": {"backbone": "poolformer_nano", "head": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8}},
+    "model": {
+        "backbone": "poolformer_nano",
+        "head": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8},
+    },
     "optim": {"warmup_epochs": 0},
     "epochs": 1,
     "max_steps": 2,
@@ -190,7 +206,7 @@ TINY = {
     "checkpoint": {"every_steps": 0, "keep_last": 1},
     "logging": {"every_steps": 1, "progress_bar": False},
     "eval": {"knn_at_end": True, "k": 3},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +247,9 @@ def test_the_card_states_the_exported_networks_own_facts(
 ) -> None:
     root = folder_run.parents[1]
     monkeypatch.chdir(root)
-    student = _export_hf(Path("runs/tiny"), Path("exports/student/"), "--which", "student",
-                         "--image-size", "96")  # fmt: skip
+    student = _export_hf(
+        Path("runs/tiny"), Path("exports/student/"), "--which", "student", "--image-size", "96"
+    )
     teacher = _export_hf(Path("runs/tiny"), Path("exports/teacher"))
     s_card, t_card = _card(student), _card(teacher)
     assert "41.60%" in s_card and "38.70%" not in s_card  # the student's k-NN, not the teacher's
@@ -245,8 +262,21 @@ def test_the_card_states_the_exported_networks_own_facts(
     for card in (s_card, t_card):
         assert str(root) not in card and str(root.resolve()) not in card and "None" not in card
     # a report of `unimix knn` on the exported network itself is quoted; one of the other is not
-    knn = ["--data", "synthetic", "--limit-train", "30", "--limit-test", "10", "--k", "5",
-           "--device", "cpu", "--workers", "0", "--no-progress"]  # fmt: skip
+    knn = [
+        "--data",
+        "synthetic",
+        "--limit-train",
+        "30",
+        "--limit-test",
+        "10",
+        "--k",
+        "5",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main_knn(["runs/tiny", "--which", "student", *knn]) == 0
     report = json.loads(next((folder_run / "eval").glob("knn-student-step2-*.json")).read_text())
     s_card = _card(_export_hf(Path("runs/tiny"), Path("exports/student"), "--which", "student"))
@@ -264,8 +294,14 @@ def test_the_cards_usage_snippet_runs_from_the_exports_parent(folder_run: Path) 
     prelude = "from PIL import Image\nimage = Image.new('RGB', (40, 30), (90, 20, 200))\n"
     check = "\nprint(tuple(features.shape), type(model).__name__)\n"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", prelude + code + check], capture_output=True,
-                          text=True, cwd=folder.parent, env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + code + check],
+        capture_output=True,
+        text=True,
+        cwd=folder.parent,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split("\n")[-2] == "(1, 256) Backbone"
 
@@ -277,8 +313,12 @@ def test_a_python_api_run_card_names_its_data_without_none(
     monkeypatch.chdir(tmp_path)
     images = [_image(16, 16, seed=i) for i in range(32)]
     overrides = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k not in ("data", "eval")]
-    overrides += ["data.batch_size=8", "data.num_workers=0", "eval.knn_at_end=false",
-                  "output_dir=api_run"]  # fmt: skip
+    overrides += [
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "eval.knn_at_end=false",
+        "output_dir=api_run",
+    ]
     unimix.pretrain("quickstart", dataset=images, overrides=overrides)
     card = _card(_export_hf(Path("api_run"), Path("exports/api")))
     assert "None" not in card

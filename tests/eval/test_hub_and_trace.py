@@ -26,8 +26,16 @@ def test_torch_hub_list_shows_the_presets_and_from_export_only(
 
 
 #: One preset per family (the skeleton's token mixers and stems, DeiT's timm ViT).
-FAMILIES = ["poolformer_nano", "convformer_nano", "caformer_nano", "attention_nano",
-            "container_light_nano", "container_nano", "coatnet_nano", "deit_nano"]  # fmt: skip
+FAMILIES = [
+    "poolformer_nano",
+    "convformer_nano",
+    "caformer_nano",
+    "attention_nano",
+    "container_light_nano",
+    "container_nano",
+    "coatnet_nano",
+    "deit_nano",
+]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -128,11 +128,14 @@ def test_cpu_runs_reuse_freed_memory_instead_of_faulting_it_in_every_step() -> N
 
 
 _TINY_STEP = [
-    "data.batch_size=4", "augment.num_local=2", "model.backbone=vit_tiny_patch16_224",
+    "data.batch_size=4",
+    "augment.num_local=2",
+    "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2,"
     " mlp_ratio: 2, dynamic_img_size: true}",
-    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}", "threads=1",
-]  # fmt: skip
+    "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}",
+    "threads=1",
+]
 
 
 def test_world_origin_names_machines_and_launcher() -> None:

@@ -23,11 +23,27 @@ def _machines(args: list[str], port: int, multi_gpu: bool = True) -> list[str]:
     procs = []
     for rank in (0, 1):
         launch = [
-            sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] * multi_gpu),
-            "--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2",
-            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-            "--mixed_precision", "no", "--dynamo_backend", "no", *PRETRAIN, *args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            *(["--multi_gpu"] * multi_gpu),
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            str(rank),
+            "--num_processes",
+            "2",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            *PRETRAIN,
+            *args,
+        ]
         procs.append(
             subprocess.Popen(
                 launch,
@@ -36,7 +52,7 @@ def _machines(args: list[str], port: int, multi_gpu: bool = True) -> list[str]:
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            )
         )
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     for rank, (p, out) in enumerate(zip(procs, outputs, strict=True)):

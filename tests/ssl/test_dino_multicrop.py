@@ -37,9 +37,16 @@ def test_views_depend_only_on_seed_epoch_and_index() -> None:
 
 def test_full_image_crop_without_photometric_ops_is_the_normalised_image() -> None:
     cfg = AugmentConfig(
-        global_size=24, local_size=8, num_local=1, global_scale=(1.0, 1.0), flip_p=0.0,
-        jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0, 0.0), solarize_p=0.0,
-    )  # fmt: skip
+        global_size=24,
+        local_size=8,
+        num_local=1,
+        global_scale=(1.0, 1.0),
+        flip_p=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        blur_p=(0.0, 0.0, 0.0),
+        solarize_p=0.0,
+    )
     aug = MultiCropAugment(cfg, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     images = _images(3)
     globals_, locals_ = aug(images, [0, 1, 2], epoch=0)
@@ -162,15 +169,26 @@ def test_a_run_trains_the_same_with_views_rendered_in_workers_or_in_the_training
     from unimix.ssl import load_pretrain_config
 
     tiny = [
-        "data.dataset=synthetic", "data.num_samples=32", "data.image_size=16",
-        "data.batch_size=8", "data.num_workers=1", "augment.global_size=16",
-        "augment.local_size=8", "augment.num_local=2", "model.backbone=vit_tiny_patch16_224",
+        "data.dataset=synthetic",
+        "data.num_samples=32",
+        "data.image_size=16",
+        "data.batch_size=8",
+        "data.num_workers=1",
+        "augment.global_size=16",
+        "augment.local_size=8",
+        "augment.num_local=2",
+        "model.backbone=vit_tiny_patch16_224",
         "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1,"
         " num_heads: 2, mlp_ratio: 2, dynamic_img_size: true}",
-        "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}", "optim.warmup_epochs=0",
-        "epochs=2", "max_steps=5", "threads=1", "checkpoint.every_steps=0",
-        "logging.progress_bar=false", "eval.knn_at_end=false",
-    ]  # fmt: skip
+        "model.head={out_dim: 32, hidden_dim: 16, bottleneck_dim: 8}",
+        "optim.warmup_epochs=0",
+        "epochs=2",
+        "max_steps=5",
+        "threads=1",
+        "checkpoint.every_steps=0",
+        "logging.progress_bar=false",
+        "eval.knn_at_end=false",
+    ]
     results = {}
     for placement in ("loader", "device"):
         out = tmp_path / placement

@@ -29,23 +29,39 @@ PRETRAIN = ["-m", "unimix.cli", "pretrain"]
 # A 1-block ViT (LayerNorm: no batch statistics, so any process count computes the same step)
 # with drop-path on, so an exact resume also needs the restored RNG state.
 TINY = {
-    "data": {"dataset": "synthetic", "num_samples": 96, "image_size": 16, "batch_size": 16, "num_workers": 0},
+    "data": {
+        "dataset": "synthetic",
+        "num_samples": 96,
+        "image_size": 16,
+        "batch_size": 16,
+        "num_workers": 0,
+    },
     "augment": {"global_size": 16, "local_size": 8, "num_local": 2},
     "model": {
         "backbone": "vit_tiny_patch16_224",
         "backbone_kwargs": {
-            "img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
-            "mlp_ratio": 2, "dynamic_img_size": True, "drop_path_rate": 0.1,
+            "img_size": 16,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depth": 1,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "dynamic_img_size": True,
+            "drop_path_rate": 0.1,
         },
         "head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
     },
     "optim": {"warmup_epochs": 1, "base_lr": 0.005},
-    "dino": {"freeze_last_layer_epochs": 0.5, "warmup_teacher_temp": 0.02, "warmup_teacher_temp_epochs": 1},
+    "dino": {
+        "freeze_last_layer_epochs": 0.5,
+        "warmup_teacher_temp": 0.02,
+        "warmup_teacher_temp_epochs": 1,
+    },
     "epochs": 6,
     "threads": 1,
     "checkpoint": {"every_steps": 4, "keep_last": 3},
     "logging": {"every_steps": 1, "progress_bar": False},
-}  # fmt: skip
+}
 
 
 def _write_config(tmp_path: Path, **top: object) -> Path:
@@ -84,10 +100,21 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, *PRETRAIN, "-c", str(config), "-o", str(one)])
     launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
     proc = _run([*launch, *PRETRAIN, "-c", str(config), "-o", str(two)], timeout=180)
     assert "world size 2" in proc.stdout + proc.stderr
     m1, m2 = _metrics(one), _metrics(two)
@@ -128,8 +155,11 @@ def test_sigkill_then_resume_auto_is_bit_identical(tmp_path: Path) -> None:
 
     proc = subprocess.Popen(
         [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(killed)],
-        env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         steps = [int(p.name.split("_")[1]) for p in list_checkpoints(killed / "checkpoints")]

@@ -234,9 +234,16 @@ def test_sizing_counts_the_images_left_after_the_holdout(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("count", "batch", "epochs"),
-    [(100, 64, 60.0), (3_000, 64, 4.0), (3_500, 64, 3.5), (3_800, 64, 3.0), (16_383, 64, 2.0),
-     (16_384, 128, 2.0), (131_072, 256, 2.0)],
-)  # fmt: skip
+    [
+        (100, 64, 60.0),
+        (3_000, 64, 4.0),
+        (3_500, 64, 3.5),
+        (3_800, 64, 3.0),
+        (16_383, 64, 2.0),
+        (16_384, 128, 2.0),
+        (131_072, 256, 2.0),
+    ],
+)
 def test_batch_epochs_and_warmups_from_the_count(count: int, batch: int, epochs: float) -> None:
     stats = ImageStats(count, 512, 32, 32, 32, 0.0, (0.5,) * 3, (0.25,) * 3, 0.3, 0.5, 0.5)
     chosen = {c.key: c.value for c in choose(stats)}
@@ -279,8 +286,12 @@ def test_a_value_written_in_the_recipe_file_wins(tmp_path: Path) -> None:
     assert cfg.optim.warmup_epochs == 1.0  # 10% of your 10 epochs
     assert "augment.hue=0.3 (yours)" in stream.getvalue()
     # and the command line beats the file
-    cfg = size_from_data(load_config(PretrainConfig, path, [*args, "epochs=4"]), path,
-                         [*args, "epochs=4"], stream=io.StringIO())  # fmt: skip
+    cfg = size_from_data(
+        load_config(PretrainConfig, path, [*args, "epochs=4"]),
+        path,
+        [*args, "epochs=4"],
+        stream=io.StringIO(),
+    )
     assert cfg.epochs == 4.0 and cfg.optim.warmup_epochs == pytest.approx(0.4)
 
 
@@ -302,9 +313,16 @@ def test_sizing_off_or_all_given_reads_nothing(tmp_path: Path) -> None:
     cfg = load_config(PretrainConfig, "folder", args, presets=RECIPES)
     assert size_from_data(cfg, "folder", args, presets=RECIPES, stream=stream) is cfg
     # every sized key given: the folder (missing here) is not even looked at
-    args = [f"data.dataset={tmp_path / 'missing'}", "augment={}", "data.mean=[0.5,0.5,0.5]",
-            "data.std=[0.2,0.2,0.2]", "data.batch_size=8", "epochs=1", "optim.warmup_epochs=0",
-            "dino.freeze_last_layer_epochs=0"]  # fmt: skip
+    args = [
+        f"data.dataset={tmp_path / 'missing'}",
+        "augment={}",
+        "data.mean=[0.5,0.5,0.5]",
+        "data.std=[0.2,0.2,0.2]",
+        "data.batch_size=8",
+        "epochs=1",
+        "optim.warmup_epochs=0",
+        "dino.freeze_last_layer_epochs=0",
+    ]
     cfg = load_config(PretrainConfig, "folder", args, presets=RECIPES)
     assert (
         size_from_data(cfg, "folder", args, presets=RECIPES, stream=stream) is cfg
@@ -345,10 +363,21 @@ def test_your_own_dataset_object_is_sized() -> None:
 def test_the_command_prints_one_block_matching_the_config_it_runs(tmp_path: Path) -> None:
     folder = _write(tmp_path / "cli", _oriented(60, side=28))
     proc = subprocess.run(
-        [sys.executable, "-m", "unimix.cli", "pretrain", "-c", "folder", f"data.dataset={folder}",
-         "epochs=5", "--print-config"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "unimix.cli",
+            "pretrain",
+            "-c",
+            "folder",
+            f"data.dataset={folder}",
+            "epochs=5",
+            "--print-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     block = proc.stderr.strip().splitlines()
     assert block[0].startswith(f"sized from the data (data.dataset={folder}): 60 images, 28 px")

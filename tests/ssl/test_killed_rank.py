@@ -32,10 +32,22 @@ END_WITHIN_S = 60
 
 def _launch(port: int) -> list[str]:
     return [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(port), *PRETRAIN,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *PRETRAIN,
+    ]
 
 
 def _rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
@@ -63,8 +75,12 @@ def test_killed_rank_ends_the_other_and_resume_is_bit_identical(tmp_path: Path) 
 
     launcher = subprocess.Popen(
         [*_launch(_free_port()), "-c", str(config), "-o", str(killed)],
-        env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and launcher.poll() is None and _newest_step(killed) < 4:
         time.sleep(0.005)
@@ -127,10 +143,24 @@ def test_accelerate_launch_cpu_two_processes_exits_2(tmp_path: Path) -> None:
     config = _write_config(tmp_path, max_steps=1)
     out = tmp_path / "run"
     launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-        str(_free_port()), *PRETRAIN, "-c", str(config), "-o", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        *PRETRAIN,
+        "-c",
+        str(config),
+        "-o",
+        str(out),
+    ]
     proc = subprocess.run(launch, capture_output=True, text=True, timeout=180, env=_env(), cwd=REPO)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "replace --cpu with --multi_gpu" in errors[0], proc.stderr

@@ -29,8 +29,15 @@ def test_img_per_s_leaves_out_the_online_knn(
     config = _write_config(tmp_path, logging={"every_steps": 2, "progress_bar": False})
     # 96 images, batch 16: 6 steps per epoch; k-NN every half epoch: after steps 3 and 6 (not
     # the last step), inside the logging windows of steps 4 and 8
-    args = ["-c", str(config), "-o", str(out), "max_steps=8", "checkpoint.every_steps=0",
-            "eval.knn_every_epochs=0.5"]  # fmt: skip
+    args = [
+        "-c",
+        str(config),
+        "-o",
+        str(out),
+        "max_steps=8",
+        "checkpoint.every_steps=0",
+        "eval.knn_every_epochs=0.5",
+    ]
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "knn_top1" in r] == [3, 6]

@@ -111,8 +111,12 @@ def test_a_really_full_disk_under_a_running_run(tmp_path: Path, small_disk: Path
     # resumed with no checkpoint before its end: the metrics file is the first thing to fail
     proc = subprocess.Popen(
         [*run, "--resume", "auto", "max_steps=2000", "checkpoint.every_steps=0"],
-        env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

@@ -33,10 +33,21 @@ def test_missing_eval_dataset_fails_at_start_in_one_line(tmp_path: Path) -> None
     # quickstart ends with a k-NN: the missing folder used to fail only after training.
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, *PRETRAIN, "-c", "quickstart", "-o", str(out),
-         "eval.dataset=/missing/path"],
-        capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            *PRETRAIN,
+            "-c",
+            "quickstart",
+            "-o",
+            str(out),
+            "eval.dataset=/missing/path",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     names = ", ".join(DATASET_NAMES)
     expected = f"error: eval.dataset='/missing/path': no such folder and not one of {names}\n"
@@ -48,8 +59,10 @@ def test_missing_eval_dataset_fails_at_start_in_one_line(tmp_path: Path) -> None
     "overrides, needles",
     [
         # the online k-NN alone (every epoch) needs the data too
-        (["eval.dataset=/missing/path", "eval.knn_at_end=false", "eval.knn_every_epochs=1"],
-         ["eval.dataset='/missing/path'", "no such folder"]),
+        (
+            ["eval.dataset=/missing/path", "eval.knn_at_end=false", "eval.knn_every_epochs=1"],
+            ["eval.dataset='/missing/path'", "no such folder"],
+        ),
         (["data.dataset=/missing/train"], ["data.dataset='/missing/train'", "no such folder"]),
         (["data.split=validation"], ["data.dataset='synthetic'", "'validation'"]),
         (["eval.test_split=train"], ["eval.test_split='train'", "eval.train_split"]),
@@ -57,7 +70,7 @@ def test_missing_eval_dataset_fails_at_start_in_one_line(tmp_path: Path) -> None
         # the checkpoint estimate builds the networks (on the meta device): a bad option shows
         (["model.backbone_kwargs={foo: 1}"], ["model.backbone_kwargs={'foo': 1}", "'foo'"]),
     ],
-)  # fmt: skip
+)
 def test_bad_data_keys_are_refused_before_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], needles: list[str]
 ) -> None:
@@ -118,8 +131,13 @@ def test_read_only_output_dir(
             lambda p, mode: False if Path(p) == locked else real_access(p, mode),
         )
     try:
-        _refused(capsys, ["-c", "quickstart", "-o", str(locked / "run")],
-                 f"output_dir='{locked / 'run'}'", "cannot be created in", str(locked))  # fmt: skip
+        _refused(
+            capsys,
+            ["-c", "quickstart", "-o", str(locked / "run")],
+            f"output_dir='{locked / 'run'}'",
+            "cannot be created in",
+            str(locked),
+        )
         _refused(capsys, ["-c", "quickstart", "-o", str(locked)], "is not writable")
         assert list(locked.iterdir()) == []
     finally:
@@ -143,8 +161,12 @@ def test_full_disk_is_refused_naming_the_space_needed(
 
 def test_missing_resume_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, missing = tmp_path / "run", tmp_path / "nope" / "step_00000004"
-    _refused(capsys, ["-c", "quickstart", "-o", str(out), "--resume", str(missing)],
-             f"--resume {missing}", "no such directory")  # fmt: skip
+    _refused(
+        capsys,
+        ["-c", "quickstart", "-o", str(out), "--resume", str(missing)],
+        f"--resume {missing}",
+        "no such directory",
+    )
     assert not out.exists()
 
 
@@ -156,8 +178,12 @@ def test_checkpoint_estimate_covers_a_real_checkpoint(tmp_path: Path) -> None:
         out = tmp_path / optim
         subprocess.run(
             [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(out)],
-            check=True, capture_output=True, timeout=120, env=_env(), cwd=REPO,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            timeout=120,
+            env=_env(),
+            cwd=REPO,
+        )
         (written,) = (out / "checkpoints").iterdir()
         size = sum(p.stat().st_size for p in written.iterdir())
         estimate = checkpoint_bytes(load_pretrain_config(config))

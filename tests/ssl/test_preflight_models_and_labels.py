@@ -54,11 +54,17 @@ def test_crop_sizes_a_backbone_does_not_take_are_refused(
     config, out = _write_config(tmp_path), tmp_path / "run"
     err = _refused(
         capsys,
-        ["-c", str(config), "-o", str(out), "model.backbone=vit_tiny_patch16_224",
-         "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, "
-         "num_heads: 2, dynamic_img_size: false}"],
+        [
+            "-c",
+            str(config),
+            "-o",
+            str(out),
+            "model.backbone=vit_tiny_patch16_224",
+            "model.backbone_kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, "
+            "num_heads: 2, dynamic_img_size: false}",
+        ],
         out,
-    )  # fmt: skip
+    )
     # the global crops are 16 px (its size); the 8-px local crops are what it refuses
     assert err.startswith("error: augment.local_size=8: model.backbone='vit_tiny_patch16_224'")
     assert "Input height (8) doesn't match model (16)" in err
@@ -68,11 +74,25 @@ def test_a_timm_vit_runs_the_32px_recipe_and_dinos_224_96_crops(tmp_path: Path) 
     # quickstart's 32/16-px crops through vit_tiny_patch16_224: it crashed at step 1 in timm
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, *PRETRAIN, "-c", "quickstart", "-o", str(out),
-         "model.backbone=vit_tiny_patch16_224", "max_steps=1", "data.num_samples=64",
-         "data.batch_size=16", "eval.knn_at_end=false"],
-        capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            *PRETRAIN,
+            "-c",
+            "quickstart",
+            "-o",
+            str(out),
+            "model.backbone=vit_tiny_patch16_224",
+            "max_steps=1",
+            "data.num_samples=64",
+            "data.batch_size=16",
+            "eval.knn_at_end=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "checkpoints" / "step_00000001").is_dir()
     # a YAML that sets no model.*: the default ViT with DINO's 224-px globals and 96-px locals

@@ -31,10 +31,12 @@ def _saved(run: Path, key: str) -> object:
     [
         (["data.batch_size=32"], ["data.batch_size=16 (this run: data.batch_size=32)"]),
         (["seed=1"], ["seed=0 (this run: seed=1)"]),
-        (["data.batch_size=8", "seed=7"],
-         ["data.batch_size=16 (this run: data.batch_size=8)", "seed=0 (this run: seed=7)"]),
+        (
+            ["data.batch_size=8", "seed=7"],
+            ["data.batch_size=16 (this run: data.batch_size=8)", "seed=0 (this run: seed=7)"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_resume_auto_with_other_batch_size_or_seed_is_refused(
     run: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], needles: list[str]
 ) -> None:
@@ -72,8 +74,18 @@ def test_resume_from_a_checkpoint_dir_is_checked_too(
 def test_resume_with_the_same_values_continues(run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    done = run_cli([*PRETRAIN[1:], "-c", str(copy / "config.yaml"), "-o", str(copy),
-                    "--resume", "auto", "max_steps=3"])  # fmt: skip
+    done = run_cli(
+        [
+            *PRETRAIN[1:],
+            "-c",
+            str(copy / "config.yaml"),
+            "-o",
+            str(copy),
+            "--resume",
+            "auto",
+            "max_steps=3",
+        ]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in done.stdout + done.stderr
     steps = [p.name for p in list_checkpoints(copy / "checkpoints")]

@@ -33,8 +33,11 @@ def _holder(folder: Path) -> subprocess.Popen:
     """Another process holding the lock of ``folder`` (until killed)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(folder)],
-        env=_env(), cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -57,8 +60,12 @@ def test_a_held_folder_is_refused_naming_the_holder_until_it_is_killed(tmp_path:
 
 
 def test_a_stale_lock_file_of_a_dead_pid_is_taken_over(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     stale = {"pid": int(dead.stdout), "host": socket.gethostname(), "started": "long ago"}
     (tmp_path / LOCK_NAME).write_text(json.dumps(stale))
     lock = lock_output_dir(tmp_path)
@@ -84,8 +91,12 @@ def test_two_runs_on_one_folder_the_second_is_refused_and_the_first_untouched(
     out = tmp_path / "run"
     first = subprocess.Popen(
         [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(out)],
-        env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     others: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 120
@@ -103,7 +114,7 @@ def test_two_runs_on_one_folder_the_second_is_refused_and_the_first_untouched(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
             for extra in ([], ["--resume", "auto"])
         ]
         for other in others:
@@ -129,5 +140,16 @@ def test_two_runs_on_one_folder_the_second_is_refused_and_the_first_untouched(
     assert not list((out / "checkpoints").glob(".tmp-*"))
     assert not (out / LOCK_NAME).exists()
     # the folder is free again: the interrupted run continues
-    _run([sys.executable, *PRETRAIN, "-c", str(config), "-o", str(out), "--resume", "auto",
-          "max_steps=" + str(steps[-1] + 2)])  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            *PRETRAIN,
+            "-c",
+            str(config),
+            "-o",
+            str(out),
+            "--resume",
+            "auto",
+            "max_steps=" + str(steps[-1] + 2),
+        ]
+    )

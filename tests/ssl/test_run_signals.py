@@ -96,9 +96,14 @@ def test_a_signal_checkpoints_the_step_and_resume_auto_is_bit_identical(
 
     args = ["-c", str(base), *overrides, "-o", str(cut)]
     proc = subprocess.Popen(
-        [sys.executable, *PRETRAIN, *args], env=_env(), cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, *PRETRAIN, *args],
+        env=_env(),
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         _wait_for_step(proc, cut, 10)
         if how == "sigterm":  # what SLURM sends the job's processes before its time limit
@@ -128,10 +133,22 @@ def test_a_signal_checkpoints_the_step_and_resume_auto_is_bit_identical(
 
 def _launch(port: int) -> list[str]:
     return [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(port), *PRETRAIN,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *PRETRAIN,
+    ]
 
 
 def _rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
@@ -153,8 +170,12 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_lock_is_rank_0s
     _run([*_launch(_free_port()), "-c", str(config), "-o", str(ref)], timeout=300)
     launcher = subprocess.Popen(
         [*_launch(_free_port()), "-c", str(config), "-o", str(cut)],
-        env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_step(launcher, cut, 8, timeout=240)
         rank0, rank1 = _rank_process(launcher, 0), _rank_process(launcher, 1)
@@ -179,8 +200,9 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_lock_is_rank_0s
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= names  # both ranks saved it
     assert "with -m unimix.cli pretrain" in match[5]
 
-    _run([*_launch(_free_port()), "-c", str(config), "-o", str(cut), "--resume", "auto"],
-         timeout=300)  # fmt: skip
+    _run(
+        [*_launch(_free_port()), "-c", str(config), "-o", str(cut), "--resume", "auto"], timeout=300
+    )
     assert len(_assert_same_training(ref, cut)) == 60
 
 

@@ -80,8 +80,9 @@ def test_an_unknown_tracker_lists_the_accepted_names(capsys: pytest.CaptureFixtu
 @pytest.mark.slow
 def test_the_default_run_says_nothing_about_trackers(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _run([sys.executable, *PRETRAIN, "-c", str(_default_logging(tmp_path)), "-o", str(out)]
-                + STEPS)  # fmt: skip
+    proc = _run(
+        [sys.executable, *PRETRAIN, "-c", str(_default_logging(tmp_path)), "-o", str(out)] + STEPS
+    )
     said = (proc.stdout + proc.stderr).lower()
     assert "unimix pretrain" in said  # the run did speak
     assert "tensorboard" not in said and "tracker" not in said, said
@@ -136,9 +137,13 @@ def _pretrain_process(tmp_path: Path, out: Path, tracker: str, env: dict[str, st
     config = _default_logging(tmp_path)
     args = [sys.executable, *PRETRAIN, "-c", str(config), "-o", str(out), *STEPS, *KNN_AT_END]
     proc = subprocess.run(
-        [*args, f"logging.trackers=[{tracker}]"], capture_output=True, text=True, timeout=300,
-        cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-    )  # fmt: skip
+        [*args, f"logging.trackers=[{tracker}]"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd
 

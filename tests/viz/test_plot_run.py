@@ -60,8 +60,11 @@ def test_plot_of_a_tiny_real_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     final = json.loads((out / "knn.json").read_text())
     panels = _panels(run_figure(records, final, "tiny"))
     assert len(panels) == 6
-    for title, key in [("DINO loss", "loss"), ("learning rate", "lr"),
-                       ("teacher momentum", "momentum")]:  # fmt: skip
+    for title, key in [
+        ("DINO loss", "loss"),
+        ("learning rate", "lr"),
+        ("teacher momentum", "momentum"),
+    ]:
         (line,) = panels[title].get_lines()
         assert list(line.get_xdata()) == [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
         assert list(line.get_ydata()) == [r[key] for r in logged]
@@ -143,15 +146,22 @@ def test_help_describes_every_option(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_race_plot_draws_every_run_and_the_floors(tmp_path: Path) -> None:
     def run(seed: int, top1: list[float]) -> dict:
-        return {"seed": seed, "curve": [
-            {"images_seen": 1000 * (i + 1), "teacher@20": v} for i, v in enumerate(top1)
-        ]}  # fmt: skip
+        return {
+            "seed": seed,
+            "curve": [{"images_seen": 1000 * (i + 1), "teacher@20": v} for i, v in enumerate(top1)],
+        }
 
     report = {
-        "methods": {"ours": {"runs": [run(0, [20, 30]), run(1, [22, 31])]},
-                    "lightly": {"runs": [run(0, [18, 25])]}},
-        "floors": {"ours": [{"network": "untrained", "bn": "none", "top1@20": 15.0},
-                            {"network": "untrained", "bn": "kept", "top1@20": 11.0}]},
-    }  # fmt: skip
+        "methods": {
+            "ours": {"runs": [run(0, [20, 30]), run(1, [22, 31])]},
+            "lightly": {"runs": [run(0, [18, 25])]},
+        },
+        "floors": {
+            "ours": [
+                {"network": "untrained", "bn": "none", "top1@20": 15.0},
+                {"network": "untrained", "bn": "kept", "top1@20": 11.0},
+            ]
+        },
+    }
     path = plot_race(report, tmp_path / "race.png")
     _assert_non_blank_png(path, (720, 480))  # 6 × 4 inches at 120 dpi
